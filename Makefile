@@ -1,0 +1,41 @@
+# The two commands of README.md: `make up` (install and run the main job) and `make test` (install
+# and run every check). Everything installs into .venv from pinned versions.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+NODE_INTEROP := tests/interop/node
+
+.PHONY: up test install install-test node-interop lint typecheck pytest bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+install: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+
+install-test: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+
+node-interop:
+	cd $(NODE_INTEROP) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+
+up: install
+	$(BIN)/privproc up
+
+lint:
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck:
+	$(BIN)/mypy
+
+pytest:
+	$(BIN)/pytest
+
+test: install-test node-interop lint typecheck pytest
+
+bench: install
+	$(BIN)/python bench/bench_ohttp.py
+
+clean:
+	rm -rf $(VENV) $(NODE_INTEROP)/node_modules .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The device side: clients for the parties' services."""

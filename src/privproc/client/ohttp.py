@@ -1,0 +1,148 @@
+"""An Oblivious HTTP client (RFC 9458) for any conforming gateway, over httpx.
+
+    client = OhttpClient()
+    configs = client.fetch_key_configs("http://127.0.0.1:8404/.well-known/ohttp-gateway")
+    response = client.request(
+        "http://127.0.0.1:8404/.well-known/ohttp-gateway",
+        configs[0],
+        bhttp.Request.build("GET", "https://example.com/"),
+    )
+
+Rules: the key configurations come from a URL the caller names (later: the third-party CDN, with
+a transparency proof); sizes of everything read are bounded; a non-200 answer, a wrong media type
+or an undecryptable body raises a typed error, never a partial result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import httpx
+
+from privproc import hpke
+from privproc.errors import PeerRejectedError, TooLargeError, TransportError, UnsupportedError
+from privproc.ohttp import bhttp
+from privproc.ohttp.keys import (
+    MAX_KEYS_DOCUMENT,
+    MEDIA_TYPE_KEYS,
+    KeyConfig,
+    SymmetricSuite,
+    decode_key_configs,
+)
+from privproc.ohttp.messages import (
+    DEFAULT_MAX_MESSAGE,
+    MEDIA_TYPE_REQUEST,
+    MEDIA_TYPE_RESPONSE,
+    encapsulate_request,
+)
+
+__all__ = ["KEM_NAMES", "OhttpClient", "choose_config"]
+
+KEM_NAMES: dict[str, hpke.Kem] = {
+    "x25519": hpke.KEM_X25519_HKDF_SHA256,
+    "p256": hpke.KEM_P256_HKDF_SHA256,
+    "xwing": hpke.KEM_XWING,
+    "mlkem768": hpke.KEM_MLKEM768,
+}
+
+
+def choose_config(configs: Sequence[KeyConfig], kem: hpke.Kem | None = None) -> KeyConfig:
+    """The first configuration, or the first one for `kem`."""
+    for config in configs:
+        if kem is None or config.kem is kem:
+            return config
+    wanted = kem.name if kem else "any KEM"
+    raise UnsupportedError(f"the gateway offers no key configuration for {wanted}")
+
+
+def _media_type(response: httpx.Response) -> str:
+    return str(response.headers.get("content-type", "")).split(";", 1)[0].strip().lower()
+
+
+class OhttpClient:
+    """A blocking OHTTP client. One instance may be reused for many requests."""
+
+    def __init__(
+        self,
+        *,
+        http: httpx.Client | None = None,
+        timeout: float = 30.0,
+        max_response: int = DEFAULT_MAX_MESSAGE,
+    ) -> None:
+        self._http = http or httpx.Client(timeout=timeout, follow_redirects=False)
+        self._owns_http = http is None
+        self.max_response = max_response
+
+    def close(self) -> None:
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> OhttpClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _bounded_body(self, method: str, url: str, limit: int, **kwargs: object) -> httpx.Response:
+        try:
+            with self._http.stream(method, url, **kwargs) as response:  # type: ignore[arg-type]
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > limit:
+                        raise TooLargeError(f"the answer from {url} exceeds {limit} bytes")
+                response._content = bytes(body)
+                return response
+        except httpx.HTTPError as exc:
+            raise TransportError(f"could not reach {url}: {type(exc).__name__}") from None
+
+    def fetch_key_configs(self, keys_url: str) -> list[KeyConfig]:
+        """GET an `application/ohttp-keys` document and decode the configurations it offers."""
+        response = self._bounded_body("GET", keys_url, MAX_KEYS_DOCUMENT)
+        if response.status_code != 200:
+            raise PeerRejectedError(
+                f"{keys_url} answered {response.status_code} instead of key configurations",
+                response.status_code,
+            )
+        if _media_type(response) != MEDIA_TYPE_KEYS:
+            raise TransportError(f"{keys_url} did not answer with {MEDIA_TYPE_KEYS}")
+        return decode_key_configs(response.content)
+
+    def send(
+        self,
+        gateway_url: str,
+        config: KeyConfig,
+        inner: bytes,
+        *,
+        suite: SymmetricSuite | None = None,
+    ) -> bytes:
+        """Encapsulate `inner`, POST it, and return the decapsulated response bytes."""
+        body, context = encapsulate_request(config, inner, suite=suite)
+        response = self._bounded_body(
+            "POST",
+            gateway_url,
+            self.max_response,
+            content=body,
+            headers={"content-type": MEDIA_TYPE_REQUEST, "accept": MEDIA_TYPE_RESPONSE},
+        )
+        if response.status_code != 200:
+            raise PeerRejectedError(
+                f"the gateway answered {response.status_code}; "
+                "if its keys rotated, fetch them again",
+                response.status_code,
+            )
+        if _media_type(response) != MEDIA_TYPE_RESPONSE:
+            raise TransportError(f"the gateway did not answer with {MEDIA_TYPE_RESPONSE}")
+        return context.decapsulate_response(response.content, max_size=self.max_response)
+
+    def request(
+        self,
+        gateway_url: str,
+        config: KeyConfig,
+        request: bhttp.Request,
+        *,
+        suite: SymmetricSuite | None = None,
+    ) -> bhttp.Response:
+        """Send a Binary HTTP request obliviously and decode the Binary HTTP response."""
+        inner = bhttp.encode_request(request, bhttp.Framing.shortest())
+        return bhttp.decode_response(self.send(gateway_url, config, inner, suite=suite))

@@ -1,0 +1,87 @@
+"""One typed error hierarchy for the whole of privproc.
+
+Rules:
+- Every parser and every cryptographic check raises a subclass of `PrivprocError`, never a bare
+  `ValueError`, `KeyError` or `IndexError`.
+- Messages say what failed and, where it helps, what to do; they never contain key material,
+  plaintext, tokens or client addresses (DESIGN.md §6). A message may name a size or an algorithm
+  identifier, never the bytes themselves.
+"""
+
+from __future__ import annotations
+
+
+class PrivprocError(Exception):
+    """Base class of every error privproc raises on purpose."""
+
+
+# --- Malformed or out-of-bounds input ---------------------------------------------------------
+
+
+class DecodeError(PrivprocError):
+    """Untrusted bytes do not follow the wire format."""
+
+
+class TruncatedError(DecodeError):
+    """The input ended before the structure it announced was complete."""
+
+
+class TooLargeError(DecodeError):
+    """The input, or a length it announces, exceeds a configured bound."""
+
+
+class TrailingDataError(DecodeError):
+    """Bytes follow a structure that must end the input."""
+
+
+# --- Negotiation -------------------------------------------------------------------------------
+
+
+class UnsupportedError(PrivprocError):
+    """An algorithm, suite or format version that this implementation does not offer."""
+
+
+class UnknownKeyError(PrivprocError):
+    """A message names a key identifier that no live key configuration has."""
+
+
+# --- Cryptography ------------------------------------------------------------------------------
+
+
+class CryptoError(PrivprocError):
+    """A cryptographic operation failed."""
+
+
+class OpenError(CryptoError):
+    """Authenticated decryption failed: wrong key, tampered or truncated ciphertext."""
+
+
+class InvalidKeyError(CryptoError):
+    """A public or private key is malformed or not a valid group element."""
+
+
+class DeriveKeyPairError(CryptoError):
+    """Deterministic key derivation did not find a valid key (negligible probability)."""
+
+
+class MessageLimitReachedError(CryptoError):
+    """An HPKE context has used every nonce its AEAD allows."""
+
+
+class UsageError(PrivprocError):
+    """The caller combined arguments in a way the specification forbids."""
+
+
+# --- Talking to other parties ------------------------------------------------------------------
+
+
+class TransportError(PrivprocError):
+    """A party could not be reached, or answered outside the protocol."""
+
+
+class PeerRejectedError(TransportError):
+    """A party answered with an HTTP error status; `status` holds it."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status

@@ -1,0 +1,53 @@
+"""Structured, content-free logging.
+
+Rules: a log line is one JSON object built only from the field names in `ALLOWED_FIELDS`, whose
+values are numbers, booleans or short identifiers chosen by the code, never by a request. There is
+no way to log a body, a header, a token, a key or a client address: asking for a field outside the
+allowlist is a programming error and raises at once, so a test run catches it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+ALLOWED_FIELDS = frozenset(
+    {
+        "party",
+        "event",
+        "status",
+        "outcome",
+        "duration_ms",
+        "size",
+        "key_id",
+        "kem",
+        "url",  # only URLs of our own listening sockets, never a client's
+        "configs",
+    }
+)
+
+_logger = logging.getLogger("privproc")
+
+
+def configure(level: int = logging.INFO) -> None:
+    """Send privproc's structured lines to stderr (idempotent)."""
+    if not any(getattr(h, "_privproc", False) for h in _logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._privproc = True  # type: ignore[attr-defined]
+        _logger.addHandler(handler)
+    _logger.setLevel(level)
+    _logger.propagate = False
+
+
+def event(party: str, name: str, **fields: str | int | float | bool) -> None:
+    unknown = set(fields) - ALLOWED_FIELDS
+    if unknown:
+        raise ValueError(f"log fields outside the allowlist: {sorted(unknown)}")
+    for value in fields.values():
+        if isinstance(value, str) and len(value) > 200:
+            raise ValueError("log values are short identifiers")
+    record = {"ts": round(time.time(), 3), "party": party, "event": name, **fields}
+    _logger.info(json.dumps(record, separators=(",", ":"), sort_keys=True))

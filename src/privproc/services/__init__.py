@@ -1,0 +1,1 @@
+"""The parties' network services: thin ASGI shells over the sans-IO cores."""

@@ -1,0 +1,109 @@
+"""What every privproc service shares: bounded request bodies and a uvicorn runner.
+
+Rules: bodies are read with a size bound and a time bound, so a slow or huge upload costs the
+server nothing unbounded; servers run without access logs (they would record client addresses)
+and without a `Server` header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import socket
+from collections.abc import Awaitable, Callable
+
+import uvicorn
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp
+
+BODY_READ_TIMEOUT = 15.0
+
+
+class BodyError(Exception):
+    """The request body broke a bound; `response` is what the client gets."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read the whole body, refusing more than `limit` bytes (413) or a stalled upload (408)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BodyError(Response(status_code=400))
+        if int(declared) > limit:
+            raise BodyError(Response(status_code=413))
+    body = bytearray()
+    try:
+        async with asyncio.timeout(BODY_READ_TIMEOUT):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise BodyError(Response(status_code=413))
+    except TimeoutError:
+        raise BodyError(Response(status_code=408)) from None
+    return bytes(body)
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket; port 0 picks a free one (read it back with getsockname)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def make_server(app: ASGIApp, *, limit_concurrency: int = 1024) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,
+        access_log=False,
+        server_header=False,
+        date_header=True,
+        log_level="warning",
+        lifespan="off",
+        limit_concurrency=limit_concurrency,
+        timeout_keep_alive=10,
+        h11_max_incomplete_event_size=16 * 1024,
+    )
+    return uvicorn.Server(config)
+
+
+async def serve(
+    app: ASGIApp,
+    sock: socket.socket,
+    on_ready: Callable[[str], Awaitable[bool | None] | bool | None] | None = None,
+) -> None:
+    """Serve `app` on `sock` until the server is asked to exit (Ctrl-C or SIGTERM).
+
+    `on_ready` runs once the socket accepts connections; if it returns False the server stops.
+    """
+    server = make_server(app)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            await task  # raises what made the server fail to start
+            return
+        await asyncio.sleep(0.01)
+    if on_ready is not None:
+        result = on_ready(url_of(sock))
+        if inspect.isawaitable(result):
+            result = await result
+        if result is False:
+            server.should_exit = True
+    await task
