@@ -16,3 +16,23 @@ def load_vectors(relpath: str) -> Any:
         with gzip.open(path, "rt") as fh:
             return json.load(fh)
     return json.loads(path.read_text())
+
+
+import pytest  # noqa: E402
+
+from tests.servers import Running, privproc_process  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def conformance_gateway(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """`privproc serve gateway --port 0 --conformance`, a real uvicorn server on loopback."""
+    tmp = tmp_path_factory.mktemp("gateway")
+    with privproc_process(
+        ["serve", "gateway", "--host", "127.0.0.1", "--port", "0", "--conformance"],
+        "ready gateway ",
+        tmp,
+    ) as running:
+        yield running
+
+
+__all__ = ["Running", "load_vectors"]

@@ -86,7 +86,7 @@ def serve_gateway(host: str, port: int, conformance: bool, max_request_bytes: in
     sock = bind(host, port)
 
     def ready(url: str) -> None:
-        logs.event("gateway", "listening", url=url, configs=len(keys.advertised))
+        logs.event("gateway", "listening", configs=len(keys.advertised))
         click.echo(f"ready gateway {url}{KEYS_PATH}", err=False)
         sys.stdout.flush()
 

@@ -23,7 +23,6 @@ ALLOWED_FIELDS = frozenset(
         "size",
         "key_id",
         "kem",
-        "url",  # only URLs of our own listening sockets, never a client's
         "configs",
     }
 )

@@ -1,0 +1,107 @@
+"""Real servers on loopback for tests: privproc's own services and the Node interop peers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+NODE_DIR = Path(__file__).parent / "interop" / "node"
+
+
+@dataclass
+class Running:
+    process: subprocess.Popen[str]
+    url: str
+    stderr_path: Path
+
+    def logs(self) -> str:
+        return self.stderr_path.read_text()
+
+
+def _read_ready(proc: subprocess.Popen[str], marker: str, timeout: float = 30.0) -> str:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode} before it was ready")
+            continue
+        if line.startswith(marker):
+            return line[len(marker) :].strip()
+    raise RuntimeError("server did not become ready in time")
+
+
+@contextmanager
+def privproc_process(args: list[str], marker: str, tmp: Path) -> Iterator[Running]:
+    """Run `privproc ARGS` and wait for the line starting with `marker` (it carries the URL)."""
+    stderr_path = tmp / f"stderr-{os.getpid()}-{time.monotonic_ns()}.log"
+    with stderr_path.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "privproc.cli", *args],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
+        try:
+            url = _read_ready(proc, marker)
+            yield Running(proc, url, stderr_path)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def node_or_fail() -> str:
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("Node 20 is needed for the interop tests and was not found on PATH")
+    if not (NODE_DIR / "node_modules" / "hpke-js").exists():
+        pytest.fail(
+            "the Node interop packages are not installed: run "
+            "`cd tests/interop/node && npm ci --ignore-scripts` (make test does this)"
+        )
+    return node
+
+
+@contextmanager
+def node_gateway() -> Iterator[str]:
+    """The independent Node OHTTP echo gateway; yields its base URL."""
+    node = node_or_fail()
+    proc = subprocess.Popen(
+        [node, "ohttp-gateway.mjs", "--port", "0"],
+        cwd=NODE_DIR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = _read_ready(proc, "listening ")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def node_client(*args: str) -> subprocess.CompletedProcess[str]:
+    node = node_or_fail()
+    return subprocess.run(
+        [node, "ohttp-client.mjs", *args],
+        cwd=NODE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -1,0 +1,82 @@
+"""The `privproc` command: the main job, the OHTTP commands, and clean errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import Running
+
+KEYS = "/.well-known/ohttp-gateway"
+
+
+def _privproc(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "privproc.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_up_once_runs_the_sample_and_says_ready() -> None:
+    done = _privproc("up", "--gateway-port", "0", "--once")
+    assert done.returncode == 0, done.stderr
+    assert "ready" in done.stdout.splitlines()
+    for kem in ("X25519", "X-Wing", "ML-KEM-768", "P-256"):
+        assert kem in done.stdout
+    assert "MISMATCH" not in done.stdout
+    # The sample message never reaches the logs.
+    assert "kite" not in done.stderr
+
+
+def test_ohttp_keys_and_request(conformance_gateway: Running) -> None:
+    base = conformance_gateway.url.removesuffix(KEYS)
+    keys = _privproc("ohttp", "keys", "--keys-url", base + KEYS, "--json")
+    assert keys.returncode == 0, keys.stderr
+    rows = json.loads(keys.stdout)
+    assert rows[0]["kem"] == "DHKEM(X25519, HKDF-SHA256)"
+    assert rows[0]["suites"] == ["HKDF-SHA256/AES-128-GCM"]
+
+    for kem in ("x25519", "xwing", "mlkem768", "p256"):
+        done = _privproc(
+            "ohttp", "request", "--keys-url", base + KEYS, "--gateway", base + "/gateway-echo",
+            "--kem", kem, "-H", "X-Test: 1", "--data", "hello",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith("echo verified")
+
+    inner404 = _privproc("ohttp", "request", "--keys-url", base + KEYS, "--gateway", base + KEYS)
+    assert inner404.returncode == 0, inner404.stderr
+    assert inner404.stdout.startswith("status 404")
+
+
+def test_errors_are_one_clean_line() -> None:
+    done = _privproc(
+        "ohttp",
+        "request",
+        "--keys-url",
+        "http://127.0.0.1:9/k",
+        "--gateway",
+        "http://127.0.0.1:9/g",
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "could not reach" in done.stderr
+    bad_header = _privproc("ohttp", "request", "--keys-url", "u", "--gateway", "g", "-H", "nocolon")
+    assert bad_header.returncode == 2
+    assert "Name: value" in bad_header.stderr
+
+
+def test_help_explains_each_command() -> None:
+    for args in (
+        ["--help"],
+        ["up", "--help"],
+        ["serve", "gateway", "--help"],
+        ["ohttp", "request", "--help"],
+    ):
+        done = _privproc(*args)
+        assert done.returncode == 0
+        assert "Usage:" in done.stdout
