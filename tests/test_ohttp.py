@@ -207,3 +207,11 @@ def test_property_mutated_requests(data: st.DataObject) -> None:
     body[i] ^= data.draw(st.integers(1, 255))
     with pytest.raises(PrivprocError):
         decapsulate_request(RING, bytes(body))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_property_random_responses(data: bytes) -> None:
+    _, client = encapsulate_request(RING.advertised[0], b"payload")
+    with pytest.raises(PrivprocError):
+        client.decapsulate_response(data)

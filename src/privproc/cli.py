@@ -7,6 +7,7 @@ non-zero; no traceback for the errors privproc raises on purpose.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -27,6 +28,7 @@ console = Console(stderr=True)
 def _fail_cleanly(fn: F) -> F:
     """Turn privproc's typed errors into a one-line message and exit status 1."""
 
+    @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
@@ -34,8 +36,6 @@ def _fail_cleanly(fn: F) -> F:
             console.print(f"[red]error:[/red] {exc} ({type(exc).__name__})")
             sys.exit(1)
 
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
     return wrapper  # type: ignore[return-value]
 
 
