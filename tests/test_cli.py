@@ -80,3 +80,25 @@ def test_help_explains_each_command() -> None:
         done = _privproc(*args)
         assert done.returncode == 0
         assert "Usage:" in done.stdout
+
+
+def test_services_stop_cleanly_on_ctrl_c_and_sigterm() -> None:
+    import signal
+
+    for args, sig in (
+        (["up", "--gateway-port", "0"], signal.SIGINT),
+        (["serve", "gateway", "--port", "0"], signal.SIGTERM),
+    ):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "privproc.cli", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("ready"):
+                break
+        proc.send_signal(sig)
+        assert proc.wait(20) == 0
+        assert proc.stdout.read().strip().endswith("stopped")

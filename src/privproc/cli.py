@@ -7,10 +7,11 @@ non-zero; no traceback for the errors privproc raises on purpose.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import click
@@ -37,6 +38,13 @@ def _fail_cleanly(fn: F) -> F:
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _run_until_stopped(main_coro: Coroutine[Any, Any, None]) -> None:
+    """Run a service until Ctrl-C or SIGTERM, and stop cleanly either way (exit status 0)."""
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main_coro)
+    click.echo("stopped")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -90,7 +98,7 @@ def serve_gateway(host: str, port: int, conformance: bool, max_request_bytes: in
         click.echo(f"ready gateway {url}{KEYS_PATH}", err=False)
         sys.stdout.flush()
 
-    asyncio.run(serve(app, sock, ready))
+    _run_until_stopped(serve(app, sock, ready))
 
 
 # --- ohttp -------------------------------------------------------------------------------------
@@ -303,7 +311,7 @@ def up(host: str, gateway_port: int, once: bool) -> None:
         sys.stdout.flush()
         return not once
 
-    asyncio.run(serve(app, sock, ready))
+    _run_until_stopped(serve(app, sock, ready))
 
 
 if __name__ == "__main__":  # pragma: no cover

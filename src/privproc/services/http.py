@@ -8,9 +8,12 @@ and without a `Server` header.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import signal
 import socket
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Generator
 
 import uvicorn
 from starlette.requests import Request
@@ -71,6 +74,34 @@ def url_of(sock: socket.socket) -> str:
     return f"http://{host}:{port}"
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, but Ctrl-C and SIGTERM only ask it to stop.
+
+    uvicorn re-raises the captured signal after shutting down, which turns a requested stop into
+    a death by signal; a service that was asked to stop and did should exit with status 0.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        stop_signals = (signal.SIGINT, signal.SIGTERM)
+        for sig in stop_signals:
+            loop.add_signal_handler(sig, self._ask_to_stop)
+        try:
+            yield
+        finally:
+            for sig in stop_signals:
+                loop.remove_signal_handler(sig)
+
+    def _ask_to_stop(self) -> None:
+        if self.should_exit:
+            self.force_exit = True  # a second Ctrl-C: stop without waiting for connections
+        self.should_exit = True
+
+
 def make_server(app: ASGIApp, *, limit_concurrency: int = 1024) -> uvicorn.Server:
     config = uvicorn.Config(
         app,
@@ -83,7 +114,7 @@ def make_server(app: ASGIApp, *, limit_concurrency: int = 1024) -> uvicorn.Serve
         timeout_keep_alive=10,
         h11_max_incomplete_event_size=16 * 1024,
     )
-    return uvicorn.Server(config)
+    return _Server(config)
 
 
 async def serve(
