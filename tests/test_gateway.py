@@ -199,3 +199,15 @@ def test_without_conformance_there_is_no_echo(tmp_path: Path) -> None:
         body, _ = encapsulate_request(config, _inner())
         assert _post(gw, body).status_code == 404
         assert httpx.get(_base(gw) + KEYS).status_code == 200
+
+
+def test_client_bounds_and_statuses(conformance_gateway: Running) -> None:
+    from privproc.errors import TooLargeError
+
+    base = _base(conformance_gateway)
+    config = _configs(conformance_gateway)[0]
+    with OhttpClient(max_response=16) as client, pytest.raises(TooLargeError):
+        client.send(base + "/gateway-echo", config, _inner())
+    with OhttpClient() as client, pytest.raises(PeerRejectedError) as info:
+        client.fetch_key_configs(base + "/gateway-echo")
+    assert info.value.status == 405

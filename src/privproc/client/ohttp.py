@@ -16,6 +16,7 @@ or an undecryptable body raises a typed error, never a partial result.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import httpx
 
@@ -55,8 +56,11 @@ def choose_config(configs: Sequence[KeyConfig], kem: hpke.Kem | None = None) -> 
     raise UnsupportedError(f"the gateway offers no key configuration for {wanted}")
 
 
-def _media_type(response: httpx.Response) -> str:
-    return str(response.headers.get("content-type", "")).split(";", 1)[0].strip().lower()
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    media_type: str
+    body: bytes
 
 
 class OhttpClient:
@@ -83,30 +87,39 @@ class OhttpClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _bounded_body(self, method: str, url: str, limit: int, **kwargs: object) -> httpx.Response:
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        limit: int,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> _Answer:
+        """One HTTP exchange whose answer body may not exceed `limit` bytes."""
         try:
-            with self._http.stream(method, url, **kwargs) as response:  # type: ignore[arg-type]
+            with self._http.stream(method, url, content=content, headers=headers) as response:
                 body = bytearray()
                 for chunk in response.iter_bytes():
                     body += chunk
                     if len(body) > limit:
                         raise TooLargeError(f"the answer from {url} exceeds {limit} bytes")
-                response._content = bytes(body)
-                return response
+                content_type = response.headers.get("content-type", "")
+                media_type = content_type.split(";", 1)[0].strip().lower()
+                return _Answer(response.status_code, media_type, bytes(body))
         except httpx.HTTPError as exc:
             raise TransportError(f"could not reach {url}: {type(exc).__name__}") from None
 
     def fetch_key_configs(self, keys_url: str) -> list[KeyConfig]:
         """GET an `application/ohttp-keys` document and decode the configurations it offers."""
-        response = self._bounded_body("GET", keys_url, MAX_KEYS_DOCUMENT)
-        if response.status_code != 200:
+        answer = self._exchange("GET", keys_url, MAX_KEYS_DOCUMENT)
+        if answer.status != 200:
             raise PeerRejectedError(
-                f"{keys_url} answered {response.status_code} instead of key configurations",
-                response.status_code,
+                f"{keys_url} answered {answer.status} instead of key configurations",
+                answer.status,
             )
-        if _media_type(response) != MEDIA_TYPE_KEYS:
+        if answer.media_type != MEDIA_TYPE_KEYS:
             raise TransportError(f"{keys_url} did not answer with {MEDIA_TYPE_KEYS}")
-        return decode_key_configs(response.content)
+        return decode_key_configs(answer.body)
 
     def send(
         self,
@@ -118,22 +131,21 @@ class OhttpClient:
     ) -> bytes:
         """Encapsulate `inner`, POST it, and return the decapsulated response bytes."""
         body, context = encapsulate_request(config, inner, suite=suite)
-        response = self._bounded_body(
+        answer = self._exchange(
             "POST",
             gateway_url,
             self.max_response,
             content=body,
             headers={"content-type": MEDIA_TYPE_REQUEST, "accept": MEDIA_TYPE_RESPONSE},
         )
-        if response.status_code != 200:
+        if answer.status != 200:
             raise PeerRejectedError(
-                f"the gateway answered {response.status_code}; "
-                "if its keys rotated, fetch them again",
-                response.status_code,
+                f"the gateway answered {answer.status}; if its keys rotated, fetch them again",
+                answer.status,
             )
-        if _media_type(response) != MEDIA_TYPE_RESPONSE:
+        if answer.media_type != MEDIA_TYPE_RESPONSE:
             raise TransportError(f"the gateway did not answer with {MEDIA_TYPE_RESPONSE}")
-        return context.decapsulate_response(response.content, max_size=self.max_response)
+        return context.decapsulate_response(answer.body, max_size=self.max_response)
 
     def request(
         self,
