@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from privproc.errors import DecodeError, PrivprocError, TooLargeError, TruncatedError
+from privproc.errors import (
+    DecodeError,
+    PrivprocError,
+    TooLargeError,
+    TruncatedError,
+    UsageError,
+)
 from privproc.ohttp import bhttp
 from privproc.wire import Reader, encode_varint
 from tests.conftest import load_vectors
@@ -165,7 +171,7 @@ def test_build_and_header_helpers() -> None:
     )
     assert (req.authority, req.path, req.header("x-thing")) == ("h.example", "/a/b?q=1", "v")
     assert bhttp.Request.build("GET", "https://h.example").path == "/"
-    with pytest.raises(DecodeError):
+    with pytest.raises(UsageError):
         bhttp.Request.build("GET", "/relative")
     assert bhttp.decode_request(_encode(req)) == req
 

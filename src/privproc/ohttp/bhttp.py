@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from privproc.errors import DecodeError, TooLargeError, TruncatedError
+from privproc.errors import DecodeError, TooLargeError, TruncatedError, UsageError
 from privproc.wire import Reader, encode_varint
 
 __all__ = [
@@ -126,7 +126,7 @@ class Request:
         """A request for an absolute URL such as ``https://example.com/path?q=1``."""
         scheme, sep, rest = url.partition("://")
         if not sep:
-            raise DecodeError("the URL must be absolute, such as https://host/path")
+            raise UsageError("the URL must be absolute, such as https://host/path")
         authority, slash, path = rest.partition("/")
         return cls(method, scheme, authority, slash + path or "/", _fields(headers), content)
 

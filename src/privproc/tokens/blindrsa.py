@@ -75,6 +75,17 @@ def _modulus_len(n: int) -> int:
     return (n.bit_length() + 7) // 8
 
 
+def _element(data: bytes, n: int, what: str) -> int:
+    """OS2IP of a modulus-sized input, refused unless it is exactly k bytes and below n."""
+    k = _modulus_len(n)
+    if len(data) != k:
+        raise DecodeError(f"the {what} must be {k} bytes")
+    value = int.from_bytes(data, "big")
+    if value >= n:
+        raise BlindSignatureError(f"the {what} is not smaller than the modulus")
+    return value
+
+
 def _mgf1_sha384(seed: bytes, length: int) -> bytes:
     out = bytearray()
     counter = 0
@@ -144,12 +155,7 @@ def blind_sign(private_key: rsa.RSAPrivateKey, blinded_msg: bytes) -> bytes:
     priv = private_key.private_numbers()
     pub = priv.public_numbers
     n, e = pub.n, pub.e
-    k = _modulus_len(n)
-    if len(blinded_msg) != k:
-        raise DecodeError(f"the blinded message must be {k} bytes")
-    m = int.from_bytes(blinded_msg, "big")
-    if m >= n:
-        raise BlindSignatureError("the blinded message is not smaller than the modulus")
+    m = _element(blinded_msg, n, "blinded message")
     # Blind the exponentiation itself so its timing is independent of m.
     b = secrets.randbelow(n - 2) + 2
     mb = (m * pow(b, e, n)) % n
@@ -160,7 +166,7 @@ def blind_sign(private_key: rsa.RSAPrivateKey, blinded_msg: bytes) -> bytes:
     s = (sb * pow(b, -1, n)) % n
     if pow(s, e, n) != m:
         raise BlindSignatureError("signing failed its own verification")
-    return s.to_bytes(k, "big")
+    return s.to_bytes(_modulus_len(n), "big")
 
 
 def verify(public_key: rsa.RSAPublicKey, variant: Variant, input_msg: bytes, sig: bytes) -> None:
@@ -181,12 +187,7 @@ def finalize(
 ) -> bytes:
     """RFC 9474 §4.4: unblind and verify; returns the signature over `state.input_msg`."""
     n = public_key.public_numbers().n
-    k = _modulus_len(n)
-    if len(blind_sig) != k:
-        raise DecodeError(f"the blind signature must be {k} bytes")
-    z = int.from_bytes(blind_sig, "big")
-    if z >= n:
-        raise BlindSignatureError("the blind signature is not smaller than the modulus")
-    sig = ((z * state.inv) % n).to_bytes(k, "big")
+    z = _element(blind_sig, n, "blind signature")
+    sig = ((z * state.inv) % n).to_bytes(_modulus_len(n), "big")
     verify(public_key, variant, state.input_msg, sig)
     return sig
