@@ -4,9 +4,10 @@ Rules of this module:
 - Pure functions over bytes and `cryptography` RSA keys; no I/O, no global state.
 - The client side is `prepare`, `blind`, `finalize`; the signer's side is `blind_sign`; anyone can
   `verify`. Each failure raises a typed `PrivprocError`; no message carries key material.
-- Arithmetic is Python's big integers. The signer's exponentiation uses CRT, is blinded with a
-  fresh random factor (so its timing does not depend on the message it signs), and is checked
-  against the public key before its result leaves (RFC 9474 §4.3, fault protection).
+- Arithmetic is Python's big integers, except the signer's private exponentiation: GMP's
+  constant-time `powmod_sec` (through gmpy2) over CRT, on a message blinded with a fresh random
+  factor, checked against the public key before its result leaves (RFC 9474 §4.3, fault
+  protection).
 - `salt` and `r` arguments exist for the RFC's known-answer tests only.
 """
 
@@ -17,6 +18,7 @@ import math
 import secrets
 from dataclasses import dataclass
 
+import gmpy2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -156,14 +158,14 @@ def blind_sign(private_key: rsa.RSAPrivateKey, blinded_msg: bytes) -> bytes:
     pub = priv.public_numbers
     n, e = pub.n, pub.e
     m = _element(blinded_msg, n, "blinded message")
-    # Blind the exponentiation itself so its timing is independent of m.
+    # Blind the exponentiation itself, so no secret-dependent timing relates to m.
     b = secrets.randbelow(n - 2) + 2
     mb = (m * pow(b, e, n)) % n
     p, q = priv.p, priv.q
-    s1 = pow(mb % p, priv.dmp1, p)
-    s2 = pow(mb % q, priv.dmq1, q)
+    s1 = int(gmpy2.powmod_sec(mb % p, priv.dmp1, p))
+    s2 = int(gmpy2.powmod_sec(mb % q, priv.dmq1, q))
     sb = s2 + q * ((priv.iqmp * (s1 - s2)) % p)
-    s = (sb * pow(b, -1, n)) % n
+    s = (sb * int(gmpy2.invert(b, n))) % n
     if pow(s, e, n) != m:
         raise BlindSignatureError("signing failed its own verification")
     return s.to_bytes(_modulus_len(n), "big")
