@@ -102,14 +102,16 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
-def make_server(app: ASGIApp, *, limit_concurrency: int = 1024) -> uvicorn.Server:
+def make_server(
+    app: ASGIApp, *, limit_concurrency: int = 1024, lifespan: bool = False
+) -> uvicorn.Server:
     config = uvicorn.Config(
         app,
         access_log=False,
         server_header=False,
         date_header=True,
         log_level="warning",
-        lifespan="off",
+        lifespan="on" if lifespan else "off",
         limit_concurrency=limit_concurrency,
         timeout_keep_alive=10,
         h11_max_incomplete_event_size=16 * 1024,
@@ -121,12 +123,15 @@ async def serve(
     app: ASGIApp,
     sock: socket.socket,
     on_ready: Callable[[str], Awaitable[bool | None] | bool | None] | None = None,
+    *,
+    lifespan: bool = False,
 ) -> None:
     """Serve `app` on `sock` until the server is asked to exit (Ctrl-C or SIGTERM).
 
     `on_ready` runs once the socket accepts connections; if it returns False the server stops.
+    `lifespan` runs the app's startup and shutdown hooks (a failing startup stops the server).
     """
-    server = make_server(app)
+    server = make_server(app, lifespan=lifespan)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():

@@ -1,0 +1,1 @@
+"""The Privacy Pass issuer: accounts, quota and the token key schedule."""
