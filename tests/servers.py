@@ -68,7 +68,8 @@ def node_or_fail() -> str:
     node = shutil.which("node")
     if node is None:
         pytest.fail("Node 20 is needed for the interop tests and was not found on PATH")
-    if not (NODE_DIR / "node_modules" / "hpke-js").exists():
+    modules = NODE_DIR / "node_modules"
+    if not all((modules / m).exists() for m in ("hpke-js", "@cloudflare/privacypass-ts")):
         pytest.fail(
             "the Node interop packages are not installed: run "
             "`cd tests/interop/node && npm ci --ignore-scripts` (make test does this)"
@@ -105,3 +106,23 @@ def node_client(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+REDIS_URL = os.environ.get("PRIVPROC_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+def redis_or_fail() -> str:
+    """The Redis URL the shared-store tests use, after checking that Redis answers there."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        pytest.fail(
+            f"the Redis spent-token tests need a Redis server at {REDIS_URL} "
+            f"(set PRIVPROC_TEST_REDIS to use another): {exc}"
+        )
+    finally:
+        client.close()
+    return REDIS_URL

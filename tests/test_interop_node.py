@@ -1,12 +1,13 @@
-"""Cross-tests with an independent OHTTP peer: Node 20 with npm `hpke-js` (HPKE) and `bhttp-js`
-(Binary HTTP), see tests/interop/node/README.md. Both directions: their client against our
-gateway, our client and CLI against their gateway."""
+"""Cross-tests with independent peers on Node 20 (see tests/interop/node/README.md): an OHTTP
+client and gateway on npm `hpke-js` and `bhttp-js`, both directions; and a Privacy Pass client on
+npm `@cloudflare/privacypass-ts` that obtains tokens from our issuer for our gateway."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from privproc.client.ohttp import OhttpClient
 from privproc.ohttp import bhttp
 from tests.conftest import Running
 from tests.servers import NODE_DIR, node_client, node_gateway, node_or_fail
+from tests.tokens_stack import add_account, gateway_process, issuer_process, private_request
 
 pytestmark = pytest.mark.interop
 KEYS = "/.well-known/ohttp-gateway"
@@ -92,3 +94,59 @@ def test_node_reproduces_rfc9458_appendix_a() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip().endswith("OK")
+
+
+# --- Privacy Pass: an independent client (@cloudflare/privacypass-ts) against our issuer ------
+
+
+def _node(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [node_or_fail(), script, *args],
+        cwd=NODE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_independent_privacy_pass_implementation_agrees_with_the_rfc_vectors() -> None:
+    # The peer is only a good referee if it reproduces RFC 9578 Appendix A itself.
+    result = _node("privacypass-vectors-check.mjs")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "vectors ok"
+
+
+def test_independent_client_gets_a_token_that_our_gateway_redeems_once(tmp_path: Path) -> None:
+    """privacypass-ts, given only our gateway's 401 challenge, the issuer's base URL and a Bearer
+    secret, uses the RFC 9578 directory and /token-request; its token redeems at our gateway."""
+    with issuer_process(tmp_path) as (issuer, state):
+        secret = add_account(state, "node-client")
+        args = ("--state", str(tmp_path / "gw"), "--name", "gateway.example")
+        with gateway_process(tmp_path, issuer.url, *args) as gateway:
+            challenge = private_request(gateway).www_authenticate
+            assert challenge is not None
+            fetched = _node(
+                "privacypass-client.mjs",
+                "--issuer",
+                issuer.url,
+                "--secret",
+                secret,
+                "--challenge",
+                challenge,
+            )
+            assert fetched.returncode == 0, fetched.stderr
+            authorization = json.loads(fetched.stdout)["authorization"]
+            assert private_request(gateway, authorization).status == 404  # accepted, no target
+            assert private_request(gateway, authorization).status == 401  # spent
+            refused = _node(
+                "privacypass-client.mjs",
+                "--issuer",
+                issuer.url,
+                "--secret",
+                "ppa_not-an-account",
+                "--challenge",
+                challenge,
+            )
+    assert refused.returncode == 2
+    assert "issuer answered 401" in refused.stderr

@@ -12,6 +12,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -20,6 +21,7 @@ from rich.table import Table
 
 from privproc import __version__, logs
 from privproc.errors import PrivprocError
+from privproc.issuer.store import DEFAULT_EPOCH_SECONDS, DEFAULT_QUOTA
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -77,28 +79,253 @@ def serve() -> None:
     type=click.IntRange(64, 64 << 20),
     help="Largest encapsulated request accepted.",
 )
+@click.option(
+    "--issuer",
+    "issuer_url",
+    default=None,
+    help="Require a Privacy Pass token from this issuer (its base URL) on every inner request.",
+)
+@click.option(
+    "--name",
+    default=None,
+    help="This gateway's origin name in token challenges [default: the address it listens on].",
+)
+@click.option(
+    "--spent-store",
+    default=None,
+    help="Where spent tokens are remembered: sqlite:PATH or redis://HOST:PORT/DB (shared by "
+    "several gateways) [default: sqlite:STATE/spent.sqlite3].",
+)
+@click.option(
+    "--state",
+    "state_dir",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="State directory for the default spent-token store.",
+)
 @_fail_cleanly
-def serve_gateway(host: str, port: int, conformance: bool, max_request_bytes: int) -> None:
+def serve_gateway(
+    host: str,
+    port: int,
+    conformance: bool,
+    max_request_bytes: int,
+    issuer_url: str | None,
+    name: str | None,
+    spent_store: str | None,
+    state_dir: Path | None,
+) -> None:
     """The Oblivious HTTP gateway (RFC 9458) with fresh keys.
 
     Serves its key configurations at GET /.well-known/ohttp-gateway (RFC 9540) and the gateway
-    resource at POST /.well-known/ohttp-gateway. The keys live in memory only.
+    resource at POST /.well-known/ohttp-gateway. The keys live in memory only. With --issuer,
+    every inner request must redeem a Privacy Pass token (RFC 9577) issued for this gateway.
     """
     from privproc.ohttp.keys import KeyRing
     from privproc.services.gateway import KEYS_PATH, create_gateway_app
     from privproc.services.http import bind, serve
 
+    if issuer_url is None and (spent_store or name):
+        raise click.UsageError("--name and --spent-store only make sense with --issuer")
+    if issuer_url is not None and spent_store is None:
+        if state_dir is None:
+            raise click.UsageError("with --issuer, give --state DIR or --spent-store SPEC")
+        spent_store = f"sqlite:{state_dir / 'spent.sqlite3'}"
     logs.configure()
     keys = KeyRing.generate()
-    app = create_gateway_app(keys, conformance=conformance, max_request=max_request_bytes)
     sock = bind(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+
+    async def main_coro() -> None:
+        verifier = None
+        store = None
+        if issuer_url is not None and spent_store is not None:
+            verifier, store = await _token_verifier(
+                issuer_url, name or f"{bound_host}:{bound_port}", spent_store
+            )
+        app = create_gateway_app(
+            keys,
+            conformance=conformance,
+            max_request=max_request_bytes,
+            verifier=verifier,
+            issuer_url=issuer_url,
+        )
+
+        def ready(url: str) -> None:
+            logs.event("gateway", "listening", configs=len(keys.advertised))
+            click.echo(f"ready gateway {url}{KEYS_PATH}", err=False)
+            sys.stdout.flush()
+
+        try:
+            await serve(app, sock, ready, lifespan=verifier is not None)
+        finally:
+            if store is not None:
+                await store.aclose()
+
+    _run_until_stopped(main_coro())
+
+
+async def _token_verifier(issuer_url: str, origin: str, spent_store: str) -> tuple[Any, Any]:
+    """A verifier for this gateway's challenge, with the issuer's current keys and a store."""
+    import httpx
+
+    from privproc.services.gateway import fetch_key_set
+    from privproc.tokens.auth import TOKEN_TYPE_BLIND_RSA, TokenChallenge
+    from privproc.tokens.spent import open_spent_store
+    from privproc.tokens.verifier import TokenVerifier
+
+    async with httpx.AsyncClient(timeout=10, follow_redirects=False) as http:
+        key_set = await fetch_key_set(http, issuer_url)
+    store = await open_spent_store(spent_store)
+    challenge = TokenChallenge(TOKEN_TYPE_BLIND_RSA, key_set.issuer_name, b"", (origin,))
+    return TokenVerifier([challenge], store, key_set.keys), store
+
+
+@serve.command("issuer")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8401, show_default=True, type=int, help="Port; 0 picks a free one.")
+@click.option(
+    "--state",
+    "state_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory for the issuer's database (accounts, quota counters, keys).",
+)
+@click.option(
+    "--name",
+    default=None,
+    help="Issuer name in token challenges (host[:port]) [default: the address it listens on].",
+)
+@click.option(
+    "--quota",
+    default=DEFAULT_QUOTA,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="Tokens each account may obtain per epoch.",
+)
+@click.option(
+    "--epoch-seconds",
+    default=DEFAULT_EPOCH_SECONDS,
+    show_default=True,
+    type=click.IntRange(1, 366 * 86_400),
+    help="Length of a quota epoch and of a token key's signing period.",
+)
+@_fail_cleanly
+def serve_issuer(
+    host: str, port: int, state_dir: Path, name: str | None, quota: int, epoch_seconds: int
+) -> None:
+    """The Privacy Pass issuer (RFC 9578, token type 0x0002, blind RSA 2048).
+
+    Serves the issuer directory at GET /.well-known/private-token-issuer-directory, issues tokens
+    at POST /token-request to accounts holding a Bearer secret (see `privproc issuer
+    add-account`), and lists the keys verifiers accept at GET /v1/token-keys. Keys rotate every
+    epoch; a key's tokens verify until the end of the following epoch.
+    """
+    from privproc.issuer.store import IssuerStore
+    from privproc.services.http import bind, serve
+    from privproc.services.issuer import create_issuer_app
+
+    logs.configure()
+    store = IssuerStore(state_dir, epoch_seconds=epoch_seconds, quota=quota)
+    sock = bind(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    issuer_name = name or f"{bound_host}:{bound_port}"
+    app = create_issuer_app(store, issuer_name)
 
     def ready(url: str) -> None:
-        logs.event("gateway", "listening", configs=len(keys.advertised))
-        click.echo(f"ready gateway {url}{KEYS_PATH}", err=False)
+        logs.event("issuer", "listening")
+        click.echo(f"ready issuer {url}")
         sys.stdout.flush()
 
-    _run_until_stopped(serve(app, sock, ready))
+    try:
+        _run_until_stopped(serve(app, sock, ready, lifespan=True))
+    finally:
+        store.close()
+
+
+# --- issuer administration ---------------------------------------------------------------------
+
+_STATE_OPTION = click.option(
+    "--state",
+    "state_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The issuer's state directory (as given to `privproc serve issuer`).",
+)
+
+
+@main.group()
+def issuer() -> None:
+    """Manage the issuer's accounts (run beside `privproc serve issuer`, same --state)."""
+
+
+@issuer.command("add-account")
+@click.argument("name")
+@_STATE_OPTION
+@_fail_cleanly
+def issuer_add_account(name: str, state_dir: Path) -> None:
+    """Create account NAME and print its secret, once.
+
+    The client presents it as `Authorization: Bearer SECRET` when it asks for tokens. Only a
+    hash of it is stored: a lost secret cannot be shown again (remove the account and add it anew).
+    """
+    import time
+
+    from privproc.issuer.store import IssuerStore
+
+    store = IssuerStore(state_dir)
+    try:
+        click.echo(store.add_account(name, time.time()))
+    finally:
+        store.close()
+
+
+@issuer.command("remove-account")
+@click.argument("name")
+@_STATE_OPTION
+@_fail_cleanly
+def issuer_remove_account(name: str, state_dir: Path) -> None:
+    """Delete account NAME; its secret stops working at once."""
+    from privproc.issuer.store import IssuerStore
+
+    store = IssuerStore(state_dir)
+    try:
+        store.remove_account(name)
+    finally:
+        store.close()
+    click.echo(f"removed {name}")
+
+
+@issuer.command("accounts")
+@_STATE_OPTION
+@click.option(
+    "--epoch-seconds",
+    default=DEFAULT_EPOCH_SECONDS,
+    show_default=True,
+    type=click.IntRange(1, 366 * 86_400),
+    help="The epoch length the issuer runs with (to count this epoch's tokens).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_fail_cleanly
+def issuer_accounts(state_dir: Path, epoch_seconds: int, as_json: bool) -> None:
+    """List the accounts and how many tokens each obtained this epoch."""
+    import time
+
+    from privproc.issuer.store import IssuerStore
+
+    store = IssuerStore(state_dir, epoch_seconds=epoch_seconds)
+    try:
+        rows = store.accounts(time.time())
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps([{"name": n, "used": u} for n, u in rows]))
+        return
+    table = Table(title="issuer accounts")
+    table.add_column("account")
+    table.add_column("tokens this epoch", justify="right")
+    for account, used in rows:
+        table.add_row(account, str(used))
+    Console().print(table)
 
 
 # --- ohttp -------------------------------------------------------------------------------------
@@ -159,6 +386,14 @@ def ohttp_keys(keys_url: str, as_json: bool) -> None:
 @click.option("--data", default=None, help="Inner request body (UTF-8 text).")
 @click.option("--kem", type=_kem_choice(), default=None, help="Use the gateway's key for this KEM.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option(
+    "--wallet",
+    "wallet_dir",
+    default=None,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="If the gateway asks for a Privacy Pass token (401), answer with one from this state "
+    "directory's wallet (see `privproc tokens fetch`) and send the request again.",
+)
 @_fail_cleanly
 def ohttp_request(
     keys_url: str,
@@ -169,6 +404,7 @@ def ohttp_request(
     data: str | None,
     kem: str | None,
     as_json: bool,
+    wallet_dir: Path | None,
 ) -> None:
     """Send one request through an Oblivious HTTP gateway and print the response.
 
@@ -185,16 +421,25 @@ def ohttp_request(
             raise click.BadParameter(f"expected 'Name: value', got {h!r}", param_hint="--header")
         parsed_headers.append((name.strip(), value.strip()))
     content = data.encode() if data is not None else b""
-    request = bhttp.Request.build(
-        method or ("POST" if data is not None else "GET"),
-        target,
-        headers=parsed_headers,
-        content=content,
-    )
-    inner = bhttp.encode_request(request, bhttp.Framing.shortest())
+
+    def encoded(extra: list[tuple[str, str]]) -> bytes:
+        request = bhttp.Request.build(
+            method or ("POST" if data is not None else "GET"),
+            target,
+            headers=parsed_headers + extra,
+            content=content,
+        )
+        return bhttp.encode_request(request, bhttp.Framing.shortest())
+
+    inner = encoded([])
     with OhttpClient() as client:
         config = choose_config(client.fetch_key_configs(keys_url), KEM_NAMES[kem] if kem else None)
         answer = client.send(gateway_url, config, inner)
+        if wallet_dir is not None and answer != inner:
+            authorization = _token_for(bhttp.decode_response(answer), wallet_dir)
+            if authorization is not None:
+                inner = encoded([("authorization", authorization)])
+                answer = client.send(gateway_url, config, inner)
     suite = config.cipher_suite()
     result: dict[str, Any] = {
         "key_id": config.key_id,
@@ -223,6 +468,160 @@ def ohttp_request(
             click.echo(f"{name}: {value}")
         click.echo()
         click.echo(result["body"])
+
+
+def _token_for(response: Any, wallet_dir: Path) -> str | None:
+    """For a 401 with PrivateToken challenges, an Authorization value from the wallet."""
+    import time
+
+    from privproc.client.wallet import Wallet
+    from privproc.tokens.auth import TOKEN_TYPE_BLIND_RSA, parse_www_authenticate
+
+    if response.status != 401:
+        return None
+    challenges = parse_www_authenticate(response.header("www-authenticate") or "")
+    wallet = Wallet(wallet_dir)
+    for challenge in challenges:
+        if challenge.token_type == TOKEN_TYPE_BLIND_RSA:
+            authorization = wallet.take(challenge.challenge, time.time())
+            if authorization is not None:
+                return authorization
+    raise PrivprocError(
+        "the gateway asks for a Privacy Pass token and the wallet holds none for its challenge; "
+        "run `privproc tokens fetch` first"
+    )
+
+
+# --- tokens ------------------------------------------------------------------------------------
+
+
+@main.group()
+def tokens() -> None:
+    """The client's Privacy Pass token wallet (RFC 9578 type 0x0002 tokens)."""
+
+
+@tokens.command("fetch")
+@click.option("--issuer", "issuer_url", required=True, help="The issuer's base URL.")
+@click.option(
+    "--origin",
+    required=True,
+    help="The gateway's origin name (host:port) that the tokens are for, as in its challenge.",
+)
+@click.option(
+    "--state",
+    "state_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The client's state directory; tokens go to STATE/tokens.json (mode 0600).",
+)
+@click.option(
+    "--secret-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="File holding the account secret [default: the PRIVPROC_ISSUER_SECRET variable].",
+)
+@click.option(
+    "--threshold",
+    default=None,
+    type=click.IntRange(0, 1000),
+    help="Fetch only if fewer tokens than this are held [default: a quarter of --target].",
+)
+@click.option(
+    "--target",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="How many tokens to hold after fetching.",
+)
+@_fail_cleanly
+def tokens_fetch(
+    issuer_url: str,
+    origin: str,
+    state_dir: Path,
+    secret_file: Path | None,
+    threshold: int | None,
+    target: int,
+) -> None:
+    """Refill the wallet with tokens for a gateway's challenge, if it runs low.
+
+    The secret is read from a file or the environment, never from the command line (where
+    other users of the machine could see it).
+    """
+    import os
+    import time
+
+    from privproc.client.issuer import IssuerClient
+    from privproc.client.wallet import Wallet
+    from privproc.tokens.auth import TOKEN_TYPE_BLIND_RSA, TokenChallenge
+
+    if secret_file is not None:
+        secret = secret_file.read_text().strip()
+    else:
+        secret = os.environ.get("PRIVPROC_ISSUER_SECRET", "").strip()
+    if not secret:
+        raise click.UsageError("give --secret-file or set PRIVPROC_ISSUER_SECRET")
+    if threshold is None:
+        threshold = max(1, target // 4)
+    if threshold > target:
+        raise click.UsageError("--threshold cannot exceed --target")
+    now = time.time()
+    with IssuerClient(issuer_url, secret) as issuer:
+        key_set = issuer.key_set()
+        token_key = issuer.directory().preferred(now).token_key
+        challenge = TokenChallenge(TOKEN_TYPE_BLIND_RSA, key_set.issuer_name, b"", (origin,))
+        wallet = Wallet(state_dir)
+        fetched = wallet.refill(
+            issuer,
+            challenge.encode(),
+            token_key,
+            key_set,
+            threshold=threshold,
+            target=target,
+            now=now,
+        )
+        held = wallet.count(challenge.encode(), now)
+    click.echo(f"fetched {fetched} token(s); the wallet holds {held} for {origin}")
+
+
+@tokens.command("show")
+@click.option(
+    "--state",
+    "state_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The client's state directory.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_fail_cleanly
+def tokens_show(state_dir: Path, as_json: bool) -> None:
+    """How many usable tokens the wallet holds, per challenge (never the tokens themselves)."""
+    import time
+
+    from privproc.client.wallet import Wallet
+    from privproc.tokens.auth import TokenChallenge
+
+    rows: list[dict[str, Any]] = []
+    for raw, count in Wallet(state_dir).counts(time.time()):
+        challenge = TokenChallenge.decode(raw)
+        rows.append(
+            {
+                "issuer": challenge.issuer_name,
+                "origins": list(challenge.origin_info),
+                "context": "bound" if challenge.redemption_context else "none",
+                "tokens": count,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    table = Table(title=f"tokens in {state_dir}")
+    for col in ("issuer", "origins", "redemption context", "tokens"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(
+            str(row["issuer"]), ", ".join(row["origins"]), str(row["context"]), str(row["tokens"])
+        )
+    Console().print(table)
 
 
 # --- up ----------------------------------------------------------------------------------------

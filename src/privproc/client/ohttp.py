@@ -16,12 +16,12 @@ or an undecryptable body raises a typed error, never a partial result.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import httpx
 
 from privproc import hpke
-from privproc.errors import PeerRejectedError, TooLargeError, TransportError, UnsupportedError
+from privproc.client.http import Answer, bounded_exchange
+from privproc.errors import PeerRejectedError, TransportError, UnsupportedError
 from privproc.ohttp import bhttp
 from privproc.ohttp.keys import (
     MAX_KEYS_DOCUMENT,
@@ -56,13 +56,6 @@ def choose_config(configs: Sequence[KeyConfig], kem: hpke.Kem | None = None) -> 
     raise UnsupportedError(f"the gateway offers no key configuration for {wanted}")
 
 
-@dataclass(frozen=True)
-class _Answer:
-    status: int
-    media_type: str
-    body: bytes
-
-
 class OhttpClient:
     """A blocking OHTTP client. One instance may be reused for many requests."""
 
@@ -94,20 +87,8 @@ class OhttpClient:
         limit: int,
         content: bytes | None = None,
         headers: dict[str, str] | None = None,
-    ) -> _Answer:
-        """One HTTP exchange whose answer body may not exceed `limit` bytes."""
-        try:
-            with self._http.stream(method, url, content=content, headers=headers) as response:
-                body = bytearray()
-                for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > limit:
-                        raise TooLargeError(f"the answer from {url} exceeds {limit} bytes")
-                content_type = response.headers.get("content-type", "")
-                media_type = content_type.split(";", 1)[0].strip().lower()
-                return _Answer(response.status_code, media_type, bytes(body))
-        except httpx.HTTPError as exc:
-            raise TransportError(f"could not reach {url}: {type(exc).__name__}") from None
+    ) -> Answer:
+        return bounded_exchange(self._http, method, url, limit, content, headers)
 
     def fetch_key_configs(self, keys_url: str) -> list[KeyConfig]:
         """GET an `application/ohttp-keys` document and decode the configurations it offers."""

@@ -6,7 +6,13 @@ Endpoints:
   request to the inner router, encapsulate its answer. Until the session router arrives the inner
   router knows no target, so every well-formed request gets an encapsulated 404.
 - `POST /gateway-echo`, only in conformance mode: the encapsulated response carries exactly the
-  decapsulated request bytes (the convention interoperability tests use).
+  decapsulated request bytes (the convention interoperability tests use). It takes no token.
+
+With a token verifier, every inner request must carry `Authorization: PrivateToken token=...`
+(RFC 9577) with an unspent token for this gateway's challenge; otherwise the encapsulated answer is
+401 with a `WWW-Authenticate: PrivateToken` challenge, the same for every reason (missing,
+malformed, wrong challenge, unknown or expired key, bad signature, spent). A spent-token store that
+cannot answer gives 503: the request is refused, the token is not burnt.
 
 Rules: every failure to decapsulate (truncated, wrong key id, unsupported suite, tampered bytes)
 gets the same bare 400, so the answer reveals nothing about which check failed; errors found after
@@ -16,16 +22,19 @@ readable only by the client. Nothing about a request is logged but its outcome a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from privproc import logs
-from privproc.errors import PrivprocError
+from privproc.errors import PrivprocError, TransportError
 from privproc.ohttp import bhttp
 from privproc.ohttp.keys import MEDIA_TYPE_KEYS, KeyRing
 from privproc.ohttp.messages import (
@@ -36,6 +45,9 @@ from privproc.ohttp.messages import (
     decapsulate_request,
 )
 from privproc.services.http import BodyError, media_type, read_body
+from privproc.tokens.directory import KEY_SET_PATH, MAX_DOCUMENT, KeySet
+from privproc.tokens.spent import StoreUnavailableError
+from privproc.tokens.verifier import TokenRejectedError, TokenVerifier
 
 PARTY = "gateway"
 KEYS_PATH = "/.well-known/ohttp-gateway"
@@ -45,8 +57,76 @@ ECHO_PATH = "/gateway-echo"
 InnerHandler = Callable[[bytes], Awaitable[bytes]]
 
 
-def _error_response(status: int) -> bytes:
-    return bhttp.encode_response(bhttp.Response(status), bhttp.Framing.shortest())
+KEY_REFRESH_SECONDS = 60
+
+
+def _error_response(status: int, headers: tuple[tuple[str, str], ...] = ()) -> bytes:
+    response = bhttp.Response.build(status, headers=headers)
+    return bhttp.encode_response(response, bhttp.Framing.shortest())
+
+
+def token_guard(
+    verifier: TokenVerifier, handler: InnerHandler, clock: Callable[[], float] = time.time
+) -> InnerHandler:
+    """Wrap an inner handler so that it runs only for requests that redeem a valid token."""
+
+    async def guarded(inner: bytes) -> bytes:
+        try:
+            request = bhttp.decode_request(inner)
+        except PrivprocError:
+            return _error_response(400)
+        now = clock()
+        try:
+            await verifier.redeem(request.header("authorization"), now)
+        except TokenRejectedError as exc:
+            logs.event(PARTY, "token", outcome=exc.reason, status=401)
+            challenge = (("www-authenticate", verifier.challenge_header(now)),)
+            return _error_response(401, challenge)
+        except StoreUnavailableError:
+            logs.event(PARTY, "token", outcome="store-unavailable", status=503)
+            return _error_response(503, (("retry-after", "5"),))
+        logs.event(PARTY, "token", outcome="redeemed")
+        return await handler(inner)
+
+    return guarded
+
+
+async def fetch_key_set(http: httpx.AsyncClient, issuer_url: str) -> KeySet:
+    """The issuer's verification key set; a typed error if it cannot be had."""
+    url = issuer_url.rstrip("/") + KEY_SET_PATH
+    try:
+        response = await http.get(url)
+    except httpx.HTTPError as exc:
+        raise TransportError(f"could not reach the issuer at {url}: {type(exc).__name__}") from None
+    if response.status_code != 200 or len(response.content) > MAX_DOCUMENT:
+        raise TransportError(f"the issuer at {url} answered {response.status_code}")
+    return KeySet.decode(response.content)
+
+
+@contextlib.asynccontextmanager
+async def refreshing_keys(
+    verifier: TokenVerifier, issuer_url: str, interval: float = KEY_REFRESH_SECONDS
+) -> AsyncIterator[None]:
+    """Keep the verifier's keys in step with the issuer's key set while the gateway runs.
+
+    A failed refresh keeps the keys it has (they carry their own expiry) and tries again."""
+
+    async def loop(http: httpx.AsyncClient) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                verifier.update_keys((await fetch_key_set(http, issuer_url)).keys)
+            except PrivprocError:
+                logs.event(PARTY, "issuer-keys", outcome="refresh-failed")
+
+    async with httpx.AsyncClient(timeout=10, follow_redirects=False) as http:
+        task = asyncio.create_task(loop(http))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 async def echo_handler(inner: bytes) -> bytes:
@@ -72,8 +152,15 @@ def create_gateway_app(
     conformance: bool = False,
     max_request: int = DEFAULT_MAX_MESSAGE,
     inner: InnerHandler = no_target_handler,
+    verifier: TokenVerifier | None = None,
+    issuer_url: str | None = None,
 ) -> Starlette:
-    """Build the gateway's ASGI app over a key ring."""
+    """Build the gateway's ASGI app over a key ring.
+
+    With `verifier`, inner requests need a token; with `issuer_url` too, the verifier's keys are
+    refreshed from the issuer's key set while the app runs (serve it with lifespan on)."""
+    if verifier is not None:
+        inner = token_guard(verifier, inner)
 
     async def key_configs(request: Request) -> Response:
         return Response(
@@ -118,7 +205,16 @@ def create_gateway_app(
     ]
     if conformance:
         routes.append(Route(ECHO_PATH, echo, methods=["POST"]))
-    return Starlette(routes=routes)
+    lifespan = None
+    if verifier is not None and issuer_url is not None:
+        refresher = verifier, issuer_url
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            async with refreshing_keys(*refresher):
+                yield
+
+    return Starlette(routes=routes, lifespan=lifespan)
 
 
 def _encapsulated(context: ServerContext, answer: bytes) -> Response:

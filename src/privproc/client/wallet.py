@@ -1,0 +1,160 @@
+"""The client's token wallet: tokens fetched ahead of time, each used at most once.
+
+    wallet = Wallet(state_dir)
+    wallet.refill(issuer, challenge, key_set, threshold=5, target=20)
+    authorization = wallet.take(challenge, now)       # None when empty
+
+Rules of this module:
+- Tokens live in `STATE/tokens.json`, mode 0600, keyed by the challenge they answer (RFC 9577
+  §2.1.4: a cached token matches one challenge exactly) and stamped with their key's expiry.
+- A token leaves the file before it is handed out: `take` rewrites the file (write, fsync, rename)
+  and only then returns the token, so a crash can lose a token but never reuse one. A lock file
+  serialises processes that share the state directory.
+- Expired tokens are dropped; nothing else about a token (where or when it was used) is recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from privproc.client.issuer import IssuerClient, QuotaExhaustedError
+from privproc.errors import DecodeError, UsageError
+from privproc.tokens.auth import Token, b64url_decode, b64url_encode, format_authorization
+from privproc.tokens.directory import KeySet
+from privproc.tokens.issuance import token_key_id
+
+__all__ = ["Wallet"]
+
+WALLET_FILE = "tokens.json"
+_LOCK_FILE = "tokens.lock"
+_MAX_PER_CHALLENGE = 1000
+_VERSION = 1
+
+
+class Wallet:
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.path = state_dir / WALLET_FILE
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, list[dict[str, Any]]]]:
+        """The wallet's contents under an exclusive lock; changes are written back on exit."""
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.state_dir / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            contents = self._read()
+            before = json.dumps(contents, sort_keys=True)
+            yield contents
+            if json.dumps(contents, sort_keys=True) != before:
+                self._write(contents)
+        finally:
+            os.close(fd)
+
+    def _read(self) -> dict[str, list[dict[str, Any]]]:
+        try:
+            doc = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except ValueError:
+            raise DecodeError(f"the token wallet {self.path} is corrupt; delete it") from None
+        if not isinstance(doc, dict) or doc.get("version") != _VERSION:
+            raise DecodeError(f"the token wallet {self.path} has an unknown format; delete it")
+        tokens = doc.get("tokens")
+        if not isinstance(tokens, dict):
+            raise DecodeError(f"the token wallet {self.path} is corrupt; delete it")
+        return tokens
+
+    def _write(self, tokens: dict[str, list[dict[str, Any]]]) -> None:
+        data = json.dumps({"version": _VERSION, "tokens": tokens}, indent=1).encode()
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+
+    @staticmethod
+    def _live(entries: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
+        return [e for e in entries if isinstance(e.get("expires"), int) and now < e["expires"]]
+
+    def count(self, challenge: bytes, now: float) -> int:
+        with self._locked() as tokens:
+            return len(self._live(tokens.get(b64url_encode(challenge), []), now))
+
+    def counts(self, now: float) -> list[tuple[bytes, int]]:
+        """(challenge, usable tokens) for every challenge the wallet holds tokens for."""
+        with self._locked() as tokens:
+            return [
+                (b64url_decode(key, "wallet challenge"), len(self._live(entries, now)))
+                for key, entries in sorted(tokens.items())
+            ]
+
+    def add(self, challenge: bytes, fetched: list[tuple[Token, int]]) -> None:
+        """Store tokens for `challenge`, each with the time its key stops verifying."""
+        with self._locked() as tokens:
+            entries = tokens.setdefault(b64url_encode(challenge), [])
+            if len(entries) + len(fetched) > _MAX_PER_CHALLENGE:
+                raise UsageError(f"a wallet holds at most {_MAX_PER_CHALLENGE} tokens a challenge")
+            entries.extend(
+                {"token": b64url_encode(t.encode()), "expires": exp} for t, exp in fetched
+            )
+
+    def take(self, challenge: bytes, now: float) -> str | None:
+        """Remove one live token for `challenge` and return its Authorization value, or None."""
+        with self._locked() as tokens:
+            key = b64url_encode(challenge)
+            entries = self._live(tokens.get(key, []), now)
+            if not entries:
+                tokens.pop(key, None)
+                return None
+            entry = entries.pop(0)
+            tokens[key] = entries
+        # The lock is released and the file rewritten without this token before it is returned.
+        return format_authorization(b64url_decode(entry["token"], "wallet token"))
+
+    def refill(
+        self,
+        issuer: IssuerClient,
+        challenge: bytes,
+        token_key: bytes,
+        key_set: KeySet,
+        *,
+        threshold: int,
+        target: int,
+        now: float,
+    ) -> int:
+        """Fetch tokens until `target` are held, if fewer than `threshold` are; returns how many.
+
+        `token_key` must be in `key_set`, which says when it expires. If the quota runs out
+        midway, the tokens obtained are kept; it raises `QuotaExhaustedError` only when the wallet
+        is left empty."""
+        if not 0 <= threshold <= target <= _MAX_PER_CHALLENGE:
+            raise UsageError("0 <= threshold <= target <= 1000")
+        have = self.count(challenge, now)
+        if have >= threshold:
+            return 0
+        key_id = token_key_id(token_key)
+        expiry = next(
+            (k.expires for k in key_set.keys if token_key_id(k.token_key) == key_id), None
+        )
+        if expiry is None:
+            raise UsageError("the token key is not in the issuer's key set")
+        # One at a time, each stored as it arrives: a quota refusal midway keeps what came.
+        for fetched in range(target - have):
+            try:
+                token = issuer.fetch_token(challenge, token_key)
+            except QuotaExhaustedError:
+                if fetched == 0 and have == 0:
+                    raise
+                return fetched
+            self.add(challenge, [(token, expiry)])
+        return target - have

@@ -1,0 +1,178 @@
+"""The client's token wallet: private file, refill below a threshold, a token never handed out
+twice (also to processes racing for it), expired tokens dropped; and the `tokens` CLI."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from privproc.client.issuer import IssuerClient, QuotaExhaustedError
+from privproc.client.wallet import Wallet
+from privproc.errors import DecodeError
+from privproc.tokens.auth import Token, TokenChallenge, parse_authorization
+from privproc.tokens.directory import KeySet
+from tests.servers import Running
+from tests.tokens_stack import add_account, issuer_process
+
+QUOTA = 12
+
+
+@pytest.fixture(scope="module")
+def issuer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Running, Path]]:
+    with issuer_process(tmp_path_factory.mktemp("issuer"), "--quota", str(QUOTA)) as pair:
+        yield pair
+
+
+def _setup(running: Running) -> tuple[bytes, bytes, KeySet]:
+    with IssuerClient(running.url) as client:
+        key_set = client.key_set()
+        token_key = client.directory().preferred(time.time()).token_key
+    challenge = TokenChallenge(2, key_set.issuer_name, b"", ("gw.example",)).encode()
+    return challenge, token_key, key_set
+
+
+def _take_all(wallet_dir: str, challenge: bytes, out: multiprocessing.Queue[str]) -> None:
+    wallet = Wallet(Path(wallet_dir))
+    while (authorization := wallet.take(challenge, time.time())) is not None:
+        out.put(authorization)
+    out.put("done")
+
+
+def test_refill_take_and_never_reuse(issuer: tuple[Running, Path], tmp_path: Path) -> None:
+    running, state = issuer
+    secret = add_account(state, "wallet-user")
+    challenge, token_key, key_set = _setup(running)
+    wallet = Wallet(tmp_path / "client")
+    now = time.time()
+    with IssuerClient(running.url, secret) as client:
+        assert (
+            wallet.refill(client, challenge, token_key, key_set, threshold=2, target=6, now=now)
+            == 6
+        )
+        assert (os.stat(wallet.path).st_mode & 0o777) == 0o600
+        # At or above the threshold, refill fetches nothing.
+        assert (
+            wallet.refill(client, challenge, token_key, key_set, threshold=6, target=6, now=now)
+            == 0
+        )
+        assert wallet.count(challenge, now) == 6
+        taken = {wallet.take(challenge, now) for _ in range(5)}
+        assert len(taken) == 5  # five different tokens
+        assert wallet.count(challenge, now) == 1
+        # Below the threshold: refill tops up to the target.
+        assert (
+            wallet.refill(client, challenge, token_key, key_set, threshold=2, target=4, now=now)
+            == 3
+        )
+    for authorization in taken:
+        assert authorization is not None
+        Token.decode(parse_authorization(authorization))
+        assert authorization.split('"')[1] not in wallet.path.read_text()  # gone from the file
+
+    # Two processes empty the wallet at once: every token goes to exactly one of them.
+    queue: multiprocessing.Queue[str] = multiprocessing.Queue()
+    procs = [
+        multiprocessing.Process(target=_take_all, args=(str(wallet.state_dir), challenge, queue))
+        for _ in range(2)
+    ]
+    for p in procs:
+        p.start()
+    got, done = [], 0
+    while done < 2:
+        item = queue.get(timeout=30)
+        if item == "done":
+            done += 1
+        else:
+            got.append(item)
+    for p in procs:
+        p.join()
+    assert len(got) == 4
+    assert len(set(got)) == 4
+    assert wallet.take(challenge, now) is None
+
+
+def test_quota_refusal_keeps_what_was_fetched(issuer: tuple[Running, Path], tmp_path: Path) -> None:
+    running, state = issuer
+    secret = add_account(state, "greedy")
+    challenge, token_key, key_set = _setup(running)
+    wallet = Wallet(tmp_path / "client")
+    now = time.time()
+    with IssuerClient(running.url, secret) as client:
+        got = wallet.refill(client, challenge, token_key, key_set, threshold=20, target=20, now=now)
+        assert got == QUOTA
+        assert wallet.count(challenge, now) == QUOTA
+        other = Wallet(tmp_path / "empty")
+        with pytest.raises(QuotaExhaustedError):
+            other.refill(client, challenge, token_key, key_set, threshold=1, target=1, now=now)
+
+
+def test_expired_tokens_are_dropped_and_corruption_is_reported(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from privproc.tokens import issuance
+
+    key = rsa.generate_private_key(65537, 2048)
+    spki = issuance.encode_token_key(key.public_key())
+    challenge = TokenChallenge(2, "issuer.example").encode()
+    request, state = issuance.begin(challenge, spki)
+    token = state.finish(issuance.sign_request(key, request))
+    wallet = Wallet(tmp_path / "w")
+    wallet.add(challenge, [(token, 1000)])
+    assert wallet.count(challenge, 999) == 1
+    assert wallet.take(challenge, 1000) is None
+    assert wallet.count(challenge, 999) == 0  # dropped for good
+    wallet.path.write_text("{not json")
+    with pytest.raises(DecodeError, match="corrupt"):
+        wallet.count(challenge, 0)
+    wallet.path.write_text(json.dumps({"version": 99, "tokens": {}}))
+    with pytest.raises(DecodeError, match="unknown format"):
+        wallet.count(challenge, 0)
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "privproc.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_tokens_cli(issuer: tuple[Running, Path], tmp_path: Path) -> None:
+    running, state = issuer
+    secret = add_account(state, "cli-user")
+    client_state = tmp_path / "client"
+    base = ["tokens", "fetch", "--issuer", running.url, "--origin", "gw.example"]
+    base += ["--state", str(client_state), "--target", "3"]
+    missing = _cli(*base, env={"PRIVPROC_ISSUER_SECRET": ""})
+    assert missing.returncode != 0
+    assert "PRIVPROC_ISSUER_SECRET" in missing.stderr
+    fetched = _cli(*base, env={"PRIVPROC_ISSUER_SECRET": secret})
+    assert fetched.returncode == 0, fetched.stderr
+    assert "fetched 3 token(s)" in fetched.stdout
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(secret + "\n")
+    again = _cli(*base, "--secret-file", str(secret_file))
+    assert "fetched 0 token(s); the wallet holds 3" in again.stdout
+    shown = _cli("tokens", "show", "--state", str(client_state), "--json")
+    [row] = json.loads(shown.stdout)
+    assert row["origins"] == ["gw.example"]
+    assert row["tokens"] == 3
+    wrong = _cli(
+        *base, "--threshold", "5", "--target", "5", env={"PRIVPROC_ISSUER_SECRET": "ppa_no"}
+    )
+    assert wrong.returncode == 1
+    assert "401" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
+    accounts = _cli("issuer", "accounts", "--state", str(state), "--json")
+    assert {"name": "cli-user", "used": 3} in json.loads(accounts.stdout)
