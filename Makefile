@@ -36,6 +36,7 @@ test: install-test node-interop lint typecheck pytest
 
 bench: install
 	$(BIN)/python bench/bench_ohttp.py
+	$(BIN)/python bench/bench_tokens.py
 
 clean:
 	rm -rf $(VENV) $(NODE_INTEROP)/node_modules .mypy_cache .pytest_cache .ruff_cache

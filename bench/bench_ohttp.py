@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
-from collections.abc import Callable
 from typing import Any, cast
 
 from cryptography.hazmat.primitives import hpke as chpke
@@ -21,6 +19,7 @@ from cryptography.hazmat.primitives import hpke as chpke
 from privproc import hpke
 from privproc.ohttp.keys import GatewayKey, KeyRing
 from privproc.ohttp.messages import decapsulate_request, encapsulate_request
+from timing import rate
 
 REQUEST = os.urandom(1024)  # a typical small private request
 RESPONSE = os.urandom(2048)
@@ -32,23 +31,6 @@ SUITES: list[tuple[str, hpke.Kem, Any, hpke.Aead]] = [
     ("ML-KEM-768/HKDF-SHA256/AES-128-GCM", hpke.KEM_MLKEM768, chpke.KEM.MLKEM768, _AES128),
     ("P-256/HKDF-SHA256/AES-128-GCM", hpke.KEM_P256_HKDF_SHA256, chpke.KEM.P256, _AES128),
 ]
-
-
-def rate(fn: Callable[[], object], seconds: float) -> float:
-    """Operations per second: best of three runs of about `seconds` / 3 each."""
-    best = 0.0
-    for _ in range(3):
-        n = 0
-        start = time.perf_counter()
-        deadline = start + seconds / 3
-        while True:
-            fn()
-            n += 1
-            now = time.perf_counter()
-            if now >= deadline:
-                break
-        best = max(best, n / (now - start))
-    return best
 
 
 def crypto_keys(sk: hpke.PrivateKey) -> tuple[Any, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import Running
 
@@ -102,3 +103,34 @@ def test_services_stop_cleanly_on_ctrl_c_and_sigterm() -> None:
         proc.send_signal(sig)
         assert proc.wait(20) == 0
         assert proc.stdout.read().strip().endswith("stopped")
+
+
+def test_credential_commands_explain_bad_arguments(tmp_path: Path) -> None:
+    bad_name = _privproc(
+        "serve", "issuer", "--port", "0", "--state", str(tmp_path), "--name", "a b"
+    )
+    assert bad_name.returncode == 1
+    assert "not a server name" in bad_name.stderr
+    bad_account = _privproc("issuer", "add-account", "no spaces please", "--state", str(tmp_path))
+    assert bad_account.returncode == 1
+    assert "account name" in bad_account.stderr
+    orphan = _privproc("serve", "gateway", "--port", "0", "--name", "gw.example")
+    assert orphan.returncode == 2
+    assert "only make sense with --issuer" in orphan.stderr
+    no_store = _privproc("serve", "gateway", "--port", "0", "--issuer", "http://127.0.0.1:1")
+    assert no_store.returncode == 2
+    assert "--state DIR or --spent-store" in no_store.stderr
+    unreachable = _privproc(
+        "serve",
+        "gateway",
+        "--port",
+        "0",
+        "--issuer",
+        "http://127.0.0.1:1",
+        "--state",
+        str(tmp_path),
+    )
+    assert unreachable.returncode == 1
+    assert "could not reach the issuer" in unreachable.stderr
+    for result in (bad_name, bad_account, unreachable):
+        assert "Traceback" not in result.stderr

@@ -3,6 +3,7 @@ under concurrency, key rotation, and what the issuer keeps (nothing that links a
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -219,3 +220,23 @@ def test_keys_rotate_by_epoch(tmp_path: Path) -> None:
     assert after.keys[1].not_before == start + 2 * epoch
     expiries = {k.token_key: k.expires for k in key_set.keys}
     assert expiries[before.keys[0].token_key] == start + 2 * epoch
+
+
+def test_random_input_never_gets_a_server_error(issuer: tuple[Running, Path]) -> None:
+    running, state = issuer
+    secret = add_account(state, "fuzzer")
+    rng = random.Random(9577)
+    with httpx.Client() as http:
+        for _ in range(60):
+            length = rng.choice([0, 1, 3, 258, 259, 260, rng.randrange(1024)])
+            body = bytes(rng.randrange(256) for _ in range(length))
+            if length == 259 and rng.random() < 0.5:
+                body = b"\x00\x02" + body[2:]
+            headers = {
+                "content-type": rng.choice([issuance.MEDIA_TYPE_REQUEST, "text/plain", ""]),
+                "authorization": rng.choice(
+                    [f"Bearer {secret}", "Bearer", "bearer  " + secret, "PrivateToken x=1", ""]
+                ),
+            }
+            status = http.post(running.url + "/token-request", content=body, headers=headers)
+            assert status.status_code in {200, 401, 413, 415, 422, 429}, (length, headers)

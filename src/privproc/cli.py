@@ -223,12 +223,14 @@ def serve_issuer(
     from privproc.issuer.store import IssuerStore
     from privproc.services.http import bind, serve
     from privproc.services.issuer import create_issuer_app
+    from privproc.tokens.auth import TOKEN_TYPE_BLIND_RSA, TokenChallenge
 
     logs.configure()
-    store = IssuerStore(state_dir, epoch_seconds=epoch_seconds, quota=quota)
     sock = bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     issuer_name = name or f"{bound_host}:{bound_port}"
+    TokenChallenge(TOKEN_TYPE_BLIND_RSA, issuer_name)  # refuses a name challenges cannot carry
+    store = IssuerStore(state_dir, epoch_seconds=epoch_seconds, quota=quota)
     app = create_issuer_app(store, issuer_name)
 
     def ready(url: str) -> None:

@@ -24,6 +24,9 @@ from privproc.tokens.directory import KEY_SET_PATH, MAX_DOCUMENT, IssuerDirector
 __all__ = ["IssuerClient", "QuotaExhaustedError"]
 
 
+_MAX_ANSWER = 4096  # a TokenResponse is 256 bytes; room for a proxy's short error page
+
+
 class QuotaExhaustedError(PeerRejectedError):
     """The issuer refused more tokens this epoch; `retry_after` says in how many seconds to ask."""
 
@@ -100,7 +103,7 @@ class IssuerClient:
             self._http,
             "POST",
             self._request_url,
-            issuance.NK,
+            _MAX_ANSWER,
             content=request.encode(),
             headers={
                 "content-type": issuance.MEDIA_TYPE_REQUEST,

@@ -171,15 +171,16 @@ def blind_sign(private_key: rsa.RSAPrivateKey, blinded_msg: bytes) -> bytes:
     return s.to_bytes(_modulus_len(n), "big")
 
 
+_SHA384 = hashes.SHA384()
+_PSS_PADDING = {
+    length: padding.PSS(mgf=padding.MGF1(_SHA384), salt_length=length) for length in (0, _HASH_LEN)
+}
+
+
 def verify(public_key: rsa.RSAPublicKey, variant: Variant, input_msg: bytes, sig: bytes) -> None:
     """RSASSA-PSS verification (SHA-384, MGF1-SHA-384, the variant's salt length)."""
     try:
-        public_key.verify(
-            sig,
-            input_msg,
-            padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=variant.salt_length),
-            hashes.SHA384(),
-        )
+        public_key.verify(sig, input_msg, _PSS_PADDING[variant.salt_length], _SHA384)
     except InvalidSignature:
         raise BlindSignatureError("the signature does not verify") from None
 

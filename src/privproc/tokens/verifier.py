@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from privproc.errors import PrivprocError
-from privproc.tokens import issuance
+from privproc.tokens import blindrsa, issuance
 from privproc.tokens.auth import (
     TOKEN_TYPE_BLIND_RSA,
     PrivateTokenChallenge,
@@ -96,7 +96,8 @@ class TokenVerifier:
         if authorization is None:
             raise TokenRejectedError("missing")
         try:
-            token = Token.decode(parse_authorization(authorization))
+            raw = parse_authorization(authorization)
+            token = Token.decode(raw)
         except PrivprocError:
             raise TokenRejectedError("malformed") from None
         if token.token_type != TOKEN_TYPE_BLIND_RSA:
@@ -108,12 +109,13 @@ class TokenVerifier:
             raise TokenRejectedError("unknown-key")
         if now >= key.expires:
             raise TokenRejectedError("expired-key")
+        # The authenticator input is the token up to its authenticator (RFC 9577 §2.2.3).
+        signed = raw[: len(raw) - len(token.authenticator)]
         try:
-            issuance.verify_token(key.public_key, token)
+            blindrsa.verify(key.public_key, issuance.VARIANT, signed, token.authenticator)
         except PrivprocError:
             raise TokenRejectedError("signature") from None
-        token_id = hashlib.sha256(token.authenticator_input()).digest()
-        return CheckedToken(token_id, key.expires)
+        return CheckedToken(hashlib.sha256(signed).digest(), key.expires)
 
     async def redeem(self, authorization: str | None, now: float) -> None:
         """Check the token and spend it; raises `TokenRejectedError` unless this is its first use.
