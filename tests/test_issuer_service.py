@@ -38,6 +38,13 @@ def _challenge(running: Running) -> bytes:
     return TokenChallenge(2, name, b"", ("gateway.example",)).encode()
 
 
+def _challenge_and_key(running: Running) -> tuple[bytes, bytes]:
+    """A challenge for a made-up gateway and the issuer's current token key."""
+    with IssuerClient(running.url) as client:
+        key = client.directory().preferred(time.time()).token_key
+    return _challenge(running), key
+
+
 def test_directory(issuer: tuple[Running, Path]) -> None:
     running, _ = issuer
     response = httpx.get(running.url + "/.well-known/private-token-issuer-directory")
@@ -78,9 +85,7 @@ def test_tokens_are_issued_until_the_quota_is_spent(issuer: tuple[Running, Path]
 def test_concurrent_requests_cannot_overshoot_the_quota(issuer: tuple[Running, Path]) -> None:
     running, state = issuer
     secret = add_account(state, "racer")
-    challenge = _challenge(running)
-    with IssuerClient(running.url) as probe:
-        key = probe.directory().preferred(time.time()).token_key
+    challenge, key = _challenge_and_key(running)
     request = issuance.begin(challenge, key)[0].encode()
     headers = {
         "authorization": f"Bearer {secret}",
@@ -105,9 +110,7 @@ def _post(running: Running, body: bytes, headers: dict[str, str]) -> httpx.Respo
 def test_bad_requests_get_clear_4xx_and_cost_no_quota(issuer: tuple[Running, Path]) -> None:
     running, state = issuer
     secret = add_account(state, "careful")
-    challenge = _challenge(running)
-    with IssuerClient(running.url) as probe:
-        key = probe.directory().preferred(time.time()).token_key
+    challenge, key = _challenge_and_key(running)
     good = issuance.begin(challenge, key)[0]
     auth = {"authorization": f"Bearer {secret}"}
     ctype = {"content-type": issuance.MEDIA_TYPE_REQUEST}

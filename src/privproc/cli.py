@@ -56,6 +56,27 @@ def main() -> None:
     attested TLS. Start with `privproc up`, or see `privproc COMMAND --help`."""
 
 
+def _state_option(help_text: str, *, required: bool = True) -> Callable[[F], F]:
+    return click.option(
+        "--state",
+        "state_dir",
+        required=required,
+        default=None,
+        type=click.Path(file_okay=False, path_type=Path),
+        help=help_text,
+    )
+
+
+def _epoch_option(help_text: str) -> Callable[[F], F]:
+    return click.option(
+        "--epoch-seconds",
+        default=DEFAULT_EPOCH_SECONDS,
+        show_default=True,
+        type=click.IntRange(1, 366 * 86_400),
+        help=help_text,
+    )
+
+
 # --- serve -------------------------------------------------------------------------------------
 
 
@@ -96,13 +117,7 @@ def serve() -> None:
     help="Where spent tokens are remembered: sqlite:PATH or redis://HOST:PORT/DB (shared by "
     "several gateways) [default: sqlite:STATE/spent.sqlite3].",
 )
-@click.option(
-    "--state",
-    "state_dir",
-    default=None,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="State directory for the default spent-token store.",
-)
+@_state_option("State directory for the default spent-token store.", required=False)
 @_fail_cleanly
 def serve_gateway(
     host: str,
@@ -183,13 +198,7 @@ async def _token_verifier(issuer_url: str, origin: str, spent_store: str) -> tup
 @serve.command("issuer")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8401, show_default=True, type=int, help="Port; 0 picks a free one.")
-@click.option(
-    "--state",
-    "state_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Directory for the issuer's database (accounts, quota counters, keys).",
-)
+@_state_option("Directory for the issuer's database (accounts, quota counters, keys).")
 @click.option(
     "--name",
     default=None,
@@ -202,13 +211,7 @@ async def _token_verifier(issuer_url: str, origin: str, spent_store: str) -> tup
     type=click.IntRange(1, 1_000_000),
     help="Tokens each account may obtain per epoch.",
 )
-@click.option(
-    "--epoch-seconds",
-    default=DEFAULT_EPOCH_SECONDS,
-    show_default=True,
-    type=click.IntRange(1, 366 * 86_400),
-    help="Length of a quota epoch and of a token key's signing period.",
-)
+@_epoch_option("Length of a quota epoch and of a token key's signing period.")
 @_fail_cleanly
 def serve_issuer(
     host: str, port: int, state_dir: Path, name: str | None, quota: int, epoch_seconds: int
@@ -246,13 +249,7 @@ def serve_issuer(
 
 # --- issuer administration ---------------------------------------------------------------------
 
-_STATE_OPTION = click.option(
-    "--state",
-    "state_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The issuer's state directory (as given to `privproc serve issuer`).",
-)
+_STATE_OPTION = _state_option("The issuer's state directory (as given to `privproc serve issuer`).")
 
 
 @main.group()
@@ -299,13 +296,7 @@ def issuer_remove_account(name: str, state_dir: Path) -> None:
 
 @issuer.command("accounts")
 @_STATE_OPTION
-@click.option(
-    "--epoch-seconds",
-    default=DEFAULT_EPOCH_SECONDS,
-    show_default=True,
-    type=click.IntRange(1, 366 * 86_400),
-    help="The epoch length the issuer runs with (to count this epoch's tokens).",
-)
+@_epoch_option("The epoch length the issuer runs with (to count this epoch's tokens).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @_fail_cleanly
 def issuer_accounts(state_dir: Path, epoch_seconds: int, as_json: bool) -> None:
@@ -509,13 +500,7 @@ def tokens() -> None:
     required=True,
     help="The gateway's origin name (host:port) that the tokens are for, as in its challenge.",
 )
-@click.option(
-    "--state",
-    "state_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The client's state directory; tokens go to STATE/tokens.json (mode 0600).",
-)
+@_state_option("The client's state directory; tokens go to STATE/tokens.json (mode 0600).")
 @click.option(
     "--secret-file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
@@ -586,13 +571,7 @@ def tokens_fetch(
 
 
 @tokens.command("show")
-@click.option(
-    "--state",
-    "state_dir",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The client's state directory.",
-)
+@_state_option("The client's state directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @_fail_cleanly
 def tokens_show(state_dir: Path, as_json: bool) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import httpx
 
 from privproc import hpke
-from privproc.client.http import Answer, bounded_exchange
+from privproc.client.http import bounded_exchange
 from privproc.errors import PeerRejectedError, TransportError, UnsupportedError
 from privproc.ohttp import bhttp
 from privproc.ohttp.keys import (
@@ -80,19 +80,9 @@ class OhttpClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _exchange(
-        self,
-        method: str,
-        url: str,
-        limit: int,
-        content: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Answer:
-        return bounded_exchange(self._http, method, url, limit, content, headers)
-
     def fetch_key_configs(self, keys_url: str) -> list[KeyConfig]:
         """GET an `application/ohttp-keys` document and decode the configurations it offers."""
-        answer = self._exchange("GET", keys_url, MAX_KEYS_DOCUMENT)
+        answer = bounded_exchange(self._http, "GET", keys_url, MAX_KEYS_DOCUMENT)
         if answer.status != 200:
             raise PeerRejectedError(
                 f"{keys_url} answered {answer.status} instead of key configurations",
@@ -112,7 +102,8 @@ class OhttpClient:
     ) -> bytes:
         """Encapsulate `inner`, POST it, and return the decapsulated response bytes."""
         body, context = encapsulate_request(config, inner, suite=suite)
-        answer = self._exchange(
+        answer = bounded_exchange(
+            self._http,
             "POST",
             gateway_url,
             self.max_response,

@@ -44,7 +44,7 @@ from privproc.ohttp.messages import (
     ServerContext,
     decapsulate_request,
 )
-from privproc.services.http import BodyError, media_type, read_body
+from privproc.services.http import BodyError, in_background, media_type, read_body
 from privproc.tokens.directory import KEY_SET_PATH, MAX_DOCUMENT, KeySet
 from privproc.tokens.spent import StoreUnavailableError
 from privproc.tokens.verifier import TokenRejectedError, TokenVerifier
@@ -119,14 +119,11 @@ async def refreshing_keys(
             except PrivprocError:
                 logs.event(PARTY, "issuer-keys", outcome="refresh-failed")
 
-    async with httpx.AsyncClient(timeout=10, follow_redirects=False) as http:
-        task = asyncio.create_task(loop(http))
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async with (
+        httpx.AsyncClient(timeout=10, follow_redirects=False) as http,
+        in_background(loop(http)),
+    ):
+        yield
 
 
 async def echo_handler(inner: bytes) -> bytes:

@@ -32,7 +32,7 @@ from starlette.routing import Route
 from privproc import logs
 from privproc.errors import PrivprocError
 from privproc.issuer.store import IssuerKey, IssuerStore
-from privproc.services.http import BodyError, media_type, read_body
+from privproc.services.http import BodyError, in_background, media_type, read_body
 from privproc.tokens import issuance
 from privproc.tokens.directory import (
     KEY_SET_PATH,
@@ -157,13 +157,8 @@ def create_issuer_app(
                 await asyncio.sleep(max(0.5, wait))
 
         await run_in_threadpool(store.rotate, clock())
-        task = asyncio.create_task(rotate_forever())
-        try:
+        async with in_background(rotate_forever()):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     return Starlette(
         routes=[

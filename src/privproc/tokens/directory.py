@@ -47,6 +47,13 @@ def _load(data: bytes, what: str) -> dict[str, Any]:
     return doc
 
 
+def _string(doc: dict[str, Any], name: str, what: str, max_length: int) -> str:
+    value = doc.get(name)
+    if not isinstance(value, str) or not value or len(value) > max_length:
+        raise DecodeError(f"the {what} has no {name}")
+    return value
+
+
 def _key_entries(doc: dict[str, Any], what: str) -> list[dict[str, Any]]:
     entries = doc.get("token-keys")
     if not isinstance(entries, list) or len(entries) > _MAX_KEYS:
@@ -107,9 +114,7 @@ class IssuerDirectory:
     @classmethod
     def decode(cls, data: bytes) -> IssuerDirectory:
         doc = _load(data, "issuer directory")
-        uri = doc.get("issuer-request-uri")
-        if not isinstance(uri, str) or not uri or len(uri) > 2048:
-            raise DecodeError("the issuer directory has no issuer-request-uri")
+        uri = _string(doc, "issuer-request-uri", "issuer directory", 2048)
         keys = tuple(
             DirectoryKey(_token_key(e), _timestamp(e, "not-before") if "not-before" in e else None)
             for e in _key_entries(doc, "issuer directory")
@@ -157,9 +162,7 @@ class KeySet:
     @classmethod
     def decode(cls, data: bytes) -> KeySet:
         doc = _load(data, "token key set")
-        name = doc.get("issuer-name")
-        if not isinstance(name, str) or not name or len(name) > 255:
-            raise DecodeError("the token key set has no issuer-name")
+        name = _string(doc, "issuer-name", "token key set", 255)
         keys = []
         for entry in _key_entries(doc, "token key set"):
             keys.append(
