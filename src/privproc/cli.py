@@ -247,6 +247,34 @@ def serve_issuer(
         store.close()
 
 
+@serve.command("witness")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8406, show_default=True, type=int, help="Port; 0 picks a free one.")
+@_state_option("The witness's state directory (see `privproc witness init`).")
+@_fail_cleanly
+def serve_witness(host: str, port: int, state_dir: Path) -> None:
+    """A C2SP tlog-witness: POST /add-checkpoint cosigns checkpoints that are consistent with
+    the last one it saw for that log; GET /<sha256(origin)>/checkpoint shows that one."""
+    from privproc.services.http import bind, serve
+    from privproc.services.witness import create_witness_app
+    from privproc.tlog.witness import Witness
+
+    logs.configure()
+    witness = Witness(state_dir)
+    app = create_witness_app(witness)
+    sock = bind(host, port)
+
+    def ready(url: str) -> None:
+        logs.event("witness", "listening")
+        click.echo(f"ready witness {url}")
+        sys.stdout.flush()
+
+    try:
+        _run_until_stopped(serve(app, sock, ready))
+    finally:
+        witness.close()
+
+
 # --- issuer administration ---------------------------------------------------------------------
 
 _STATE_OPTION = _state_option("The issuer's state directory (as given to `privproc serve issuer`).")
@@ -603,6 +631,326 @@ def tokens_show(state_dir: Path, as_json: bool) -> None:
             str(row["issuer"]), ", ".join(row["origins"]), str(row["context"]), str(row["tokens"])
         )
     Console().print(table)
+
+
+# --- transparency log and witness --------------------------------------------------------------
+
+
+def _hex_bytes(size: int) -> click.ParamType[bytes, Any]:
+    class HexBytes(click.ParamType[bytes, Any]):
+        name = f"HEX{size * 8}"
+
+        def convert(self, value: Any, param: Any, ctx: Any) -> bytes:
+            try:
+                raw = bytes.fromhex(str(value))
+            except ValueError:
+                self.fail(f"{value!r} is not hexadecimal", param, ctx)
+            if len(raw) != size:
+                self.fail(f"expected {size} bytes ({size * 2} hex digits)", param, ctx)
+            return raw
+
+    return HexBytes()
+
+
+@main.group("log")
+def log_group() -> None:
+    """The transparency log (C2SP tlog-tiles, checkpoints cosigned by witnesses)."""
+
+
+_LOG_STATE = _state_option("The log's state directory (entries, tiles, its signing key).")
+
+
+@log_group.command("init")
+@_LOG_STATE
+@click.option("--origin", required=True, help="The log's origin line, e.g. log.example/privproc.")
+@_fail_cleanly
+def log_init(state_dir: Path, origin: str) -> None:
+    """Create a log with a fresh Ed25519 key and print its verifier key."""
+    from privproc.tlog.log import TransparencyLog
+
+    log = TransparencyLog.init(state_dir, origin)
+    click.echo(log.verifier.encode())
+    log.close()
+
+
+@log_group.command("add-witness")
+@_LOG_STATE
+@click.option("--vkey", required=True, help="The witness's cosignature/v1 verifier key.")
+@click.option("--url", required=True, help="The witness's submission prefix (base URL).")
+@_fail_cleanly
+def log_add_witness(state_dir: Path, vkey: str, url: str) -> None:
+    """Ask this witness to cosign every checkpoint the log publishes."""
+    from privproc.tlog.log import TransparencyLog
+
+    log = TransparencyLog(state_dir)
+    try:
+        verifier = log.add_witness(vkey, url)
+    finally:
+        log.close()
+    click.echo(f"witness {verifier.name} added")
+
+
+@log_group.group("append")
+def log_append() -> None:
+    """Append one entry (enclave release, OHTTP key-config set, issuer token key)."""
+
+
+def _append(state_dir: Path, entry: Any) -> None:
+    from privproc.tlog.entries import describe_entry, encode_entry
+    from privproc.tlog.log import TransparencyLog
+
+    log = TransparencyLog(state_dir)
+    try:
+        index = log.append(encode_entry(entry))
+    finally:
+        log.close()
+    click.echo(f"appended entry {index}: {describe_entry(entry)}")
+
+
+def _now() -> int:
+    import time
+
+    return int(time.time())
+
+
+@log_append.command("release")
+@_LOG_STATE
+@click.option("--measurement", required=True, type=_hex_bytes(48), help="48-byte measurement.")
+@click.option("--image-digest", required=True, type=_hex_bytes(32), help="SHA-256 of the image.")
+@click.option("--model-digest", required=True, type=_hex_bytes(32), help="SHA-256 of the model.")
+@click.option("--config-digest", required=True, type=_hex_bytes(32), help="SHA-256 of the config.")
+@click.option("--source-revision", required=True, help="Source revision (e.g. a git commit).")
+@click.option("--time", "when", type=int, default=None, help="Unix time [default: now].")
+@_fail_cleanly
+def log_append_release(
+    state_dir: Path,
+    measurement: bytes,
+    image_digest: bytes,
+    model_digest: bytes,
+    config_digest: bytes,
+    source_revision: str,
+    when: int | None,
+) -> None:
+    """An enclave release clients may accept."""
+    from privproc.tlog.entries import EnclaveRelease
+
+    entry = EnclaveRelease(
+        measurement, image_digest, model_digest, config_digest, source_revision, when or _now()
+    )
+    _append(state_dir, entry)
+
+
+@log_append.command("ohttp-keys")
+@_LOG_STATE
+@click.option("--gateway", required=True, help="The gateway's name (host:port).")
+@click.option(
+    "--keys-file",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The gateway's application/ohttp-keys document.",
+)
+@click.option("--not-before", type=int, default=None, help="Unix time [default: now].")
+@_fail_cleanly
+def log_append_ohttp_keys(
+    state_dir: Path, gateway: str, keys_file: Path, not_before: int | None
+) -> None:
+    """A gateway's OHTTP key configurations."""
+    from privproc.tlog.entries import OhttpKeyConfigSet
+
+    _append(state_dir, OhttpKeyConfigSet(gateway, keys_file.read_bytes(), not_before or _now()))
+
+
+@log_append.command("token-key")
+@_LOG_STATE
+@click.option("--issuer", required=True, help="The issuer's name (host:port).")
+@click.option("--token-key", required=True, help="The key as in the issuer directory (base64url).")
+@click.option("--not-before", type=int, required=True, help="Unix time the key starts signing.")
+@click.option("--expires", type=int, required=True, help="Unix time its tokens stop verifying.")
+@_fail_cleanly
+def log_append_token_key(
+    state_dir: Path, issuer: str, token_key: str, not_before: int, expires: int
+) -> None:
+    """A Privacy Pass issuer key (token type 0x0002)."""
+    from privproc.tlog.entries import IssuerTokenKey
+    from privproc.tokens.auth import b64url_decode
+
+    key = b64url_decode(token_key, "token key")
+    _append(state_dir, IssuerTokenKey(issuer, 2, key, not_before, expires))
+
+
+@log_group.command("publish")
+@_LOG_STATE
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The directory the CDN serves (checkpoint and tile/...).",
+)
+@click.option(
+    "--quorum",
+    default=1,
+    show_default=True,
+    type=click.IntRange(0, 64),
+    help="Witness cosignatures needed before the checkpoint is published.",
+)
+@_fail_cleanly
+def log_publish(state_dir: Path, out: Path, quorum: int) -> None:
+    """Write the new tiles, gather witness cosignatures, and publish the checkpoint.
+
+    Without the quorum nothing is published and the command fails, naming each witness's answer.
+    """
+    from privproc.tlog.checkpoint import Checkpoint
+    from privproc.tlog.log import TransparencyLog
+    from privproc.tlog.publisher import QuorumError, publish
+
+    log = TransparencyLog(state_dir)
+    try:
+        note, outcomes = publish(log, out, quorum)
+    except QuorumError as exc:
+        for outcome in exc.outcomes:
+            console.print(f"witness {outcome.witness}: {outcome.detail}")
+        raise
+    finally:
+        log.close()
+    checkpoint = Checkpoint.parse(note.text)
+    for outcome in outcomes:
+        click.echo(f"witness {outcome.witness}: {outcome.detail}")
+    click.echo(f"published size {checkpoint.size} to {out / 'checkpoint'}")
+
+
+@log_group.command("show")
+@_LOG_STATE
+@click.option("--entry", "index", type=int, default=None, help="Show this entry.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_fail_cleanly
+def log_show(state_dir: Path, index: int | None, as_json: bool) -> None:
+    """The log's origin, key, sizes and witnesses, or one entry."""
+    from privproc.tlog.entries import decode_entry, describe_entry
+    from privproc.tlog.log import TransparencyLog
+
+    log = TransparencyLog(state_dir)
+    try:
+        if index is not None:
+            click.echo(describe_entry(decode_entry(log.entry(index))))
+            return
+        info: dict[str, Any] = {
+            "origin": log.origin,
+            "verifier_key": log.verifier.encode(),
+            "entries": log.size,
+            "published_size": log.published_size,
+            "witnesses": [
+                {"key": w.verifier.encode(), "url": w.url, "cosigned_size": w.size}
+                for w in log.witnesses()
+            ],
+        }
+    finally:
+        log.close()
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    for key in ("origin", "verifier_key", "entries", "published_size"):
+        click.echo(f"{key}: {info[key]}")
+    for w in info["witnesses"]:
+        click.echo(f"witness: {w['key']} at {w['url']} (cosigned size {w['cosigned_size']})")
+
+
+@log_group.command("verify")
+@click.option("--url", default=None, help="Base URL the log is served from (the CDN).")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Or a published directory on disk.",
+)
+@click.option("--origin", required=True, help="The log's origin.")
+@click.option("--log-key", "log_keys", multiple=True, required=True, help="Log verifier key.")
+@click.option("--witness-key", "witness_keys", multiple=True, help="Witness verifier key.")
+@click.option("--quorum", default=1, show_default=True, type=int, help="Cosignatures needed.")
+@_state_option("Where this client keeps the last checkpoint it accepted.")
+@click.option("--entry", "index", type=int, default=None, help="Also fetch and prove this entry.")
+@_fail_cleanly
+def log_verify(
+    url: str | None,
+    directory: Path | None,
+    origin: str,
+    log_keys: tuple[str, ...],
+    witness_keys: tuple[str, ...],
+    quorum: int,
+    state_dir: Path,
+    index: int | None,
+) -> None:
+    """As a client: verify the log's checkpoint (signature, witness quorum, consistency with the
+    last one accepted) and, with --entry, prove an entry's inclusion.
+
+    A split view or rollback is reported with both signed checkpoints as evidence (exit 3).
+    """
+    import httpx
+
+    from privproc.tlog.client import (
+        AcceptedCheckpoint,
+        LogClient,
+        LogPolicy,
+        RollbackError,
+        SplitViewError,
+        describe,
+        directory_fetcher,
+        http_fetcher,
+    )
+    from privproc.tlog.entries import decode_entry, describe_entry
+
+    if (url is None) == (directory is None):
+        raise click.UsageError("give exactly one of --url and --dir")
+    policy = LogPolicy.from_keys(origin, log_keys, witness_keys, quorum)
+    with httpx.Client(timeout=15, follow_redirects=False) as http:
+        fetch = directory_fetcher(directory) if directory else http_fetcher(str(url), http)
+        client = LogClient(policy, fetch, AcceptedCheckpoint(state_dir / "log-checkpoint.json"))
+        try:
+            current = client.update()
+        except (SplitViewError, RollbackError) as exc:
+            console.print(f"[red]{type(exc).__name__}:[/red] {describe(exc)}")
+            sys.exit(3)
+        click.echo(f"verified size {current.size}, cosigned by {', '.join(current.cosigners)}")
+        if index is not None:
+            click.echo(f"entry {index}: {describe_entry(decode_entry(client.entry(index)))}")
+
+
+@main.group("witness")
+def witness_group() -> None:
+    """A transparency-log witness (C2SP tlog-witness): set-up commands."""
+
+
+_WITNESS_STATE = _state_option("The witness's state directory (its key and its view of logs).")
+
+
+@witness_group.command("init")
+@_WITNESS_STATE
+@click.option("--name", required=True, help="The witness's key name, e.g. witness.example/w1.")
+@_fail_cleanly
+def witness_init(state_dir: Path, name: str) -> None:
+    """Create a witness with a fresh key and print its cosignature/v1 verifier key."""
+    from privproc.tlog.witness import Witness
+
+    witness = Witness.init(state_dir, name)
+    click.echo(witness.verifier.encode())
+    witness.close()
+
+
+@witness_group.command("add-log")
+@_WITNESS_STATE
+@click.option("--origin", required=True, help="The log's origin.")
+@click.option("--log-key", "log_keys", multiple=True, required=True, help="Log verifier key.")
+@_fail_cleanly
+def witness_add_log(state_dir: Path, origin: str, log_keys: tuple[str, ...]) -> None:
+    """Witness the log ORIGIN, trusting these keys for its checkpoints."""
+    from privproc.tlog.witness import Witness
+
+    witness = Witness(state_dir)
+    try:
+        witness.add_log(origin, list(log_keys))
+    finally:
+        witness.close()
+    click.echo(f"witnessing {origin}")
 
 
 # --- up ----------------------------------------------------------------------------------------

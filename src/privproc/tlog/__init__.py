@@ -1,0 +1,1 @@
+"""Transparency log: Merkle proofs, notes and checkpoints, tiles, witnesses, the client."""
