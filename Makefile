@@ -37,6 +37,7 @@ test: install-test node-interop lint typecheck pytest
 bench: install
 	$(BIN)/python bench/bench_ohttp.py
 	$(BIN)/python bench/bench_tokens.py
+	$(BIN)/python bench/bench_tlog.py
 
 clean:
 	rm -rf $(VENV) $(NODE_INTEROP)/node_modules .mypy_cache .pytest_cache .ruff_cache

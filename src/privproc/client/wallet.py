@@ -25,6 +25,7 @@ from typing import Any
 
 from privproc.client.issuer import IssuerClient, QuotaExhaustedError
 from privproc.errors import DecodeError, UsageError
+from privproc.storage import write_atomically
 from privproc.tokens.auth import Token, b64url_decode, b64url_encode, format_authorization
 from privproc.tokens.directory import KeySet
 from privproc.tokens.issuance import token_key_id
@@ -73,14 +74,7 @@ class Wallet:
 
     def _write(self, tokens: dict[str, list[dict[str, Any]]]) -> None:
         data = json.dumps({"version": _VERSION, "tokens": tokens}, indent=1).encode()
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+        write_atomically(self.path, data, private=True)
 
     @staticmethod
     def _live(entries: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:

@@ -22,7 +22,6 @@ import functools
 import hashlib
 import hmac
 import math
-import os
 import re
 import secrets
 import sqlite3
@@ -35,6 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from privproc.errors import PrivprocError, UsageError
+from privproc.storage import create_private_file
 from privproc.tokens import issuance
 
 __all__ = [
@@ -132,7 +132,7 @@ class IssuerStore:
         path = state_dir / DB_NAME
         if not path.exists():
             # Create it private before SQLite opens it: it holds private keys.
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            create_private_file(path)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         self._lock = threading.Lock()
         with self._locked() as db:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import httpx
 
 from privproc.client.http import bounded_exchange
 from privproc.errors import CryptoError, DecodeError, PeerRejectedError, PrivprocError, UsageError
+from privproc.storage import write_atomically
 from privproc.tlog import merkle
 from privproc.tlog.checkpoint import Checkpoint
 from privproc.tlog.note import (
@@ -186,20 +186,8 @@ class AcceptedCheckpoint:
 
     def save(self, note: bytes) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
         data = json.dumps({"version": 1, "checkpoint": note.decode()}).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # the rename itself survives a crash
-        finally:
-            os.close(dir_fd)
+        write_atomically(self.path, data, private=True)
 
 
 class LogClient:

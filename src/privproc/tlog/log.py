@@ -18,14 +18,14 @@ one tile at a time); every file is written to a temporary name and renamed into 
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from privproc.errors import PrivprocError, UsageError
+from privproc.storage import create_private_file, transaction, write_atomically
 from privproc.tlog import merkle
 from privproc.tlog.checkpoint import Checkpoint
 from privproc.tlog.note import SIG_COSIGNATURE_V1, Note, Signer, Verifier
@@ -68,25 +68,6 @@ class WitnessConfig:
     size: int  # the size this witness last cosigned, as far as the log knows
 
 
-def _private_file(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 class TransparencyLog:
     def __init__(self, state_dir: Path) -> None:
         path = state_dir / DB_NAME
@@ -111,7 +92,7 @@ class TransparencyLog:
         path = state_dir / DB_NAME
         if path.exists():
             raise LogError(f"a log already exists in {state_dir}")
-        _private_file(state_dir / KEY_NAME, (signer.encode() + "\n").encode())
+        create_private_file(state_dir / KEY_NAME, (signer.encode() + "\n").encode())
         db = sqlite3.connect(path, isolation_level=None)
         try:
             db.executescript(_SCHEMA)
@@ -126,16 +107,8 @@ class TransparencyLog:
         with self._lock:
             self._db.close()
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._db, self._lock)
 
     def _meta(self, key: str) -> bytes:
         with self._lock:
@@ -276,15 +249,9 @@ class TransparencyLog:
         new = self.size
         old = int(self._meta("tiles_size"))
         if new > old:
-            with self._lock:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    self._extend_tiles(out, old, new)
-                    self._set_meta(self._db, "tiles_size", str(new).encode())
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
+            with self._transaction() as db:
+                self._extend_tiles(out, old, new)
+                self._set_meta(db, "tiles_size", str(new).encode())
         checkpoint = Checkpoint(self.origin, new, self.root(new))
         text = checkpoint.text()
         return Note(text, (self.signer.sign(text),))

@@ -25,11 +25,12 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from privproc.errors import PrivprocError, UsageError
+from privproc.storage import create_private_file, transaction
 from privproc.tlog import merkle
 from privproc.tlog.checkpoint import Checkpoint, parse_decimal
 from privproc.tlog.note import (
@@ -140,10 +141,7 @@ class Witness:
         if (state_dir / DB_NAME).exists():
             raise UsageError(f"a witness already exists in {state_dir}")
         signer = Signer.generate(name, SIG_COSIGNATURE_V1)
-        key_path = state_dir / KEY_NAME
-        with open(key_path, "x") as fh:
-            fh.write(signer.encode() + "\n")
-        key_path.chmod(0o600)
+        create_private_file(state_dir / KEY_NAME, (signer.encode() + "\n").encode())
         db = sqlite3.connect(state_dir / DB_NAME, isolation_level=None)
         try:
             db.executescript(_SCHEMA)
@@ -159,16 +157,8 @@ class Witness:
     def verifier(self) -> Verifier:
         return self.signer.verifier
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._db, self._lock)
 
     def add_log(self, origin: str, vkeys: list[str]) -> None:
         """Trust `vkeys` (Ed25519, type 0x01) to sign checkpoints of the log `origin`."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from privproc.errors import PrivprocError, UsageError
+from privproc.storage import create_private_file
 
 __all__ = [
     "RedisSpentStore",
@@ -59,7 +59,7 @@ class SqliteSpentStore:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not path.exists():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            create_private_file(path)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spent-sqlite")
         self._db = self._executor.submit(self._open, path).result()
         self._since_purge = 0
