@@ -38,6 +38,8 @@ bench: install
 	$(BIN)/python bench/bench_ohttp.py
 	$(BIN)/python bench/bench_tokens.py
 	$(BIN)/python bench/bench_tlog.py
+	$(BIN)/python bench/bench_ratls.py
+	$(BIN)/python bench/bench_attest.py
 
 clean:
 	rm -rf $(VENV) $(NODE_INTEROP)/node_modules .mypy_cache .pytest_cache .ruff_cache

@@ -953,6 +953,198 @@ def witness_add_log(state_dir: Path, origin: str, log_keys: tuple[str, ...]) -> 
     click.echo(f"witnessing {origin}")
 
 
+# --- attestation -------------------------------------------------------------------------------
+
+
+@main.group("attest")
+def attest_group() -> None:
+    """AMD SEV-SNP attestation: verify reports, simulate a virtual SNP, measure a workload."""
+
+
+@attest_group.command("verify")
+@click.argument("report", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--vcek",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="The VCEK or VLEK certificate that signed the report (PEM or DER).",
+)
+@click.option(
+    "--chain",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="ASK/ASVK + ARK, PEM [default: the pinned AMD chain for the product].",
+)
+@click.option(
+    "--product",
+    type=click.Choice(["Milan", "Genoa", "Turin"], case_sensitive=False),
+    default=None,
+    help="Needed only when neither the report (v2) nor the certificate names it.",
+)
+@click.option("--report-data", default=None, help="Expected REPORT_DATA, hex (64 bytes).")
+@click.option(
+    "--trust-root",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Trust this ASK + ARK (PEM) instead of AMD's pinned roots, e.g. a virtual SNP's.",
+)
+@click.option(
+    "--at",
+    "at",
+    type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%d"]),
+    default=None,
+    help="Check certificate validity at this time (UTC) instead of now, e.g. to audit an old "
+    "report.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the verification report as JSON.")
+def attest_verify(
+    report: Path,
+    vcek: Path,
+    chain: Path | None,
+    product: str | None,
+    report_data: str | None,
+    trust_root: Path | None,
+    at: Any,
+    as_json: bool,
+) -> None:
+    """Verify an SEV-SNP attestation report and print every check.
+
+    Exit status: 0 valid, 1 invalid, 2 usage error.
+    """
+    from datetime import UTC
+
+    from privproc.attest.amd import TrustAnchors, TrustedChain
+    from privproc.attest.snp import AttestationReport, SigningKey
+    from privproc.attest.verify import Check, verify_snp_evidence
+
+    expected = None
+    if report_data is not None:
+        try:
+            expected = bytes.fromhex(report_data)
+        except ValueError:
+            raise click.BadParameter("not hexadecimal", param_hint="--report-data") from None
+        if len(expected) != 64:
+            raise click.BadParameter("REPORT_DATA is 64 bytes", param_hint="--report-data")
+    try:
+        roots = None
+        if trust_root is not None:
+            pem = trust_root.read_bytes()
+            products = [product] if product else ["Milan", "Genoa", "Turin"]
+            roots = TrustAnchors.of(
+                TrustedChain.from_pem(pem, name, SigningKey.VCEK, str(trust_root))
+                for name in products
+            )
+        raw = report.read_bytes()
+        result = verify_snp_evidence(
+            raw,
+            vcek.read_bytes(),
+            chain.read_bytes() if chain else None,
+            product=product,
+            roots=roots,
+            now=None if at is None else at.replace(tzinfo=at.tzinfo or UTC),
+        )
+    except PrivprocError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
+    if expected is not None:
+        import hmac
+
+        actual = AttestationReport.parse(raw).report_data if result.report else b""
+        check = (
+            Check.passing("policy.report-data", "REPORT_DATA is the expected value")
+            if hmac.compare_digest(actual, expected)
+            else Check.failing("policy.report-data", "REPORT_DATA is not the expected value")
+        )
+        result = result.with_checks(check)
+    click.echo(result.to_json() if as_json else result.to_text())
+    sys.exit(0 if result.ok else 1)
+
+
+@attest_group.command("simulate")
+@click.option(
+    "--state",
+    "state_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The virtual platform's directory (created on first use).",
+)
+@click.option(
+    "--product",
+    type=click.Choice(["Milan", "Genoa"], case_sensitive=False),
+    default="Milan",
+    show_default=True,
+    help="The product the virtual platform models (on creation).",
+)
+@click.option("--report-data", default="00" * 64, help="REPORT_DATA, hex (64 bytes).")
+@click.option("--measurement", default="00" * 48, help="MEASUREMENT, hex (48 bytes).")
+@click.option("--debug", is_flag=True, help="Set the guest policy's debug bit (to test policies).")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the report; the VCEK and chain go beside it (.vcek.pem, .chain.pem).",
+)
+@_fail_cleanly
+def attest_simulate(
+    state_dir: Path,
+    product: str,
+    report_data: str,
+    measurement: str,
+    debug: bool,
+    out: Path,
+) -> None:
+    """Produce a report signed by a VIRTUAL SEV-SNP (not AMD: its own local root).
+
+    The report verifies with `privproc attest verify --trust-root STATE/chain.pem` and fails
+    against AMD's roots, as it must.
+    """
+    from privproc.attest.snp import GuestPolicy
+    from privproc.attest.virtual import VirtualSnp
+
+    try:
+        data, measured = bytes.fromhex(report_data), bytes.fromhex(measurement)
+    except ValueError:
+        raise click.BadParameter("report data and measurement are hexadecimal") from None
+    if (state_dir / "platform").exists():
+        platform = VirtualSnp.load(state_dir)
+    else:
+        platform = VirtualSnp.generate(product)
+        platform.save(state_dir)
+        (state_dir / "chain.pem").write_bytes(platform.chain_pem())
+        console.print(f"created a virtual {platform.product} platform in {state_dir}")
+    policy = GuestPolicy.build(abi_major=1, smt=True, debug=debug)
+    out.write_bytes(platform.report(data, measured, policy=policy))
+    out.with_suffix(".vcek.pem").write_bytes(platform.vcek_pem())
+    out.with_suffix(".chain.pem").write_bytes(platform.chain_pem())
+    click.echo(f"wrote {out} (virtual {platform.product}), {out.with_suffix('.vcek.pem')}")
+
+
+@attest_group.command("measure")
+@click.option("--code", "code", multiple=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--model", "model", multiple=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--config", "config", multiple=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--manifest-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the manifest.",
+)
+@_fail_cleanly
+def attest_measure(
+    code: tuple[Path, ...],
+    model: tuple[Path, ...],
+    config: tuple[Path, ...],
+    manifest_out: Path | None,
+) -> None:
+    """Print the 48-byte workload measurement of code, model and config files (hex)."""
+    from privproc.attest.measurement import measure_tree
+
+    manifest = measure_tree({"code": code, "model": model, "config": config})
+    if manifest_out is not None:
+        manifest_out.write_bytes(manifest.encode())
+    click.echo(manifest.measurement.hex())
+
+
 # --- up ----------------------------------------------------------------------------------------
 
 SAMPLE_MESSAGE = (

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,7 +145,7 @@ def _hash_file(path: Path) -> tuple[bytes, int]:
     return digest.digest(), size
 
 
-def measure_tree(roots: dict[str, Iterable[Path]]) -> Manifest:
+def measure_tree(roots: Mapping[str, Iterable[Path]]) -> Manifest:
     """The manifest of files grouped by kind: `{"code": [dir or file, ...], "model": [...], ...}`.
 
     A directory contributes every regular file below it, named relative to that directory; a file

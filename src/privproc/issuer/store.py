@@ -236,7 +236,7 @@ class IssuerStore:
         return start, start + self.epoch_seconds, start + 2 * self.epoch_seconds, self.skew
 
     def rotate(self, now: float) -> bool:
-        """Make sure the keys of this epoch and the next exist and expired ones are gone.
+        """Make sure the keys of this epoch and the next two exist and expired ones are gone.
 
         Returns whether anything changed. Key generation is slow (~0.1 s): call it off the loop."""
         current = self.epoch_of(now)
@@ -258,7 +258,9 @@ class IssuerStore:
                 # Old page images in the write-ahead log could still hold a deleted key.
                 db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             have = {int(r[0]) for r in db.execute("SELECT epoch FROM token_keys")}
-        for epoch in (current, current + 1):
+        # One epoch ahead of what the directory shows, so that "next" exists the moment an
+        # epoch begins (generating a key takes a moment the directory cannot wait for).
+        for epoch in (current, current + 1, current + 2):
             if epoch not in have:
                 self._generate(epoch)
                 changed = True

@@ -1,0 +1,1 @@
+"""Attestation: AMD SEV-SNP reports and certificates, virtual SNP, policy, evidence."""

@@ -1,0 +1,70 @@
+"""`privproc attest`: verify real and virtual reports with exit codes 0/1/2, simulate, measure."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+VECTORS = Path(__file__).parent / "vectors" / "sev"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "privproc.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_verify_real_reports_and_refuse_the_wrong_product_chain() -> None:
+    ok = _cli(
+        "attest", "verify", str(VECTORS / "trustee" / "test-vlek-report.bin"),
+        "--vcek", str(VECTORS / "trustee" / "test-vlek.der"),
+        "--chain", str(VECTORS / "go-sev-guest" / "ask_ark_milan_vlek.pem"), "--json",
+        "--at", "2025-06-01",
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert json.loads(ok.stdout)["ok"] is True
+    wrong = _cli(
+        "attest", "verify", str(VECTORS / "trustee" / "test-vlek-report.bin"),
+        "--vcek", str(VECTORS / "trustee" / "test-vlek.der"),
+        "--chain", str(VECTORS / "go-sev-guest" / "ask_ark_genoa_vlek.pem"), "--json",
+        "--at", "2025-06-01",
+    )  # fmt: skip
+    assert wrong.returncode == 1
+    failed = [c["id"] for c in json.loads(wrong.stdout)["checks"] if c["status"] == "fail"]
+    assert failed
+    assert all(f.startswith(("chain.", "vcek.")) for f in failed)
+    usage = _cli("attest", "verify", str(VECTORS / "trustee" / "test-report.bin"), "--vcek")
+    assert usage.returncode == 2
+
+
+def test_simulate_verify_and_measure(tmp_path: Path) -> None:
+    rd = "ab" * 64
+    out = tmp_path / "report.bin"
+    sim = _cli("attest", "simulate", "--state", str(tmp_path / "p"), "--out", str(out),
+               "--report-data", rd, "--debug")  # fmt: skip
+    assert sim.returncode == 0, sim.stderr
+    common = ["attest", "verify", str(out), "--vcek", str(out.with_suffix(".vcek.pem")),
+              "--chain", str(out.with_suffix(".chain.pem"))]  # fmt: skip
+    trusted = _cli(*common, "--trust-root", str(tmp_path / "p" / "chain.pem"), "--report-data", rd)
+    assert trusted.returncode == 0, trusted.stdout
+    assert "[pass] policy.report-data" in trusted.stdout
+    assert _cli(*common).returncode == 1  # AMD's roots do not know the virtual ARK
+    other = _cli(
+        *common, "--trust-root", str(tmp_path / "p" / "chain.pem"), "--report-data", "00" * 64
+    )
+    assert other.returncode == 1
+    assert "[fail] policy.report-data" in other.stdout
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "a.py").write_text("x = 1\n")
+    first = _cli("attest", "measure", "--code", str(tmp_path / "code"),
+                 "--manifest-out", str(tmp_path / "m.txt"))  # fmt: skip
+    assert first.returncode == 0
+    assert len(bytes.fromhex(first.stdout.strip())) == 48
+    assert (tmp_path / "m.txt").read_text().startswith("privproc-measurement v1\ncode ")
+    assert _cli("attest", "measure", "--code", str(tmp_path / "code")).stdout == first.stdout
