@@ -159,3 +159,21 @@ def test_fuzz_bundle_and_manifest(data: bytes) -> None:
         mutated[data[0] % len(mutated)] ^= data[-1] or 1
     with contextlib.suppress(PrivprocError):
         EvidenceBundle.decode(bytes(mutated))
+
+
+def test_sev_guest_interface_constants_and_absence(tmp_path: Path) -> None:
+    from privproc.attest import hardware
+
+    # _IOWR('S', 0, struct snp_guest_request_ioctl) from include/uapi/linux/sev-guest.h.
+    assert hardware.SNP_GET_REPORT == 0xC0205300
+    missing = hardware.SevGuestDevice(tmp_path / "sev-guest")
+    assert not missing.available()
+    with pytest.raises(hardware.HardwareEvidenceError, match="cannot open"):
+        missing.get_report(bytes(64))
+    if not hardware.CONFIGFS_TSM.exists() and not hardware.SEV_GUEST.exists():
+        with pytest.raises(hardware.HardwareEvidenceError, match="virtual SNP"):
+            hardware.open_source()
+    table = hardware.encode_cert_table({"vcek": b"v" * 10, "ark": b"a" * 3})
+    assert hardware.parse_cert_table(table) == {"vcek": b"v" * 10, "ark": b"a" * 3}
+    with pytest.raises(DecodeError):
+        hardware.parse_cert_table(table[:30])
