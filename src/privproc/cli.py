@@ -275,6 +275,64 @@ def serve_witness(host: str, port: int, state_dir: Path) -> None:
         witness.close()
 
 
+@serve.command("relay")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8403, show_default=True, type=int, help="Port; 0 picks a free one.")
+@click.option(
+    "--gateway",
+    "gateway_url",
+    required=True,
+    help="The gateway resource to forward to, e.g. http://127.0.0.1:8404/.well-known/ohttp-gateway.",
+)
+@_fail_cleanly
+def serve_relay(host: str, port: int, gateway_url: str) -> None:
+    """The Oblivious HTTP relay (RFC 9458): POST / forwards message/ohttp-req to the one gateway
+    and strips everything that identifies the client. It logs no address."""
+    from privproc.services.http import bind, serve
+    from privproc.services.relay import create_relay_app
+
+    if not gateway_url.startswith(("http://", "https://")):
+        raise click.BadParameter("an http:// or https:// URL", param_hint="--gateway")
+    logs.configure()
+    app = create_relay_app(gateway_url)
+    sock = bind(host, port)
+
+    def ready(url: str) -> None:
+        logs.event("relay", "listening")
+        click.echo(f"ready relay {url}/")
+        sys.stdout.flush()
+
+    _run_until_stopped(serve(app, sock, ready, lifespan=True))
+
+
+@serve.command("cdn")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8402, show_default=True, type=int, help="Port; 0 picks a free one.")
+@click.option(
+    "--dir",
+    "directory",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="The published directory (log tiles and checkpoint, key configs, issuer documents).",
+)
+@_fail_cleanly
+def serve_cdn(host: str, port: int, directory: Path) -> None:
+    """A static CDN for the published directory, with the right media types and caching."""
+    from privproc.services.cdn import create_cdn_app
+    from privproc.services.http import bind, serve
+
+    logs.configure()
+    app = create_cdn_app(directory)
+    sock = bind(host, port)
+
+    def ready(url: str) -> None:
+        logs.event("cdn", "listening")
+        click.echo(f"ready cdn {url}/")
+        sys.stdout.flush()
+
+    _run_until_stopped(serve(app, sock, ready))
+
+
 # --- issuer administration ---------------------------------------------------------------------
 
 _STATE_OPTION = _state_option("The issuer's state directory (as given to `privproc serve issuer`).")

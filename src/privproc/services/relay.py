@@ -1,0 +1,94 @@
+"""The Oblivious Relay Resource (RFC 9458 §5) as an ASGI app: forwards to one gateway, and nothing
+that identifies the client goes with it.
+
+Endpoint: `POST /` with `message/ohttp-req` -> the configured gateway resource, whose answer
+(status and `message/ohttp-res` body) comes back unchanged.
+
+Rules:
+- The forwarded request carries exactly `content-type` (and `accept`); every other client header
+  (addresses in forwarding headers, cookies, user agent, authorization, anything else) is
+  dropped, and nothing is added: the gateway sees the relay, not the client.
+- The relay never reads the encapsulated bytes; it bounds their size and time.
+- It logs outcome, status, size and duration only; never an address or a header.
+- A gateway that cannot be reached is a 502, one that does not answer in time a 504, each with an
+  empty body, so the client learns nothing about the gateway's insides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from privproc import logs
+from privproc.ohttp.messages import DEFAULT_MAX_MESSAGE, MEDIA_TYPE_REQUEST, MEDIA_TYPE_RESPONSE
+from privproc.services.http import BodyError, media_type, read_body
+
+PARTY = "relay"
+GATEWAY_TIMEOUT = 60.0
+
+
+def create_relay_app(
+    gateway_url: str, *, max_request: int = DEFAULT_MAX_MESSAGE, timeout: float = GATEWAY_TIMEOUT
+) -> Starlette:
+    """A relay for the gateway resource at `gateway_url` (serve it with lifespan on)."""
+    clients: list[httpx.AsyncClient] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # One pooled client: connections to the gateway are reused, never tied to a client.
+        async with httpx.AsyncClient(
+            timeout=timeout,
+            follow_redirects=False,
+            headers={"user-agent": "privproc-relay"},
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        ) as client:
+            clients.append(client)
+            yield
+            clients.clear()
+
+    def done(status: int, outcome: str, size: int, started: float) -> None:
+        duration = round((time.perf_counter() - started) * 1000, 3)
+        logs.event(
+            PARTY, "forward", status=status, outcome=outcome, size=size, duration_ms=duration
+        )
+
+    async def relay(request: Request) -> Response:
+        started = time.perf_counter()
+        if media_type(request) != MEDIA_TYPE_REQUEST:
+            done(415, "media-type", 0, started)
+            return Response(status_code=415)
+        try:
+            body = await read_body(request, max_request)
+        except BodyError as exc:
+            done(exc.response.status_code, "body", 0, started)
+            return exc.response
+        try:
+            answer = await clients[0].post(
+                gateway_url,
+                content=body,
+                headers={"content-type": MEDIA_TYPE_REQUEST, "accept": MEDIA_TYPE_RESPONSE},
+            )
+        except httpx.TimeoutException:
+            done(504, "gateway-timeout", len(body), started)
+            return Response(status_code=504)
+        except httpx.HTTPError:
+            done(502, "gateway-unreachable", len(body), started)
+            return Response(status_code=502)
+        if len(answer.content) > max_request:
+            done(502, "answer-too-large", len(body), started)
+            return Response(status_code=502)
+        done(answer.status_code, "forwarded", len(body), started)
+        content_type = answer.headers.get("content-type")
+        headers = {"cache-control": "no-store"}
+        if content_type:
+            headers["content-type"] = content_type
+        return Response(answer.content, status_code=answer.status_code, headers=headers)
+
+    return Starlette(routes=[Route("/", relay, methods=["POST"])], lifespan=lifespan)
