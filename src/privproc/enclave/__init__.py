@@ -1,0 +1,1 @@
+"""The enclave: the attested, stateless service that runs the model."""

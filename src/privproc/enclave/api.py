@@ -1,0 +1,127 @@
+"""The enclave's application API, spoken as HTTP/1.1 inside the attested TLS session.
+
+- `GET /v1/models`: the OpenAI model list;
+- `POST /v1/chat/completions`: an OpenAI chat request (`messages`, `max_tokens`, `temperature`)
+  -> an OpenAI chat completion;
+- `POST /v1/tasks/summarize`: `{"chat": [{"sender", "time", "text"}, ...]}` -> `{"summary"}`;
+- `POST /v1/tasks/rewrite`: `{"text", "style"}` -> `{"text", "style"}`.
+
+Rules: a pure function from one request (method, path, body) to one response (status, JSON), run
+in a worker thread because inference takes time; bad input is a 4xx with a JSON error that names
+the problem, never the content; nothing about a request is kept or logged.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from privproc.errors import DecodeError, PrivprocError, UsageError
+from privproc.inference.backends import MAX_TOKENS, Backend, InferenceError, Message
+from privproc.inference.tasks import STYLES, parse_chat, rewrite, summarize
+
+__all__ = ["MAX_BODY", "ApiResponse", "handle"]
+
+MAX_BODY = 256 * 1024
+
+
+@dataclass(frozen=True)
+class ApiResponse:
+    status: int
+    body: bytes
+
+    @classmethod
+    def json(cls, status: int, doc: object) -> ApiResponse:
+        return cls(status, json.dumps(doc, separators=(",", ":")).encode())
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error") -> ApiResponse:
+    return ApiResponse.json(status, {"error": {"message": message, "type": kind}})
+
+
+def _load(body: bytes) -> dict[str, Any]:
+    if len(body) > MAX_BODY:
+        raise DecodeError(f"the request body is larger than {MAX_BODY} bytes")
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise DecodeError("the request body is not JSON") from None
+    if not isinstance(doc, dict):
+        raise DecodeError("the request body is a JSON object")
+    return doc
+
+
+def _chat_completion(backend: Backend, doc: dict[str, Any]) -> ApiResponse:
+    raw = doc.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise DecodeError("messages is a non-empty list")
+    messages = []
+    for m in raw:
+        if not isinstance(m, dict) or not isinstance(m.get("content"), str):
+            raise DecodeError("each message has a role and string content")
+        messages.append(Message(str(m.get("role")), m["content"]))
+    max_tokens = doc.get("max_tokens") or doc.get("max_completion_tokens") or 256
+    temperature = doc.get("temperature", 0.2)
+    if not isinstance(max_tokens, int) or not isinstance(temperature, int | float):
+        raise DecodeError("max_tokens is an integer and temperature a number")
+    if doc.get("stream"):
+        raise UsageError("streaming responses are not offered yet")
+    completion = backend.complete(
+        messages, max_tokens=min(max_tokens, MAX_TOKENS), temperature=float(temperature)
+    )
+    return ApiResponse.json(
+        200,
+        {
+            "id": "chatcmpl-" + secrets.token_hex(12),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": completion.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": completion.text},
+                    "finish_reason": completion.finish_reason,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": completion.prompt_tokens,
+                "completion_tokens": completion.completion_tokens,
+                "total_tokens": completion.prompt_tokens + completion.completion_tokens,
+            },
+        },
+    )
+
+
+def handle(backend: Backend, method: str, path: str, body: bytes) -> ApiResponse:
+    """Answer one API request (blocking: run it off the event loop)."""
+    route = (method, path.split("?", 1)[0])
+    try:
+        if route == ("GET", "/v1/models"):
+            model = {"id": backend.model, "object": "model", "created": 0, "owned_by": "privproc"}
+            return ApiResponse.json(200, {"object": "list", "data": [model]})
+        if route == ("POST", "/v1/chat/completions"):
+            return _chat_completion(backend, _load(body))
+        if route == ("POST", "/v1/tasks/summarize"):
+            chat = parse_chat(_load(body).get("chat"))
+            return ApiResponse.json(200, {"summary": summarize(backend, chat)})
+        if route == ("POST", "/v1/tasks/rewrite"):
+            doc = _load(body)
+            text, style = doc.get("text"), doc.get("style")
+            if not isinstance(text, str) or not isinstance(style, str):
+                raise DecodeError("text and style are strings")
+            if style not in STYLES:
+                raise UsageError(f"the styles are {', '.join(STYLES)}")
+            return ApiResponse.json(200, {"text": rewrite(backend, text, style), "style": style})
+    except (DecodeError, UsageError) as exc:
+        return _error(400, str(exc))
+    except InferenceError as exc:
+        return _error(503, str(exc), "server_error")
+    except PrivprocError as exc:
+        return _error(500, f"{type(exc).__name__}", "server_error")
+    if path.split("?", 1)[0] in ("/v1/models", "/v1/chat/completions", "/v1/tasks/summarize",
+                                 "/v1/tasks/rewrite"):  # fmt: skip
+        return _error(405, "method not allowed")
+    return _error(404, "no such endpoint")

@@ -1,0 +1,1 @@
+"""Inference for the enclave: model backends and the AI tasks (summaries, writing help)."""

