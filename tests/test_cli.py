@@ -22,15 +22,20 @@ def _privproc(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[st
     )
 
 
-def test_up_once_runs_the_sample_and_says_ready() -> None:
-    done = _privproc("up", "--gateway-port", "0", "--once")
-    assert done.returncode == 0, done.stderr
-    assert "ready" in done.stdout.splitlines()
-    for kem in ("X25519", "X-Wing", "ML-KEM-768", "P-256"):
-        assert kem in done.stdout
-    assert "MISMATCH" not in done.stdout
-    # The sample message never reaches the logs.
-    assert "kite" not in done.stderr
+def test_up_once_brings_the_system_up_and_summarises_privately(tmp_path: Path) -> None:
+    done = _privproc("up", "--once", "--state", str(tmp_path), timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert "ready" in lines
+    assert "stopped" in lines
+    assert "private summary" in done.stdout
+    for party in ("issuer", "witness", "gateway", "enclave", "relay", "cdn"):
+        assert party in done.stdout
+    # The sample chat never reaches a party's log or state file.
+    for path in (tmp_path / "system").rglob("*"):
+        if path.is_file() and path.suffix in (".log", ".json", ".sqlite3"):
+            assert b"blue kite" not in path.read_bytes(), path
+    assert (tmp_path / "client" / "client.json").exists()
 
 
 def test_ohttp_keys_and_request(conformance_gateway: Running) -> None:
@@ -83,11 +88,11 @@ def test_help_explains_each_command() -> None:
         assert "Usage:" in done.stdout
 
 
-def test_services_stop_cleanly_on_ctrl_c_and_sigterm() -> None:
+def test_services_stop_cleanly_on_ctrl_c_and_sigterm(tmp_path: Path) -> None:
     import signal
 
     for args, sig in (
-        (["up", "--gateway-port", "0"], signal.SIGINT),
+        (["up", "--state", str(tmp_path)], signal.SIGINT),
         (["serve", "gateway", "--port", "0"], signal.SIGTERM),
     ):
         proc = subprocess.Popen(
@@ -101,8 +106,11 @@ def test_services_stop_cleanly_on_ctrl_c_and_sigterm() -> None:
             if line.startswith("ready"):
                 break
         proc.send_signal(sig)
-        assert proc.wait(20) == 0
+        assert proc.wait(30) == 0
         assert proc.stdout.read().strip().endswith("stopped")
+    # `up` stopped every party it started: none is left running with its state directory.
+    left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
+    assert left.stdout.strip() == ""
 
 
 def test_credential_commands_explain_bad_arguments(tmp_path: Path) -> None:

@@ -107,6 +107,13 @@ def serve() -> None:
     help="Require a Privacy Pass token from this issuer (its base URL) on every inner request.",
 )
 @click.option(
+    "--enclave",
+    "enclaves",
+    multiple=True,
+    help="An enclave's internal URL (repeatable): serve the session endpoints, placing sessions "
+    "on the least-loaded healthy enclave.",
+)
+@click.option(
     "--name",
     default=None,
     help="This gateway's origin name in token challenges [default: the address it listens on].",
@@ -128,6 +135,7 @@ def serve_gateway(
     name: str | None,
     spent_store: str | None,
     state_dir: Path | None,
+    enclaves: tuple[str, ...],
 ) -> None:
     """The Oblivious HTTP gateway (RFC 9458) with fresh keys.
 
@@ -157,12 +165,16 @@ def serve_gateway(
             verifier, store = await _token_verifier(
                 issuer_url, name or f"{bound_host}:{bound_port}", spent_store
             )
+        from privproc.services.router import SessionRouter
+
+        router = SessionRouter(list(enclaves), verifier) if enclaves else None
         app = create_gateway_app(
             keys,
             conformance=conformance,
             max_request=max_request_bytes,
             verifier=verifier,
             issuer_url=issuer_url,
+            router=router,
         )
 
         def ready(url: str) -> None:
@@ -171,7 +183,7 @@ def serve_gateway(
             sys.stdout.flush()
 
         try:
-            await serve(app, sock, ready, lifespan=verifier is not None)
+            await serve(app, sock, ready, lifespan=True)
         finally:
             if store is not None:
                 await store.aclose()
@@ -331,6 +343,77 @@ def serve_cdn(host: str, port: int, directory: Path) -> None:
         sys.stdout.flush()
 
     _run_until_stopped(serve(app, sock, ready))
+
+
+@serve.command("enclave")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8410, show_default=True, type=int, help="Port; 0 picks a free one.")
+@click.option(
+    "--platform",
+    "platform_dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="A virtual SEV-SNP platform directory (see `privproc attest simulate`) "
+    "[default: the real SEV-SNP guest interface].",
+)
+@click.option(
+    "--release-proof",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="The release's log proof (JSON: entry, index, proof, checkpoint) to staple.",
+)
+@click.option("--inference-url", default=None, help="An OpenAI-compatible engine instead of the "
+              "embedded model.")  # fmt: skip
+@click.option("--model", "model_name", default=None, help="Model name at --inference-url.")
+@click.option("--max-sessions", default=256, show_default=True, type=click.IntRange(1, 100_000))
+@_fail_cleanly
+def serve_enclave(
+    host: str,
+    port: int,
+    platform_dir: Path | None,
+    release_proof: Path | None,
+    inference_url: str | None,
+    model_name: str | None,
+    max_sessions: int,
+) -> None:
+    """The enclave: attested TLS sessions (forwarded by the gateway) running the model.
+
+    It measures its code, model and configuration at start, and staples that manifest, the
+    platform's report over each session's TLS exporter and the release's log proof to the
+    evidence every client checks. It writes nothing to disk and logs no content.
+    """
+    from privproc.attest.hardware import open_source
+    from privproc.attest.provider import EvidenceProvider, ReleaseProof
+    from privproc.attest.virtual import VirtualSnp
+    from privproc.enclave.workload import enclave_config, enclave_manifest
+    from privproc.inference.backends import EmbeddedBackend, RemoteBackend, locate_smollm2
+    from privproc.ratls.tls import ServerIdentity
+    from privproc.services.enclave import create_enclave_app
+    from privproc.services.http import bind, serve
+
+    logs.configure()
+    backend: Any
+    if inference_url is not None:
+        backend = RemoteBackend(inference_url, model_name or "default")
+        model_path = None
+    else:
+        model_path = locate_smollm2()
+        backend = EmbeddedBackend(model_path)
+    manifest = enclave_manifest(model_path, enclave_config(backend.model, max_sessions))
+    platform: Any = VirtualSnp.load(platform_dir) if platform_dir else open_source()
+    proof = ReleaseProof.from_json(release_proof.read_text()) if release_proof else None
+    provider = EvidenceProvider(platform, manifest, proof)
+    app = create_enclave_app(
+        backend, ServerIdentity.generate(), provider, max_sessions=max_sessions
+    )
+    sock = bind(host, port)
+
+    def ready(url: str) -> None:
+        logs.event("enclave", "listening")
+        click.echo(f"ready enclave {url} measurement {manifest.measurement.hex()}")
+        sys.stdout.flush()
+
+    _run_until_stopped(serve(app, sock, ready, lifespan=True))
 
 
 # --- issuer administration ---------------------------------------------------------------------
@@ -1205,91 +1288,160 @@ def attest_measure(
 
 # --- up ----------------------------------------------------------------------------------------
 
-SAMPLE_MESSAGE = (
-    "Summarise this chat, please: Ana: are we still on for Saturday? Ben: yes, 10am at the park, "
-    "bring the blue kite. Ana: great, I will bring lunch."
-)
+SAMPLE_CHAT = [
+    {"sender": "Ana", "time": "10:00", "text": "are we still on for Saturday?"},
+    {"sender": "Ben", "time": "10:01", "text": "yes, 10am at the park, bring the blue kite"},
+    {"sender": "Ana", "time": "10:02", "text": "great, I will bring lunch for everyone"},
+    {"sender": "Ben", "time": "10:05", "text": "perfect, see you there"},
+]
 
 
-def _sample_round_trips(keys_url: str, echo_url: str) -> list[dict[str, Any]]:
-    """One private request per advertised key configuration, through the conformance echo."""
-    import time
+def _default_state() -> Path:
+    import os
 
-    from privproc.client.ohttp import OhttpClient
-    from privproc.ohttp import bhttp
-
-    request = bhttp.Request.build(
-        "POST",
-        "https://enclave.invalid/v1/tasks/summarize",
-        headers=[("content-type", "text/plain; charset=utf-8")],
-        content=SAMPLE_MESSAGE.encode(),
-    )
-    inner = bhttp.encode_request(request, bhttp.Framing.shortest())
-    results = []
-    with OhttpClient() as client:
-        for config in client.fetch_key_configs(keys_url):
-            started = time.perf_counter()
-            answer = client.send(echo_url, config, inner)
-            suite = config.cipher_suite()
-            results.append(
-                {
-                    "kem": config.kem.name,
-                    "key_id": config.key_id,
-                    "suite": f"{suite.kdf.name} / {suite.aead.name}",
-                    "ok": answer == inner,
-                    "ms": (time.perf_counter() - started) * 1000,
-                }
-            )
-    return results
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "privproc"
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address to use.")
 @click.option(
-    "--gateway-port", default=8404, show_default=True, type=int, help="0 picks a free port."
+    "--state",
+    "state_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the parties and the client keep their state [default: ~/.local/state/privproc].",
 )
 @click.option("--once", is_flag=True, help="Stop after the sample request instead of serving on.")
 @_fail_cleanly
-def up(host: str, gateway_port: int, once: bool) -> None:
-    """Start the private-processing parties on loopback with fresh keys, send a sample private
-    request, print `ready`, and serve until Ctrl-C.
-
-    At this stage of the project the parties are the Oblivious HTTP gateway in conformance mode;
-    the issuer, relay, CDN, log, witness and enclave join as they are built.
+def up(host: str, state_dir: Path | None, once: bool) -> None:
+    """Start every party on loopback (issuer, witness, gateway, enclave, relay, CDN) with fresh
+    keys and a virtual SEV-SNP, log the release, key configs and issuer keys with a witness
+    cosignature, write the client's trust anchors, send a sample chat for a private summary by
+    the embedded model, print `ready`, and serve until Ctrl-C.
     """
-    from privproc.ohttp.keys import KeyRing
-    from privproc.services.gateway import ECHO_PATH, KEYS_PATH, create_gateway_app
-    from privproc.services.http import bind, serve
+    import signal
+    import time
 
-    logs.configure()
-    keys = KeyRing.generate()
-    app = create_gateway_app(keys, conformance=True)
-    sock = bind(host, gateway_port)
+    from privproc.client.private import PrivateProcessingClient
+    from privproc.system import System
+
+    state = state_dir or _default_state()
+    system = System(state, host)
     out = Console()
 
-    async def ready(url: str) -> bool:
-        parties = Table(title="privproc parties")
-        parties.add_column("party")
-        parties.add_column("URL")
-        parties.add_row("gateway (OHTTP, RFC 9458)", url + KEYS_PATH)
-        parties.add_row("gateway echo (conformance)", url + ECHO_PATH)
-        out.print(parties)
-        results = await asyncio.to_thread(_sample_round_trips, url + KEYS_PATH, url + ECHO_PATH)
-        table = Table(title="sample private request, once per key configuration")
-        for col in ("key id", "KEM", "KDF / AEAD", "result", "ms"):
-            table.add_column(col)
-        for r in results:
-            verdict = "[green]ok[/green]" if r["ok"] else "[red]MISMATCH[/red]"
-            table.add_row(str(r["key_id"]), r["kem"], r["suite"], verdict, f"{r['ms']:.1f}")
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        out.print(f"starting the parties on {host} (state in {state}) ...")
+        system.start()
+        table = Table(title="privproc parties")
+        table.add_column("party")
+        table.add_column("URL")
+        for party in system.parties:
+            table.add_row(party.name, party.url)
         out.print(table)
-        if not all(r["ok"] for r in results):
-            out.print("[red]the sample request did not come back intact[/red]")
-            sys.exit(1)
+        client = PrivateProcessingClient.from_state(system.client_dir)
+        try:
+            summary = client.summarize(SAMPLE_CHAT)
+        finally:
+            client.close()
+        out.print("sample chat:")
+        for line in SAMPLE_CHAT:
+            out.print(f"  {line['sender']}: {line['text']}")
+        out.print(
+            f"[bold]private summary[/bold] (attested enclave, via relay and gateway): {summary}"
+        )
+        out.print(f"client trust anchors: {system.client_dir / 'client.json'}")
         click.echo("ready" + ("" if once else " (Ctrl-C stops)"))
         sys.stdout.flush()
-        return not once
+        while not once:
+            time.sleep(1)
+            if any(p.process.poll() is not None for p in system.parties):
+                raise PrivprocError("a party stopped unexpectedly; see its log in STATE/system")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        system.stop()
+        click.echo("stopped")
 
-    _run_until_stopped(serve(app, sock, ready))
+
+# --- the private path, as a user ---------------------------------------------------------------
+
+
+def _client(state_dir: Path | None, verbose: bool) -> Any:
+    from privproc.client.private import PrivateProcessingClient
+
+    state = (state_dir or _default_state()) / "client"
+    step = (lambda m: console.print(f"  {m}")) if verbose else None
+    return PrivateProcessingClient.from_state(state, on_step=step)
+
+
+_CLIENT_STATE = click.option(
+    "--state",
+    "state_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The state directory `privproc up` used [default: ~/.local/state/privproc].",
+)
+_VERBOSE = click.option("--verbose", "-v", is_flag=True, help="Show every verification step.")
+
+
+@main.command()
+@click.argument("chat_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@_CLIENT_STATE
+@_VERBOSE
+@_fail_cleanly
+def summarize(chat_file: Path, state_dir: Path | None, verbose: bool) -> None:
+    """Summarise a chat export (JSON list of {sender, time, text}) privately."""
+    from privproc.inference.tasks import parse_chat
+
+    try:
+        doc = json.loads(chat_file.read_text())
+    except ValueError:
+        raise click.BadParameter("not JSON", param_hint="CHAT_FILE") from None
+    parse_chat(doc)  # refuse a bad file before anything leaves the device
+    client = _client(state_dir, verbose)
+    try:
+        click.echo(client.summarize(doc))
+    finally:
+        client.close()
+
+
+@main.command()
+@click.argument("text")
+@click.option(
+    "--style",
+    type=click.Choice(["rephrase", "professional", "funny", "supportive", "proofread"]),
+    default="rephrase",
+    show_default=True,
+)
+@_CLIENT_STATE
+@_VERBOSE
+@_fail_cleanly
+def rewrite(text: str, style: str, state_dir: Path | None, verbose: bool) -> None:
+    """Writing help: rewrite TEXT in a style, privately."""
+    client = _client(state_dir, verbose)
+    try:
+        click.echo(client.rewrite(text, style))
+    finally:
+        client.close()
+
+
+@main.command()
+@click.argument("prompt")
+@_CLIENT_STATE
+@_VERBOSE
+@_fail_cleanly
+def chat(prompt: str, state_dir: Path | None, verbose: bool) -> None:
+    """Ask the model PROMPT, privately."""
+    client = _client(state_dir, verbose)
+    try:
+        click.echo(client.chat(prompt))
+    finally:
+        client.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,13 +9,14 @@ certificates, the workload manifest and the release's log proof, so a client can
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from privproc.attest.evidence import EvidenceBundle
 from privproc.attest.hardware import ConfigfsTsm, HardwareEvidence, SevGuestDevice
 from privproc.attest.measurement import Manifest
 from privproc.attest.virtual import VirtualSnp
-from privproc.errors import UsageError
+from privproc.errors import DecodeError, UsageError
 
 __all__ = ["EvidenceProvider", "ReleaseProof"]
 
@@ -28,6 +29,29 @@ class ReleaseProof:
     index: int
     proof: tuple[bytes, ...]
     checkpoint: bytes = field(repr=False)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "entry": self.entry.hex(),
+                "index": self.index,
+                "proof": [h.hex() for h in self.proof],
+                "checkpoint": self.checkpoint.decode(),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ReleaseProof:
+        try:
+            doc = json.loads(text)
+            return cls(
+                bytes.fromhex(doc["entry"]),
+                int(doc["index"]),
+                tuple(bytes.fromhex(h) for h in doc["proof"]),
+                doc["checkpoint"].encode(),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise DecodeError("not a release proof (entry, index, proof, checkpoint)") from None
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 - `summarize(chat)`: a chat export (sender, time, text) -> one sentence on what was discussed and
   decided. Small models like to echo or continue their input, so the chat is given as reported
-  speech, decoding is greedy, and an answer that mostly repeats the chat's own lines is generated
-  again more strictly, then, if it still echoes, refused rather than passed off as a summary.
+  speech, decoding is greedy, and an answer that mostly repeats the chat's own lines is asked
+  for again with the next of three phrasings, then, if it still echoes, refused rather than
+  passed off as a summary.
 - `rewrite(text, style)`: styles `rephrase`, `professional`, `funny`, `supportive`, `proofread`.
 
 Rules: inputs are bounded; nothing is kept after the answer. The content is data inside one
@@ -34,8 +35,12 @@ STYLES = {
     "proofread": "exactly the same message with its spelling, grammar and punctuation corrected",
 }
 
-_SUMMARY = "Summarize the following conversation in one sentence."
-_STRICT = "Summarize the following conversation in one short sentence, in your own words."
+# Tried in order until an answer is not a copy of the chat (each tuned on SmolLM2-135M).
+_SUMMARY_PROMPTS = (
+    "Summarize the following conversation in one sentence.",
+    "In one sentence, what did they talk about and agree on?",
+    "In one sentence, what did they agree on?",
+)
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,7 @@ def summarize(backend: Backend, chat: list[ChatLine], *, max_tokens: int = 120) 
     if not chat:
         raise UsageError("there is nothing to summarise")
     block = _chat_block(chat)
-    for instruction in (_SUMMARY, _STRICT):
+    for instruction in _SUMMARY_PROMPTS:
         messages = [Message("user", f"{instruction}\n\n{block}")]
         answer = _clean(backend.complete(messages, max_tokens=max_tokens, temperature=0.0).text)
         if answer and not echoes(answer, chat):

@@ -45,6 +45,7 @@ from privproc.ohttp.messages import (
     decapsulate_request,
 )
 from privproc.services.http import BodyError, in_background, media_type, read_body
+from privproc.services.router import SessionRouter
 from privproc.tokens.directory import KEY_SET_PATH, MAX_DOCUMENT, KeySet
 from privproc.tokens.spent import StoreUnavailableError
 from privproc.tokens.verifier import TokenRejectedError, TokenVerifier
@@ -151,12 +152,18 @@ def create_gateway_app(
     inner: InnerHandler = no_target_handler,
     verifier: TokenVerifier | None = None,
     issuer_url: str | None = None,
+    router: SessionRouter | None = None,
 ) -> Starlette:
     """Build the gateway's ASGI app over a key ring.
 
-    With `verifier`, inner requests need a token; with `issuer_url` too, the verifier's keys are
-    refreshed from the issuer's key set while the app runs (serve it with lifespan on)."""
-    if verifier is not None:
+    With `router`, the inner endpoints are the session router's (which spends a token per new
+    session through its own verifier); otherwise, with `verifier`, every inner request needs a
+    token. With `issuer_url`, the verifier's keys are refreshed from the issuer's key set while
+    the app runs (serve it with lifespan on)."""
+    if router is not None:
+        inner = router.handle
+        verifier = router.verifier
+    elif verifier is not None:
         inner = token_guard(verifier, inner)
 
     async def key_configs(request: Request) -> Response:
@@ -202,14 +209,16 @@ def create_gateway_app(
     ]
     if conformance:
         routes.append(Route(ECHO_PATH, echo, methods=["POST"]))
-    lifespan = None
-    if verifier is not None and issuer_url is not None:
-        refresher = verifier, issuer_url
 
-        @contextlib.asynccontextmanager
-        async def lifespan(app: Starlette) -> AsyncIterator[None]:
-            async with refreshing_keys(*refresher):
-                yield
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            if verifier is not None and issuer_url is not None:
+                await stack.enter_async_context(refreshing_keys(verifier, issuer_url))
+            if router is not None:
+                stack.push_async_callback(router.aclose)
+                await stack.enter_async_context(in_background(router.run_health_checks()))
+            yield
 
     return Starlette(routes=routes, lifespan=lifespan)
 

@@ -1,0 +1,138 @@
+"""Benchmark (not a test): the private path end to end, every party a real process on loopback.
+
+    .venv/bin/python bench/e2e.py [--requests 200]
+
+Model time is excluded by asking for `GET /v1/models` (answered without inference), so what is
+measured is the privacy layers: OHTTP through the relay and gateway, TLS records forwarded to the
+enclave, and for a fresh session the token, the attested handshake and the client's appraisal.
+Compared with a direct call of the same enclave handler in this process. Also: throughput with
+1, 8 and 64 concurrent sessions, and what an idle session costs the gateway (its RSS growth per
+session, over 200 idle sessions).
+Targets: warm p50 <= direct + 5 ms; fresh p50 <= 30 ms; an idle session <= 64 KiB at the gateway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from privproc.client.private import PrivateProcessingClient
+from privproc.enclave.api import handle
+from privproc.inference.backends import MODEL_NAME, Completion, Message
+from privproc.system import System
+
+
+class _NoModel:
+    model = MODEL_NAME
+
+    def complete(
+        self, messages: list[Message], *, max_tokens: int, temperature: float
+    ) -> Completion:
+        raise AssertionError("GET /v1/models needs no inference")
+
+
+def _quantiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _throughput(system: System, sessions: int, seconds: float = 5.0) -> float:
+    clients = [PrivateProcessingClient.from_state(system.client_dir) for _ in range(sessions)]
+    for c in clients:
+        c.request("GET", "/v1/models")
+    done = [0] * sessions
+    stop = time.perf_counter() + seconds
+
+    def work(i: int) -> None:
+        while time.perf_counter() < stop:
+            clients[i].request("GET", "/v1/models")
+            done[i] += 1
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(sessions)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rate = sum(done) / (time.perf_counter() - start)
+    for c in clients:
+        c.close()
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=200)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        system = System(Path(tmp), quota=1_000_000)
+        system.start()
+        try:
+            run(system, args.requests)
+        finally:
+            system.stop()
+
+
+def run(system: System, n: int) -> None:
+    backend = _NoModel()
+    direct = []
+    for _ in range(n):
+        start = time.perf_counter()
+        handle(backend, "GET", "/v1/models", b"")
+        direct.append((time.perf_counter() - start) * 1000)
+    client = PrivateProcessingClient.from_state(system.client_dir)
+    client.request("GET", "/v1/models")  # warm: keys, tokens, one session
+    warm = []
+    for _ in range(n):
+        start = time.perf_counter()
+        status, _ = client.request("GET", "/v1/models")
+        warm.append((time.perf_counter() - start) * 1000)
+        assert status == 200
+    fresh = []
+    for _ in range(max(20, n // 10)):
+        one = PrivateProcessingClient.from_state(system.client_dir)
+        start = time.perf_counter()
+        one.request("GET", "/v1/models")
+        fresh.append((time.perf_counter() - start) * 1000)
+        one.close()
+    d50, d99 = _quantiles(direct)
+    w50, w99 = _quantiles(warm)
+    f50, f99 = _quantiles(fresh)
+    print(f"{'path':34} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'direct call of the handler':34} {d50:8.3f} {d99:8.3f}")
+    print(f"{'private, warm session':34} {w50:8.2f} {w99:8.2f}   (+{w50 - d50:.2f} ms p50)")
+    print(f"{'private, fresh session':34} {f50:8.2f} {f99:8.2f}   (token, handshake, attestation)")
+    for sessions in (1, 8, 64):
+        rate = _throughput(system, sessions)
+        print(f"throughput, {sessions:2} concurrent sessions      {rate:8.0f} requests/s")
+    gateway = next(p for p in system.parties if p.name == "gateway")
+    before = _rss_kib(gateway.process.pid)
+    idle = [PrivateProcessingClient.from_state(system.client_dir) for _ in range(200)]
+    for c in idle:
+        c.request("GET", "/v1/models")
+    time.sleep(0.5)
+    after = _rss_kib(gateway.process.pid)
+    per_session = (after - before) / len(idle)
+    print(f"gateway memory per idle session      {per_session:8.1f} KiB")
+    print(
+        f"\nwarm: +{w50 - d50:.2f} ms over direct at p50 (target <= 5); fresh: {f50:.1f} ms p50 "
+        f"(target <= 30); idle session: {per_session:.1f} KiB at the gateway (target <= 64)"
+    )
+    for c in idle:
+        c.close()
+    client.close()
+
+
+if __name__ == "__main__":
+    main()

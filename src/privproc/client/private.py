@@ -1,0 +1,295 @@
+"""The private path, from the device's side: DESIGN.md §2 in one client.
+
+    client = PrivateProcessingClient.from_file(state / "client.json")
+    summary = client.summarize(chat)                    # or rewrite(text, style), chat(prompt)
+
+One request: key configurations from the CDN -> a Privacy Pass token from the wallet (refilled
+from the issuer when low) -> `POST /v1/sessions` through the relay (OHTTP) with the token and the
+TLS ClientHello -> the TLS handshake record by record -> the enclave's evidence, appraised before
+anything else is sent (hardware chain, this session's binding, policy, the release in the
+witnessed log) -> HTTP/1.1 inside TLS -> the answer. A session is reused while it lives; a lost
+enclave gives a clear `EnclaveLostError` and the next request opens a new session.
+
+Rules: nothing of a request or its answer is written anywhere; only the wallet and the account
+secret live in the state directory; every failure is a typed error that says what failed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h11
+import httpx
+
+from privproc.attest.amd import TrustAnchors, TrustedChain
+from privproc.attest.appraisal import AttestationPolicy, ratls_verifier
+from privproc.attest.snp import SigningKey
+from privproc.attest.verify import VerificationReport
+from privproc.client.issuer import IssuerClient
+from privproc.client.ohttp import OhttpClient, choose_config
+from privproc.client.wallet import Wallet
+from privproc.errors import DecodeError, PeerRejectedError, PrivprocError, TransportError
+from privproc.ohttp import bhttp
+from privproc.ohttp.keys import KeyConfig
+from privproc.ratls.session import ClientSession, ClientState, client_session
+from privproc.tlog.client import LogPolicy
+from privproc.tokens.auth import TOKEN_TYPE_BLIND_RSA, TokenChallenge
+
+__all__ = ["ClientConfig", "EnclaveLostError", "PrivateProcessingClient"]
+
+GATEWAY_AUTHORITY = "https://gateway.invalid"
+MAX_ROUNDS = 8
+
+
+class EnclaveLostError(TransportError):
+    """The enclave holding the session is gone; a new request will open a new session."""
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    relay_url: str
+    keys_url: str
+    issuer_url: str
+    gateway_origin: str
+    log_origin: str
+    log_keys: tuple[str, ...]
+    witness_keys: tuple[str, ...]
+    witness_quorum: int
+    hardware_roots: tuple[str, ...] = ()  # extra ASK+ARK PEM texts (a virtual SNP's)
+    allow_amd_roots: bool = True
+
+    @classmethod
+    def load(cls, path: Path) -> ClientConfig:
+        try:
+            doc = json.loads(path.read_text())
+            return cls(
+                relay_url=doc["relay_url"],
+                keys_url=doc["keys_url"],
+                issuer_url=doc["issuer_url"],
+                gateway_origin=doc["gateway_origin"],
+                log_origin=doc["log"]["origin"],
+                log_keys=tuple(doc["log"]["keys"]),
+                witness_keys=tuple(doc["log"]["witnesses"]),
+                witness_quorum=int(doc["log"]["quorum"]),
+                hardware_roots=tuple(doc.get("hardware_roots", ())),
+                allow_amd_roots=bool(doc.get("allow_amd_roots", True)),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DecodeError(f"{path} is not a privproc client configuration: {exc}") from None
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "relay_url": self.relay_url,
+                "keys_url": self.keys_url,
+                "issuer_url": self.issuer_url,
+                "gateway_origin": self.gateway_origin,
+                "log": {
+                    "origin": self.log_origin,
+                    "keys": list(self.log_keys),
+                    "witnesses": list(self.witness_keys),
+                    "quorum": self.witness_quorum,
+                },
+                "hardware_roots": list(self.hardware_roots),
+                "allow_amd_roots": self.allow_amd_roots,
+            },
+            indent=2,
+        )
+
+    def attestation_policy(self) -> AttestationPolicy:
+        chains = [
+            TrustedChain.from_pem(pem, product, SigningKey.VCEK, "client.json")
+            for pem in self.hardware_roots
+            for product in ("Milan", "Genoa")
+        ]
+        roots = TrustAnchors.of(chains)
+        if self.allow_amd_roots:
+            roots = _merge_amd(roots)
+        log = LogPolicy.from_keys(
+            self.log_origin, self.log_keys, self.witness_keys, self.witness_quorum
+        )
+        return AttestationPolicy(roots=roots, log=log)
+
+
+def _merge_amd(extra: TrustAnchors) -> TrustAnchors:
+    """AMD's anchors for every (product, kind) the extra anchors do not claim."""
+    claimed = {(c.product, c.kind) for c in extra.chains}
+    kept = [c for c in TrustAnchors.amd().chains if (c.product, c.kind) not in claimed]
+    return TrustAnchors.of([*kept, *extra.chains])
+
+
+class _Session:
+    def __init__(self, session_id: str, tls: ClientSession) -> None:
+        self.id = session_id
+        self.tls = tls
+        self.http = h11.Connection(h11.CLIENT)
+
+
+class PrivateProcessingClient:
+    def __init__(
+        self,
+        config: ClientConfig,
+        state_dir: Path,
+        *,
+        on_step: Callable[[str], None] | None = None,
+        http: httpx.Client | None = None,
+    ) -> None:
+        self.config = config
+        self.state_dir = state_dir
+        self.wallet = Wallet(state_dir)
+        self._policy = config.attestation_policy()
+        self._ohttp = OhttpClient(http=http, timeout=300)
+        self._key_config: KeyConfig | None = None
+        self._session: _Session | None = None
+        self._step = on_step or (lambda _message: None)
+        self.last_attestation: VerificationReport | None = None
+
+    @classmethod
+    def from_state(
+        cls,
+        state_dir: Path,
+        *,
+        on_step: Callable[[str], None] | None = None,
+        http: httpx.Client | None = None,
+    ) -> PrivateProcessingClient:
+        config = ClientConfig.load(state_dir / "client.json")
+        return cls(config, state_dir, on_step=on_step, http=http)
+
+    def close(self) -> None:
+        self._ohttp.close()
+
+    # --- The wire: OHTTP through the relay ---------------------------------------------------
+
+    def _config(self) -> KeyConfig:
+        if self._key_config is None:
+            self._key_config = choose_config(self._ohttp.fetch_key_configs(self.config.keys_url))
+            self._step(f"OHTTP key config {self._key_config.key_id} from the CDN")
+        return self._key_config
+
+    def _inner(
+        self, method: str, path: str, body: bytes, headers: list[tuple[str, str]]
+    ) -> bhttp.Response:
+        request = bhttp.Request.build(
+            method, GATEWAY_AUTHORITY + path, headers=headers, content=body
+        )
+        return self._ohttp.request(self.config.relay_url, self._config(), request)
+
+    # --- Tokens -----------------------------------------------------------------------------
+
+    def _token(self) -> str:
+        with IssuerClient(self.config.issuer_url, self._secret()) as issuer:
+            key_set = issuer.key_set()
+            challenge = TokenChallenge(
+                TOKEN_TYPE_BLIND_RSA, key_set.issuer_name, b"", (self.config.gateway_origin,)
+            ).encode()
+            now = time.time()
+            token = self.wallet.take(challenge, now)
+            if token is None:
+                key = issuer.directory().preferred(now).token_key
+                self.wallet.refill(issuer, challenge, key, key_set, threshold=1, target=8, now=now)
+                token = self.wallet.take(challenge, now)
+        if token is None:
+            raise PrivprocError("no Privacy Pass token could be obtained")
+        self._step("a Privacy Pass token from the wallet (unlinkable to the account)")
+        return token
+
+    def _secret(self) -> str:
+        path = self.state_dir / "account.secret"
+        try:
+            return path.read_text().strip()
+        except OSError:
+            raise PrivprocError(f"no account secret at {path}") from None
+
+    # --- Sessions ---------------------------------------------------------------------------
+
+    def _exchange(self, session: _Session) -> None:
+        """Send what TLS has queued and feed back the answer (one OHTTP round trip)."""
+        out = session.tls.send_pending()
+        answer = self._inner("POST", f"/v1/sessions/{session.id}", out, [])
+        if answer.status == 502:
+            self._session = None
+            raise EnclaveLostError("the enclave holding this session is gone; retry")
+        if answer.status != 200:
+            self._session = None
+            raise PeerRejectedError(f"the gateway answered {answer.status}", answer.status)
+        session.tls.receive(answer.content)
+
+    def _open(self) -> _Session:
+        verifier = ratls_verifier(self._policy)
+        tls = client_session(verifier)
+        hello = tls.send_pending()
+        answer = self._inner("POST", "/v1/sessions", hello, [("authorization", self._token())])
+        if answer.status != 201:
+            raise PeerRejectedError(
+                f"the gateway refused a new session ({answer.status})", answer.status
+            )
+        session = _Session(answer.header("session-id") or "", tls)
+        tls.receive(answer.content)
+        for _ in range(MAX_ROUNDS):
+            if tls.state is ClientState.VERIFIED:
+                break
+            self._exchange(session)
+        if tls.state is not ClientState.VERIFIED:
+            raise PrivprocError("the enclave did not complete the attested handshake")
+        report = tls.attestation
+        assert isinstance(report, VerificationReport)
+        self.last_attestation = report
+        for check in report.checks:
+            self._step(f"[{check.status.value}] {check.id}: {check.reason}")
+        self._step("attested TLS session verified; sending the request")
+        return session
+
+    def request(self, method: str, path: str, doc: object | None = None) -> tuple[int, Any]:
+        """One API request to the enclave over the private path; (status, JSON answer)."""
+        session = self._session or self._open()
+        self._session = session
+        body = b"" if doc is None else json.dumps(doc).encode()
+        headers = [("host", "enclave"), ("content-type", "application/json"),
+                   ("content-length", str(len(body)))]  # fmt: skip
+        data = session.http.send(h11.Request(method=method, target=path, headers=headers))
+        data += session.http.send(h11.Data(data=body)) or b""
+        data += session.http.send(h11.EndOfMessage()) or b""
+        session.tls.write(data)
+        status, chunks = 0, bytearray()
+        for _ in range(MAX_ROUNDS):
+            self._exchange(session)
+            session.http.receive_data(session.tls.read())
+            while True:
+                event = session.http.next_event()
+                if event is h11.NEED_DATA:
+                    break
+                if isinstance(event, h11.Response):
+                    status = event.status_code
+                elif isinstance(event, h11.Data):
+                    chunks += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    session.http.start_next_cycle()
+                    return status, json.loads(chunks) if chunks else None
+        raise PrivprocError("the enclave did not answer in time")
+
+    # --- Tasks ------------------------------------------------------------------------------
+
+    def summarize(self, chat: list[dict[str, str]]) -> str:
+        status, doc = self.request("POST", "/v1/tasks/summarize", {"chat": chat})
+        if status != 200:
+            raise PeerRejectedError(f"the enclave could not summarise: {doc}", status)
+        return str(doc["summary"])
+
+    def rewrite(self, text: str, style: str) -> str:
+        status, doc = self.request("POST", "/v1/tasks/rewrite", {"text": text, "style": style})
+        if status != 200:
+            raise PeerRejectedError(f"the enclave could not rewrite: {doc}", status)
+        return str(doc["text"])
+
+    def chat(self, prompt: str) -> str:
+        status, doc = self.request(
+            "POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": prompt}]}
+        )
+        if status != 200:
+            raise PeerRejectedError(f"the enclave could not answer: {doc}", status)
+        return str(doc["choices"][0]["message"]["content"])

@@ -1,0 +1,94 @@
+"""One client's connection inside the enclave: attested TLS, then HTTP/1.1 (h11) inside it.
+
+    records in -> ServerSession (TLS, evidence) -> plaintext -> h11 -> requests
+    responses -> h11 -> ServerSession -> records out
+
+Sans-IO: `receive(records)` returns the complete requests that arrived, `respond(request,
+response)` queues an answer, `send_pending()` hands out the records to send. The caller (the
+enclave service) runs the API handler, off its event loop, between the two.
+
+Rules: one request at a time per connection (HTTP/1.1 without pipelining); bodies are bounded;
+a protocol error closes the connection; nothing of a request outlives its response.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import h11
+
+from privproc.errors import DecodeError, PrivprocError, TooLargeError
+from privproc.ratls.session import EvidenceProvider, ServerSession, server_session
+from privproc.ratls.tls import ServerIdentity
+
+__all__ = ["EnclaveConnection", "HttpRequest"]
+
+MAX_REQUEST_BODY = 256 * 1024
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    method: str
+    path: str
+    body: bytes = field(repr=False)
+
+
+class EnclaveConnection:
+    def __init__(self, identity: ServerIdentity, provider: EvidenceProvider) -> None:
+        self.tls: ServerSession = server_session(identity, provider)
+        self._http = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
+        self._current: tuple[str, str] | None = None
+        self._body = bytearray()
+
+    def receive(self, records: bytes) -> list[HttpRequest]:
+        """Feed TLS records from the client; returns every request now complete."""
+        self.tls.receive(records)
+        plaintext = self.tls.read() if self.tls.state.name == "OPEN" else b""
+        if plaintext:
+            self._http.receive_data(plaintext)
+        requests = []
+        while True:
+            try:
+                event = self._http.next_event()
+            except h11.RemoteProtocolError:
+                raise DecodeError("the client's HTTP is malformed") from None
+            if event is h11.NEED_DATA or event is h11.PAUSED:
+                break
+            if isinstance(event, h11.Request):
+                self._current = (event.method.decode("ascii"), event.target.decode("ascii"))
+                self._body.clear()
+            elif isinstance(event, h11.Data):
+                self._body += event.data
+                if len(self._body) > MAX_REQUEST_BODY:
+                    raise TooLargeError("the request body is too large")
+            elif isinstance(event, h11.EndOfMessage) and self._current is not None:
+                method, path = self._current
+                requests.append(HttpRequest(method, path, bytes(self._body)))
+                self._current = None
+                self._body.clear()
+            elif isinstance(event, h11.ConnectionClosed):
+                break
+        return requests
+
+    def respond(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        """Answer the request being served, and get ready for the next one."""
+        headers = [
+            ("content-type", content_type),
+            ("content-length", str(len(body))),
+            ("cache-control", "no-store"),
+        ]
+        try:
+            data = self._http.send(h11.Response(status_code=status, headers=headers))
+            data += self._http.send(h11.Data(data=body)) or b""
+            data += self._http.send(h11.EndOfMessage()) or b""
+        except h11.LocalProtocolError as exc:
+            raise PrivprocError(f"cannot answer now: {exc}") from None
+        self.tls.write(data or b"")
+        if self._http.our_state is h11.DONE and self._http.their_state is h11.DONE:
+            self._http.start_next_cycle()
+
+    def send_pending(self) -> bytes:
+        return self.tls.send_pending()
+
+    def close(self) -> None:
+        self.tls.close()

@@ -1,0 +1,136 @@
+"""The enclave service: attested TLS sessions, forwarded record by record by the gateway.
+
+Internal API (the operator's network, gateway -> enclave; never reachable by clients directly):
+- `PUT /sessions/{id}`: a new session; the body is the client's first TLS records, the answer
+  the enclave's records (`application/octet-stream`).
+- `POST /sessions/{id}`: more records for that session; answered with records. Complete HTTP
+  requests that arrive inside TLS are answered by the API (`privproc.enclave.api`) before the
+  answer's records are returned.
+- `DELETE /sessions/{id}`: forget the session.
+- `GET /health`: `{"sessions": n, "max_sessions": m, "model": name}` for the gateway's placement.
+
+Rules: the enclave sees only TLS records and the gateway's session ids, never a client address or
+a token; it logs events without content; a session is dropped after `idle_timeout` seconds or
+on any error (its last records, an alert, still go out); sessions are bounded; CPU-heavy work
+(TLS, evidence, inference) runs off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from privproc import logs
+from privproc.enclave.api import handle
+from privproc.enclave.connection import EnclaveConnection
+from privproc.errors import PrivprocError
+from privproc.inference.backends import Backend
+from privproc.ratls.session import EvidenceProvider
+from privproc.ratls.tls import ServerIdentity
+from privproc.services.http import BodyError, in_background, read_body
+
+PARTY = "enclave"
+MAX_RECORDS = 1 << 20
+_SESSION_ID = re.compile(r"[0-9a-f]{32}")
+
+
+@dataclass
+class _Slot:
+    connection: EnclaveConnection
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    last_used: float = field(default_factory=time.monotonic)
+
+
+def create_enclave_app(
+    backend: Backend,
+    identity: ServerIdentity,
+    provider: EvidenceProvider,
+    *,
+    max_sessions: int = 256,
+    idle_timeout: float = 300.0,
+) -> Starlette:
+    sessions: dict[str, _Slot] = {}
+
+    def drop(session_id: str, outcome: str) -> None:
+        if sessions.pop(session_id, None) is not None:
+            logs.event(PARTY, "session-closed", outcome=outcome)
+
+    async def exchange(slot: _Slot, session_id: str, records: bytes) -> Response:
+        async with slot.lock:
+            slot.last_used = time.monotonic()
+            connection = slot.connection
+            try:
+                requests = await run_in_threadpool(connection.receive, records)
+                for request in requests:
+                    answer = await run_in_threadpool(
+                        handle, backend, request.method, request.path, request.body
+                    )
+                    logs.event(PARTY, "request", status=answer.status)
+                    await run_in_threadpool(connection.respond, answer.status, answer.body)
+            except PrivprocError:
+                out = connection.send_pending()  # the alert or close_notify, so the client knows
+                drop(session_id, "failed")
+                return Response(out, media_type="application/octet-stream")
+            return Response(connection.send_pending(), media_type="application/octet-stream")
+
+    async def records(request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        if not _SESSION_ID.fullmatch(session_id):
+            return Response(status_code=404)
+        try:
+            body = await read_body(request, MAX_RECORDS)
+        except BodyError as exc:
+            return exc.response
+        if request.method == "PUT":
+            if session_id in sessions:
+                return Response(status_code=409)
+            if len(sessions) >= max_sessions:
+                return Response(status_code=503, headers={"retry-after": "1"})
+            sessions[session_id] = _Slot(EnclaveConnection(identity, provider))
+            logs.event(PARTY, "session-opened")
+        slot = sessions.get(session_id)
+        if slot is None:
+            return Response(status_code=404)
+        return await exchange(slot, session_id, body)
+
+    async def close(request: Request) -> Response:
+        drop(request.path_params["session_id"], "deleted")
+        return Response(status_code=204)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse(
+            {"sessions": len(sessions), "max_sessions": max_sessions, "model": backend.model}
+        )
+
+    async def reap() -> None:
+        while True:
+            await asyncio.sleep(min(10.0, idle_timeout / 2))
+            cutoff = time.monotonic() - idle_timeout
+            for session_id, slot in list(sessions.items()):
+                if slot.last_used < cutoff and not slot.lock.locked():
+                    drop(session_id, "idle")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with in_background(reap()):
+            yield
+        sessions.clear()
+
+    return Starlette(
+        routes=[
+            Route("/sessions/{session_id}", records, methods=["PUT", "POST"]),
+            Route("/sessions/{session_id}", close, methods=["DELETE"]),
+            Route("/health", health, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )

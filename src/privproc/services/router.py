@@ -1,0 +1,211 @@
+"""The gateway's session router: the inner (Binary HTTP) endpoints behind OHTTP.
+
+- `POST /v1/sessions` with `Authorization: PrivateToken token=...` and the client's first TLS
+  records: the token is verified and spent, the least-loaded healthy enclave gets a new session
+  with a random 128-bit id; answer `201`, header `session-id`, body the enclave's records.
+- `POST /v1/sessions/{id}`: more records for that session, forwarded opaquely; answer `200`.
+- `DELETE /v1/sessions/{id}`: `204`.
+
+Answers the client can act on: `401` + `WWW-Authenticate: PrivateToken` (no or spent token),
+`404` (no such session: start a new one), `503` + `retry-after` (no healthy enclave, session
+limit), `502` with `{"error": "enclave-lost", "retry": true}` (the enclave holding the session
+died: the session is gone, a new one will be placed elsewhere).
+
+Rules: the router sees sizes, timing and a token (unlinkable), never content: TLS records pass
+through untouched. Sessions idle longer than `idle_timeout` are forgotten; at most
+`max_sessions` exist; an enclave that fails a request or a health check gets no new sessions
+until it passes one again. Nothing about a session is logged but its outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from privproc import logs
+from privproc.errors import PrivprocError
+from privproc.ohttp import bhttp
+from privproc.tokens.spent import StoreUnavailableError
+from privproc.tokens.verifier import TokenRejectedError, TokenVerifier
+
+__all__ = ["Enclave", "SessionRouter"]
+
+PARTY = "gateway"
+_SESSION_PATH = re.compile(r"/v1/sessions/([0-9a-f]{32})")
+MAX_RECORDS = 1 << 20
+
+
+def _answer(status: int, body: bytes = b"", headers: tuple[tuple[str, str], ...] = ()) -> bytes:
+    response = bhttp.Response.build(status, headers=headers, content=body)
+    return bhttp.encode_response(response, bhttp.Framing.shortest())
+
+
+def _error(status: int, error: str, retry: bool, extra: tuple[tuple[str, str], ...] = ()) -> bytes:
+    body = json.dumps({"error": error, "retry": retry}).encode()
+    return _answer(status, body, (("content-type", "application/json"), *extra))
+
+
+class _EnclaveBusy(PrivprocError):
+    """The enclave is at its session limit: try later, it is not lost."""
+
+
+@dataclass
+class Enclave:
+    url: str
+    healthy: bool = True
+    sessions: int = 0
+
+
+@dataclass
+class _Session:
+    enclave: Enclave
+    last_used: float = field(default_factory=time.monotonic)
+
+
+class SessionRouter:
+    def __init__(
+        self,
+        enclave_urls: list[str],
+        verifier: TokenVerifier | None,
+        *,
+        max_sessions: int = 10_000,
+        idle_timeout: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not enclave_urls:
+            raise ValueError("a router needs at least one enclave")
+        self.enclaves = [Enclave(url.rstrip("/")) for url in enclave_urls]
+        self.verifier = verifier
+        self.max_sessions = max_sessions
+        self.idle_timeout = idle_timeout
+        self._clock = clock
+        self._sessions: dict[str, _Session] = {}
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(300.0, connect=5.0),
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+        )
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    def _place(self) -> Enclave | None:
+        healthy = [e for e in self.enclaves if e.healthy]
+        return min(healthy, key=lambda e: e.sessions, default=None)
+
+    def _forget(self, session_id: str) -> None:
+        session = self._sessions.pop(session_id, None)
+        if session is not None:
+            session.enclave.sessions -= 1
+
+    async def _forward(self, method: str, enclave: Enclave, session_id: str, body: bytes) -> bytes:
+        answer = await self.http.request(
+            method, f"{enclave.url}/sessions/{session_id}", content=body
+        )
+        if answer.status_code == 503:
+            raise _EnclaveBusy
+        if answer.status_code != 200:
+            raise PrivprocError(f"the enclave answered {answer.status_code}")
+        return answer.content
+
+    async def handle(self, inner: bytes) -> bytes:
+        """The inner handler: one decapsulated Binary HTTP request -> one response."""
+        try:
+            request = bhttp.decode_request(inner)
+        except PrivprocError:
+            return _answer(400)
+        if len(request.content) > MAX_RECORDS:
+            return _answer(413)
+        if (request.method, request.path) == ("POST", "/v1/sessions"):
+            return await self._open(request)
+        match = _SESSION_PATH.fullmatch(request.path)
+        if match is None:
+            return _answer(404)
+        session_id = match.group(1)
+        session = self._sessions.get(session_id)
+        if session is None:
+            return _error(404, "no-such-session", True)
+        if request.method == "DELETE":
+            enclave = session.enclave
+            self._forget(session_id)
+            with contextlib.suppress(httpx.HTTPError):  # the enclave forgets idle ones itself
+                await self.http.delete(f"{enclave.url}/sessions/{session_id}")
+            return _answer(204)
+        if request.method != "POST":
+            return _answer(405)
+        session.last_used = time.monotonic()
+        try:
+            records = await self._forward("POST", session.enclave, session_id, request.content)
+        except (httpx.HTTPError, PrivprocError):
+            return self._lost(session_id, session.enclave)
+        return _answer(200, records, (("content-type", "application/octet-stream"),))
+
+    def _lost(self, session_id: str, enclave: Enclave) -> bytes:
+        enclave.healthy = False
+        self._forget(session_id)
+        logs.event(PARTY, "session", outcome="enclave-lost", status=502)
+        return _error(502, "enclave-lost", True)
+
+    async def _open(self, request: bhttp.Request) -> bytes:
+        if self.verifier is not None:
+            now = self._clock()
+            try:
+                await self.verifier.redeem(request.header("authorization"), now)
+            except TokenRejectedError as exc:
+                logs.event(PARTY, "token", outcome=exc.reason, status=401)
+                challenge = (("www-authenticate", self.verifier.challenge_header(now)),)
+                return _error(401, "token-required", True, challenge)
+            except StoreUnavailableError:
+                logs.event(PARTY, "token", outcome="store-unavailable", status=503)
+                return _error(503, "unavailable", True, (("retry-after", "5"),))
+        if len(self._sessions) >= self.max_sessions:
+            return _error(503, "busy", True, (("retry-after", "1"),))
+        enclave = self._place()
+        if enclave is None:
+            await self.check_health()  # one may have come back since the last periodic check
+            enclave = self._place()
+        if enclave is None:
+            return _error(503, "no-enclave", True, (("retry-after", "5"),))
+        session_id = secrets.token_hex(16)
+        self._sessions[session_id] = _Session(enclave)
+        enclave.sessions += 1
+        try:
+            records = await self._forward("PUT", enclave, session_id, request.content)
+        except _EnclaveBusy:
+            self._forget(session_id)
+            return _error(503, "busy", True, (("retry-after", "1"),))
+        except (httpx.HTTPError, PrivprocError):
+            return self._lost(session_id, enclave)
+        logs.event(PARTY, "session", outcome="opened", status=201)
+        headers = (("session-id", session_id), ("content-type", "application/octet-stream"))
+        return _answer(201, records, headers)
+
+    async def check_health(self) -> None:
+        """Ask every enclave how it is; forget idle sessions."""
+        for enclave in self.enclaves:
+            try:
+                answer = await self.http.get(f"{enclave.url}/health", timeout=2.0)
+                enclave.healthy = answer.status_code == 200
+            except httpx.HTTPError:
+                enclave.healthy = False
+        cutoff = time.monotonic() - self.idle_timeout
+        for session_id, session in list(self._sessions.items()):
+            if session.last_used < cutoff:
+                self._forget(session_id)
+
+    async def run_health_checks(self, interval: float = 2.0) -> None:
+        while True:
+            await self.check_health()
+            await asyncio.sleep(interval)

@@ -1,0 +1,231 @@
+"""The whole system on loopback, one process per party: what `privproc up` runs.
+
+Order (each party a real `privproc serve ...` process; fresh keys every time):
+1. the issuer (with an account for the local user) and a witness;
+2. the gateway (OHTTP keys made at its start; token verifier; session router to the enclave);
+3. the log: the enclave's release (its measured manifest), the gateway's OHTTP key configs and
+   the issuer's token keys appended, published with the witness's cosignature;
+4. the enclave (a virtual SEV-SNP, its release proof stapled), the relay and the CDN;
+5. the client's trust anchors (`client.json`) and account secret, in the user's state directory.
+
+Rules: every party gets its own state under `STATE/system` (wiped at start: fresh keys); the
+client's directory `STATE/client` keeps only what a device keeps; stopping stops every process.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from privproc.attest.provider import ReleaseProof
+from privproc.attest.virtual import VirtualSnp
+from privproc.client.private import ClientConfig
+from privproc.enclave.workload import enclave_config, enclave_manifest
+from privproc.errors import PrivprocError
+from privproc.inference.backends import MODEL_NAME, locate_smollm2
+from privproc.issuer.store import IssuerStore
+from privproc.tlog.entries import (
+    EnclaveRelease,
+    IssuerTokenKey,
+    OhttpKeyConfigSet,
+    encode_entry,
+)
+from privproc.tlog.log import TransparencyLog
+from privproc.tlog.publisher import publish
+from privproc.tlog.witness import Witness
+from privproc.tokens.directory import KeySet
+
+__all__ = ["Party", "System"]
+
+LOG_ORIGIN = "log.privproc.local"
+ACCOUNT = "local-user"
+MAX_SESSIONS = 256
+
+
+class SystemError(PrivprocError):
+    """A party did not start or the system could not be assembled."""
+
+
+@dataclass
+class Party:
+    name: str
+    url: str
+    process: subprocess.Popen[str]
+    log_path: Path
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class System:
+    state: Path
+    host: str = "127.0.0.1"
+    parties: list[Party] = field(default_factory=list)
+    enclave_args: list[str] = field(default_factory=list)
+    quota: int = 200  # tokens per account and day, as the issuer's default
+
+    @property
+    def system_dir(self) -> Path:
+        return self.state / "system"
+
+    @property
+    def client_dir(self) -> Path:
+        return self.state / "client"
+
+    def _start(self, name: str, args: list[str], marker: str, timeout: float = 120.0) -> Party:
+        log_path = self.system_dir / f"{name}.log"
+        log = log_path.open("w")
+        process = subprocess.Popen(  # noqa: S603 (our own CLI, arguments we built)
+            [sys.executable, "-m", "privproc.cli", *args],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        assert process.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line and process.poll() is not None:
+                raise SystemError(f"the {name} stopped at start; see {log_path}")
+            if line.startswith(marker):
+                party = Party(name, line[len(marker) :].split()[0], process, log_path)
+                self.parties.append(party)
+                return party
+        process.kill()
+        raise SystemError(f"the {name} did not start in time; see {log_path}")
+
+    def start_enclave(self, max_sessions: int = MAX_SESSIONS) -> Party:
+        """(Re)start the enclave on its port; another `max_sessions` is another configuration,
+        so another measurement: a build that is not the logged release."""
+        args = [*self.enclave_args, "--max-sessions", str(max_sessions)]
+        return self._start("enclave", args, "ready enclave ")
+
+    def stop_party(self, name: str) -> None:
+        for party in [p for p in self.parties if p.name == name]:
+            party.process.terminate()
+            party.process.wait(10)
+            self.parties.remove(party)
+
+    def stop(self) -> None:
+        for party in reversed(self.parties):
+            party.process.terminate()
+        for party in self.parties:
+            try:
+                party.process.wait(10)
+            except subprocess.TimeoutExpired:
+                party.process.kill()
+        self.parties.clear()
+
+    def start(self) -> ClientConfig:
+        shutil.rmtree(self.system_dir, ignore_errors=True)
+        self.system_dir.mkdir(parents=True)
+        sysdir, host = self.system_dir, self.host
+        # 1. Issuer (with the local user's account) and a witness.
+        store = IssuerStore(sysdir / "issuer")
+        secret = store.add_account(ACCOUNT, time.time())
+        store.close()
+        issuer_args = ["serve", "issuer", "--host", host, "--port", "0"]
+        issuer_args += ["--state", str(sysdir / "issuer"), "--quota", str(self.quota)]
+        issuer = self._start("issuer", issuer_args, "ready issuer ")
+        log = TransparencyLog.init(sysdir / "log", LOG_ORIGIN)
+        witness_store = Witness.init(sysdir / "witness", "witness.privproc.local/w1")
+        witness_store.add_log(LOG_ORIGIN, [log.verifier.encode()])
+        witness_vkey = witness_store.verifier.encode()
+        witness_store.close()
+        witness = self._start(
+            "witness",
+            ["serve", "witness", "--host", host, "--port", "0", "--state", str(sysdir / "witness")],
+            "ready witness ",
+        )
+        log.add_witness(witness_vkey, witness.url)
+        # 2. The gateway, routing sessions to the enclave's port chosen now.
+        enclave_port = free_port(host)
+        gateway = self._start(
+            "gateway",
+            ["serve", "gateway", "--host", host, "--port", "0", "--issuer", issuer.url,
+             "--state", str(sysdir / "gateway"), "--name", "gateway.privproc.local",
+             "--enclave", f"http://{host}:{enclave_port}"],
+            "ready gateway ",
+        )  # fmt: skip
+        keys = httpx.get(gateway.url).content
+        # 3. The log: the release, the key configs, the issuer's keys; published, witnessed.
+        cdn_dir = sysdir / "cdn"
+        cdn_dir.mkdir()
+        (cdn_dir / "ohttp-keys").write_bytes(keys)
+        platform = VirtualSnp.generate()
+        platform.save(sysdir / "platform")
+        manifest = enclave_manifest(locate_smollm2(), enclave_config(MODEL_NAME, MAX_SESSIONS))
+        now = int(time.time())
+        release = EnclaveRelease(
+            manifest.measurement,
+            manifest.digest_of("code"),
+            manifest.digest_of("model"),
+            manifest.digest_of("config"),
+            "local",
+            now,
+        )
+        release_index = log.append(encode_entry(release))
+        log.append(encode_entry(OhttpKeyConfigSet("gateway.privproc.local", keys, now)))
+        key_set = KeySet.decode(httpx.get(issuer.url + "/v1/token-keys").content)
+        for key in key_set.keys:
+            entry = IssuerTokenKey(
+                key_set.issuer_name, 2, key.token_key, key.not_before, key.expires
+            )
+            log.append(encode_entry(entry))
+        note, _ = publish(log, cdn_dir, 1)
+        proof = ReleaseProof(
+            encode_entry(release),
+            release_index,
+            tuple(log.inclusion_proof(release_index, log.size)),
+            note.encode(),
+        )
+        log.close()
+        (sysdir / "release-proof.json").write_text(proof.to_json())
+        # 4. The enclave, the relay, the CDN.
+        self.enclave_args = [
+            "serve", "enclave", "--host", host, "--port", str(enclave_port), "--platform",
+            str(sysdir / "platform"), "--release-proof", str(sysdir / "release-proof.json"),
+        ]  # fmt: skip
+        self.start_enclave()
+        relay = self._start(
+            "relay",
+            ["serve", "relay", "--host", host, "--port", "0", "--gateway", gateway.url],
+            "ready relay ",
+        )
+        cdn = self._start(
+            "cdn",
+            ["serve", "cdn", "--host", host, "--port", "0", "--dir", str(cdn_dir)],
+            "ready cdn ",
+        )
+        # 5. The client's trust anchors and account.
+        config = ClientConfig(
+            relay_url=relay.url,
+            keys_url=cdn.url + "ohttp-keys",
+            issuer_url=issuer.url,
+            gateway_origin="gateway.privproc.local",
+            log_origin=LOG_ORIGIN,
+            log_keys=(TransparencyLog(sysdir / "log").verifier.encode(),),
+            witness_keys=(witness_vkey,),
+            witness_quorum=1,
+            hardware_roots=(platform.chain_pem().decode(),),
+        )
+        self.client_dir.mkdir(parents=True, exist_ok=True)
+        (self.client_dir / "client.json").write_text(config.to_json())
+        secret_path = self.client_dir / "account.secret"
+        secret_path.unlink(missing_ok=True)
+        from privproc.storage import create_private_file
+
+        create_private_file(secret_path, secret.encode())
+        (self.client_dir / "tokens.json").unlink(missing_ok=True)
+        return config
