@@ -15,7 +15,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from privproc.client.http import Answer, bounded_exchange
+from privproc.client.http import Answer, bounded_exchange, new_client
 from privproc.errors import PeerRejectedError, TransportError
 from privproc.tokens import issuance
 from privproc.tokens.auth import Token
@@ -53,7 +53,7 @@ class IssuerClient:
     ) -> None:
         self.issuer_url = issuer_url.rstrip("/")
         self._secret = secret
-        self._http = http or httpx.Client(timeout=timeout, follow_redirects=False)
+        self._http = http or new_client(timeout)
         self._owns_http = http is None
         self._request_url: str | None = None
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import httpx
 
 from privproc import hpke
-from privproc.client.http import bounded_exchange
+from privproc.client.http import bounded_exchange, new_client
 from privproc.errors import PeerRejectedError, TransportError, UnsupportedError
 from privproc.ohttp import bhttp
 from privproc.ohttp.keys import (
@@ -66,7 +66,7 @@ class OhttpClient:
         timeout: float = 30.0,
         max_response: int = DEFAULT_MAX_MESSAGE,
     ) -> None:
-        self._http = http or httpx.Client(timeout=timeout, follow_redirects=False)
+        self._http = http or new_client(timeout)
         self._owns_http = http is None
         self.max_response = max_response
 

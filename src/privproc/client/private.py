@@ -16,6 +16,7 @@ secret live in the state directory; every failure is a typed error that says wha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from privproc.attest.amd import TrustAnchors, TrustedChain
 from privproc.attest.appraisal import AttestationPolicy, ratls_verifier
 from privproc.attest.snp import SigningKey
 from privproc.attest.verify import VerificationReport
+from privproc.client.http import new_client
 from privproc.client.issuer import IssuerClient
 from privproc.client.ohttp import OhttpClient, choose_config
 from privproc.client.wallet import Wallet
@@ -44,6 +46,8 @@ __all__ = ["ClientConfig", "EnclaveLostError", "PrivateProcessingClient"]
 
 GATEWAY_AUTHORITY = "https://gateway.invalid"
 MAX_ROUNDS = 8
+CHALLENGE_TTL = 600.0  # seconds before the issuer's name and keys are looked up again
+REFILL = 16  # tokens fetched at once when the wallet runs dry
 
 
 class EnclaveLostError(TransportError):
@@ -143,7 +147,11 @@ class PrivateProcessingClient:
         self.state_dir = state_dir
         self.wallet = Wallet(state_dir)
         self._policy = config.attestation_policy()
-        self._ohttp = OhttpClient(http=http, timeout=300)
+        self._http = http or new_client(300)
+        self._owns_http = http is None
+        self._ohttp = OhttpClient(http=self._http)
+        self._issuer = IssuerClient(config.issuer_url, None, http=self._http)
+        self._challenge: tuple[bytes, float] | None = None  # (challenge, when it was learnt)
         self._key_config: KeyConfig | None = None
         self._session: _Session | None = None
         self._step = on_step or (lambda _message: None)
@@ -161,7 +169,9 @@ class PrivateProcessingClient:
         return cls(config, state_dir, on_step=on_step, http=http)
 
     def close(self) -> None:
-        self._ohttp.close()
+        self.close_session()
+        if self._owns_http:
+            self._http.close()
 
     # --- The wire: OHTTP through the relay ---------------------------------------------------
 
@@ -182,17 +192,23 @@ class PrivateProcessingClient:
     # --- Tokens -----------------------------------------------------------------------------
 
     def _token(self) -> str:
-        with IssuerClient(self.config.issuer_url, self._secret()) as issuer:
-            key_set = issuer.key_set()
+        now = time.time()
+        if self._challenge is None or now - self._challenge[1] > CHALLENGE_TTL:
+            key_set = self._issuer.key_set()
             challenge = TokenChallenge(
                 TOKEN_TYPE_BLIND_RSA, key_set.issuer_name, b"", (self.config.gateway_origin,)
             ).encode()
-            now = time.time()
-            token = self.wallet.take(challenge, now)
-            if token is None:
+            self._challenge = (challenge, now)
+        challenge = self._challenge[0]
+        token = self.wallet.take(challenge, now)
+        if token is None:
+            with IssuerClient(self.config.issuer_url, self._secret(), http=self._http) as issuer:
+                key_set = issuer.key_set()
                 key = issuer.directory().preferred(now).token_key
-                self.wallet.refill(issuer, challenge, key, key_set, threshold=1, target=8, now=now)
-                token = self.wallet.take(challenge, now)
+                self.wallet.refill(
+                    issuer, challenge, key, key_set, threshold=1, target=REFILL, now=now
+                )
+            token = self.wallet.take(challenge, now)
         if token is None:
             raise PrivprocError("no Privacy Pass token could be obtained")
         self._step("a Privacy Pass token from the wallet (unlinkable to the account)")
@@ -243,6 +259,13 @@ class PrivateProcessingClient:
             self._step(f"[{check.status.value}] {check.id}: {check.reason}")
         self._step("attested TLS session verified; sending the request")
         return session
+
+    def close_session(self) -> None:
+        """End the current session (the next request opens a new one)."""
+        session, self._session = self._session, None
+        if session is not None:
+            with contextlib.suppress(PrivprocError):
+                self._inner("DELETE", f"/v1/sessions/{session.id}", b"", [])
 
     def request(self, method: str, path: str, doc: object | None = None) -> tuple[int, Any]:
         """One API request to the enclave over the private path; (status, JSON answer)."""

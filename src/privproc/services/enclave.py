@@ -65,23 +65,24 @@ def create_enclave_app(
         if sessions.pop(session_id, None) is not None:
             logs.event(PARTY, "session-closed", outcome=outcome)
 
+    def serve_records(connection: EnclaveConnection, records: bytes) -> bytes:
+        """Records in, records out, answering every request that completes (one worker-thread
+        hop per exchange: TLS, evidence and inference are all CPU work)."""
+        for request in connection.receive(records):
+            answer = handle(backend, request.method, request.path, request.body)
+            logs.event(PARTY, "request", status=answer.status)
+            connection.respond(answer.status, answer.body)
+        return connection.send_pending()
+
     async def exchange(slot: _Slot, session_id: str, records: bytes) -> Response:
         async with slot.lock:
             slot.last_used = time.monotonic()
-            connection = slot.connection
             try:
-                requests = await run_in_threadpool(connection.receive, records)
-                for request in requests:
-                    answer = await run_in_threadpool(
-                        handle, backend, request.method, request.path, request.body
-                    )
-                    logs.event(PARTY, "request", status=answer.status)
-                    await run_in_threadpool(connection.respond, answer.status, answer.body)
+                out = await run_in_threadpool(serve_records, slot.connection, records)
             except PrivprocError:
-                out = connection.send_pending()  # the alert or close_notify, so the client knows
+                out = slot.connection.send_pending()  # the alert or close_notify, for the client
                 drop(session_id, "failed")
-                return Response(out, media_type="application/octet-stream")
-            return Response(connection.send_pending(), media_type="application/octet-stream")
+            return Response(out, media_type="application/octet-stream")
 
     async def records(request: Request) -> Response:
         session_id = request.path_params["session_id"]
