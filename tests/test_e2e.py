@@ -119,3 +119,71 @@ def test_an_unlogged_enclave_is_refused_and_a_lost_one_retried(system: System) -
     assert client.chat("Say hello.")
     client.close()
     fresh.close()
+
+
+def test_keys_not_in_the_log_are_refused_before_anything_is_sent(system: System) -> None:
+    from privproc.client.private import NotLoggedError
+    from privproc.ohttp.keys import KeyRing
+
+    keys_file = system.system_dir / "cdn" / "ohttp-keys"
+    genuine = keys_file.read_bytes()
+    relay_log = next(p for p in system.parties if p.name == "relay").log_path
+    forwarded_before = relay_log.read_text().count('"forward"')
+    # The CDN (or an operator behind it) hands out a key config of its own.
+    keys_file.write_bytes(KeyRing.generate().keys_document())
+    try:
+        client = _client(system)
+        with pytest.raises(NotLoggedError, match="OHTTP key configurations are not in the log"):
+            client.summarize([{"sender": "A", "time": "1", "text": CANARY}])
+        client.close()
+    finally:
+        keys_file.write_bytes(genuine)
+    assert relay_log.read_text().count('"forward"') == forwarded_before  # nothing left
+
+
+def test_evidence_for_another_session_is_refused(system: System) -> None:
+    """The operator runs the genuine enclave code but replays evidence recorded for another
+    session: the binding to this session's TLS exporter fails before any content is sent."""
+    import asyncio
+    import os
+    import threading
+
+    from privproc.attest.provider import EvidenceProvider, ReleaseProof
+    from privproc.attest.virtual import VirtualSnp
+    from privproc.enclave.workload import enclave_config, enclave_manifest
+    from privproc.inference.backends import MODEL_NAME, EmbeddedBackend, locate_smollm2
+    from privproc.ratls.tls import ServerIdentity
+    from privproc.services.enclave import create_enclave_app
+    from privproc.services.http import bind, make_server
+    from privproc.system import MAX_SESSIONS
+
+    sysdir = system.system_dir
+    genuine = EvidenceProvider(
+        VirtualSnp.load(sysdir / "platform"),
+        enclave_manifest(locate_smollm2(), enclave_config(MODEL_NAME, MAX_SESSIONS)),
+        ReleaseProof.from_json((sysdir / "release-proof.json").read_text()),
+    )
+    recorded = genuine(os.urandom(64))  # evidence from some other session
+    port = int(system.enclave_args[system.enclave_args.index("--port") + 1])
+    system.stop_party("enclave")
+    app = create_enclave_app(EmbeddedBackend(), ServerIdentity.generate(), lambda rd: recorded)
+    server = make_server(app)
+    sock = bind(system.host, port)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(
+        target=lambda: loop.run_until_complete(server.serve(sockets=[sock])), daemon=True
+    )
+    thread.start()
+    try:
+        while not server.started:
+            threading.Event().wait(0.01)
+        client = _client(system)
+        with pytest.raises(AttestationRejectedError) as err:
+            client.summarize([{"sender": "A", "time": "1", "text": CANARY}])
+        assert [c.id for c in err.value.report.failures] == ["policy.report-data"]
+        client.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+        system.start_enclave()

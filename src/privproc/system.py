@@ -212,6 +212,7 @@ class System:
         config = ClientConfig(
             relay_url=relay.url,
             keys_url=cdn.url + "ohttp-keys",
+            log_url=cdn.url,
             issuer_url=issuer.url,
             gateway_origin="gateway.privproc.local",
             log_origin=LOG_ORIGIN,

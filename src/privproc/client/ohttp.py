@@ -82,6 +82,10 @@ class OhttpClient:
 
     def fetch_key_configs(self, keys_url: str) -> list[KeyConfig]:
         """GET an `application/ohttp-keys` document and decode the configurations it offers."""
+        return decode_key_configs(self.fetch_key_configs_document(keys_url))
+
+    def fetch_key_configs_document(self, keys_url: str) -> bytes:
+        """GET an `application/ohttp-keys` document, as bytes (to check it against the log)."""
         answer = bounded_exchange(self._http, "GET", keys_url, MAX_KEYS_DOCUMENT)
         if answer.status != 200:
             raise PeerRejectedError(
@@ -90,7 +94,7 @@ class OhttpClient:
             )
         if answer.media_type != MEDIA_TYPE_KEYS:
             raise TransportError(f"{keys_url} did not answer with {MEDIA_TYPE_KEYS}")
-        return decode_key_configs(answer.body)
+        return answer.body
 
     def send(
         self,

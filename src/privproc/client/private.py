@@ -35,11 +35,18 @@ from privproc.client.http import new_client
 from privproc.client.issuer import IssuerClient
 from privproc.client.ohttp import OhttpClient, choose_config
 from privproc.client.wallet import Wallet
-from privproc.errors import DecodeError, PeerRejectedError, PrivprocError, TransportError
+from privproc.errors import (
+    CryptoError,
+    DecodeError,
+    PeerRejectedError,
+    PrivprocError,
+    TransportError,
+)
 from privproc.ohttp import bhttp
-from privproc.ohttp.keys import KeyConfig
+from privproc.ohttp.keys import KeyConfig, decode_key_configs
 from privproc.ratls.session import ClientSession, ClientState, client_session
-from privproc.tlog.client import LogPolicy
+from privproc.tlog.client import AcceptedCheckpoint, LogClient, LogPolicy, http_fetcher
+from privproc.tlog.entries import IssuerTokenKey, OhttpKeyConfigSet, decode_entry
 from privproc.tokens.auth import TOKEN_TYPE_BLIND_RSA, TokenChallenge
 
 __all__ = ["ClientConfig", "EnclaveLostError", "PrivateProcessingClient"]
@@ -50,6 +57,10 @@ CHALLENGE_TTL = 600.0  # seconds before the issuer's name and keys are looked up
 REFILL = 16  # tokens fetched at once when the wallet runs dry
 
 
+class NotLoggedError(CryptoError):
+    """A key the client was handed is not in the transparency log: it could be for it alone."""
+
+
 class EnclaveLostError(TransportError):
     """The enclave holding the session is gone; a new request will open a new session."""
 
@@ -58,6 +69,7 @@ class EnclaveLostError(TransportError):
 class ClientConfig:
     relay_url: str
     keys_url: str
+    log_url: str
     issuer_url: str
     gateway_origin: str
     log_origin: str
@@ -74,6 +86,7 @@ class ClientConfig:
             return cls(
                 relay_url=doc["relay_url"],
                 keys_url=doc["keys_url"],
+                log_url=doc["log_url"],
                 issuer_url=doc["issuer_url"],
                 gateway_origin=doc["gateway_origin"],
                 log_origin=doc["log"]["origin"],
@@ -91,6 +104,7 @@ class ClientConfig:
             {
                 "relay_url": self.relay_url,
                 "keys_url": self.keys_url,
+                "log_url": self.log_url,
                 "issuer_url": self.issuer_url,
                 "gateway_origin": self.gateway_origin,
                 "log": {
@@ -152,6 +166,14 @@ class PrivateProcessingClient:
         self._ohttp = OhttpClient(http=self._http)
         self._issuer = IssuerClient(config.issuer_url, None, http=self._http)
         self._challenge: tuple[bytes, float] | None = None  # (challenge, when it was learnt)
+        log_policy = self._policy.log
+        assert log_policy is not None  # a client configuration always names its log
+        self._log = LogClient(
+            log_policy,
+            http_fetcher(config.log_url, self._http),
+            AcceptedCheckpoint(state_dir / "log-checkpoint.json"),
+        )
+        self._logged: tuple[int, set[bytes], set[bytes]] | None = None
         self._key_config: KeyConfig | None = None
         self._session: _Session | None = None
         self._step = on_step or (lambda _message: None)
@@ -175,10 +197,34 @@ class PrivateProcessingClient:
 
     # --- The wire: OHTTP through the relay ---------------------------------------------------
 
+    def _logged_keys(self) -> tuple[set[bytes], set[bytes]]:
+        """(OHTTP key-config documents, issuer token keys) the witnessed log holds.
+
+        The checkpoint must be consistent with the last one this device accepted; every entry
+        read is proven against it. (A scan: fine for a log of releases and keys; a large log
+        would publish an index.)"""
+        current = self._log.update()
+        if self._logged is None or self._logged[0] != current.size:
+            configs: set[bytes] = set()
+            token_keys: set[bytes] = set()
+            for index in range(current.size):
+                entry = decode_entry(self._log.entry(index))
+                if isinstance(entry, OhttpKeyConfigSet):
+                    configs.add(entry.key_configs)
+                elif isinstance(entry, IssuerTokenKey):
+                    token_keys.add(entry.token_key)
+            self._logged = (current.size, configs, token_keys)
+            cosigners = ", ".join(current.cosigners)
+            self._step(f"log checkpoint size {current.size}, cosigned by {cosigners}")
+        return self._logged[1], self._logged[2]
+
     def _config(self) -> KeyConfig:
         if self._key_config is None:
-            self._key_config = choose_config(self._ohttp.fetch_key_configs(self.config.keys_url))
-            self._step(f"OHTTP key config {self._key_config.key_id} from the CDN")
+            document = self._ohttp.fetch_key_configs_document(self.config.keys_url)
+            if document not in self._logged_keys()[0]:
+                raise NotLoggedError("the CDN's OHTTP key configurations are not in the log")
+            self._key_config = choose_config(decode_key_configs(document))
+            self._step(f"OHTTP key config {self._key_config.key_id} from the CDN, in the log")
         return self._key_config
 
     def _inner(
@@ -205,6 +251,8 @@ class PrivateProcessingClient:
             with IssuerClient(self.config.issuer_url, self._secret(), http=self._http) as issuer:
                 key_set = issuer.key_set()
                 key = issuer.directory().preferred(now).token_key
+                if key not in self._logged_keys()[1]:
+                    raise NotLoggedError("the issuer's token key is not in the log")
                 self.wallet.refill(
                     issuer, challenge, key, key_set, threshold=1, target=REFILL, now=now
                 )
