@@ -187,3 +187,18 @@ def test_evidence_for_another_session_is_refused(system: System) -> None:
         thread.join(10)
         sock.close()
         system.start_enclave()
+
+
+def test_the_cdn_serves_the_public_documents(system: System) -> None:
+    from privproc.tokens.directory import IssuerDirectory, KeySet
+
+    cdn = next(p for p in system.parties if p.name == "cdn").url
+    issuer = next(p for p in system.parties if p.name == "issuer").url
+    keys = httpx.get(cdn + "ohttp-keys")
+    assert keys.headers["content-type"] == "application/ohttp-keys"
+    directory = httpx.get(cdn + ".well-known/private-token-issuer-directory")
+    assert directory.headers["content-type"] == "application/private-token-issuer-directory"
+    parsed = IssuerDirectory.decode(directory.content)
+    assert parsed.request_uri == issuer + "/token-request"
+    assert KeySet.decode(httpx.get(cdn + "v1/token-keys").content).keys
+    assert httpx.get(cdn + "checkpoint").text.startswith("log.privproc.local\n")

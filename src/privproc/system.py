@@ -14,6 +14,7 @@ client's directory `STATE/client` keeps only what a device keeps; stopping stops
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -41,6 +42,7 @@ from privproc.tlog.log import TransparencyLog
 from privproc.tlog.publisher import publish
 from privproc.tlog.witness import Witness
 from privproc.tokens.directory import KeySet
+from privproc.tokens.issuance import WELL_KNOWN_DIRECTORY
 
 __all__ = ["Party", "System"]
 
@@ -177,7 +179,16 @@ class System:
         )
         release_index = log.append(encode_entry(release))
         log.append(encode_entry(OhttpKeyConfigSet("gateway.privproc.local", keys, now)))
-        key_set = KeySet.decode(httpx.get(issuer.url + "/v1/token-keys").content)
+        key_set_bytes = httpx.get(issuer.url + "/v1/token-keys").content
+        key_set = KeySet.decode(key_set_bytes)
+        # The CDN mirrors the issuer's public documents (the request URI made absolute, since a
+        # relative one would resolve against the CDN).
+        directory = json.loads(httpx.get(issuer.url + WELL_KNOWN_DIRECTORY).content)
+        directory["issuer-request-uri"] = issuer.url + directory["issuer-request-uri"]
+        (cdn_dir / ".well-known").mkdir()
+        (cdn_dir / WELL_KNOWN_DIRECTORY.lstrip("/")).write_text(json.dumps(directory, indent=2))
+        (cdn_dir / "v1").mkdir()
+        (cdn_dir / "v1" / "token-keys").write_bytes(key_set_bytes)
         for key in key_set.keys:
             entry = IssuerTokenKey(
                 key_set.issuer_name, 2, key.token_key, key.not_before, key.expires
