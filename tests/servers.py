@@ -126,3 +126,33 @@ def redis_or_fail() -> str:
     finally:
         client.close()
     return REDIS_URL
+
+
+@contextmanager
+def app_in_thread(app: object, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """One of our ASGI apps served by uvicorn in a thread on loopback; yields its base URL.
+
+    For tests that must instrument the app (wrap it, or give it an attacker's parts) and so
+    cannot run it as its own `privproc serve` process."""
+    import asyncio
+    import threading
+
+    from privproc.services.http import bind, make_server, url_of
+
+    sock = bind(host, port)
+    server = make_server(app)  # type: ignore[arg-type]
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(
+        target=lambda: loop.run_until_complete(server.serve(sockets=[sock])), daemon=True
+    )
+    thread.start()
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("the app did not start")
+            time.sleep(0.01)
+        yield url_of(sock)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()

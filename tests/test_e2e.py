@@ -16,6 +16,7 @@ from privproc.client.private import EnclaveLostError, PrivateProcessingClient
 from privproc.ohttp import bhttp
 from privproc.ratls.session import client_session
 from privproc.system import System
+from tests.servers import app_in_thread
 
 CANARY = "canary-e2e-71c9: my passport number is X1234567"
 
@@ -144,9 +145,7 @@ def test_keys_not_in_the_log_are_refused_before_anything_is_sent(system: System)
 def test_evidence_for_another_session_is_refused(system: System) -> None:
     """The operator runs the genuine enclave code but replays evidence recorded for another
     session: the binding to this session's TLS exporter fails before any content is sent."""
-    import asyncio
     import os
-    import threading
 
     from privproc.attest.provider import EvidenceProvider, ReleaseProof
     from privproc.attest.virtual import VirtualSnp
@@ -154,7 +153,6 @@ def test_evidence_for_another_session_is_refused(system: System) -> None:
     from privproc.inference.backends import MODEL_NAME, EmbeddedBackend, locate_smollm2
     from privproc.ratls.tls import ServerIdentity
     from privproc.services.enclave import create_enclave_app
-    from privproc.services.http import bind, make_server
     from privproc.system import MAX_SESSIONS
 
     sysdir = system.system_dir
@@ -167,25 +165,14 @@ def test_evidence_for_another_session_is_refused(system: System) -> None:
     port = int(system.enclave_args[system.enclave_args.index("--port") + 1])
     system.stop_party("enclave")
     app = create_enclave_app(EmbeddedBackend(), ServerIdentity.generate(), lambda rd: recorded)
-    server = make_server(app)
-    sock = bind(system.host, port)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(
-        target=lambda: loop.run_until_complete(server.serve(sockets=[sock])), daemon=True
-    )
-    thread.start()
     try:
-        while not server.started:
-            threading.Event().wait(0.01)
-        client = _client(system)
-        with pytest.raises(AttestationRejectedError) as err:
-            client.summarize([{"sender": "A", "time": "1", "text": CANARY}])
-        assert [c.id for c in err.value.report.failures] == ["policy.report-data"]
-        client.close()
+        with app_in_thread(app, system.host, port):
+            client = _client(system)
+            with pytest.raises(AttestationRejectedError) as err:
+                client.summarize([{"sender": "A", "time": "1", "text": CANARY}])
+            assert [c.id for c in err.value.report.failures] == ["policy.report-data"]
+            client.close()
     finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
         system.start_enclave()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -25,7 +24,7 @@ from privproc.inference.backends import (
     locate_smollm2,
 )
 from privproc.inference.tasks import STYLES, ChatLine, echoes, parse_chat, rewrite, summarize
-from privproc.services.http import bind, make_server, url_of
+from tests.servers import app_in_thread
 
 CHAT = [
     ChatLine("Ana", "10:00", "are we still on for Saturday?"),
@@ -169,18 +168,8 @@ def openai_server(model: EmbeddedBackend) -> Iterator[str]:
         return Response(answer.body, status_code=answer.status, media_type="application/json")
 
     app = Starlette(routes=[Route("/v1/{path:path}", endpoint, methods=["GET", "POST"])])
-    sock = bind("127.0.0.1", 0)
-    server = make_server(app)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(
-        target=lambda: loop.run_until_complete(server.serve(sockets=[sock])), daemon=True
-    )
-    thread.start()
-    while not server.started:
-        threading.Event().wait(0.01)
-    yield url_of(sock)
-    server.should_exit = True
-    thread.join(10)
+    with app_in_thread(app) as url:
+        yield url
 
 
 def test_the_remote_backend(openai_server: str) -> None:

@@ -3,8 +3,6 @@ the relay (its address from a different loopback address, its headers), and what
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +15,7 @@ from privproc.ohttp import bhttp
 from privproc.ohttp.keys import KeyRing
 from privproc.ohttp.messages import encapsulate_request
 from privproc.services.gateway import KEYS_PATH, create_gateway_app
-from privproc.services.http import bind, make_server, url_of
-from tests.servers import Running, privproc_process
+from tests.servers import Running, app_in_thread, privproc_process
 
 CANARY = "canary-relay-3b1f: the meeting is at 6"
 
@@ -40,18 +37,8 @@ class Recorder:
 def recorded_gateway() -> Iterator[tuple[str, Recorder]]:
     """Our conformance gateway in a thread on 127.0.0.1, wrapped to record what it receives."""
     recorder = Recorder(create_gateway_app(KeyRing.generate(), conformance=True))
-    sock = bind("127.0.0.1", 0)
-    server = make_server(recorder)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(
-        target=lambda: loop.run_until_complete(server.serve(sockets=[sock])), daemon=True
-    )
-    thread.start()
-    while not server.started:
-        threading.Event().wait(0.01)
-    yield url_of(sock), recorder
-    server.should_exit = True
-    thread.join(10)
+    with app_in_thread(recorder) as url:
+        yield url, recorder
 
 
 def test_the_gateway_sees_the_relay_not_the_client(

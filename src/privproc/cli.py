@@ -77,6 +77,33 @@ def _epoch_option(help_text: str) -> Callable[[F], F]:
     )
 
 
+def _ready(party: str, suffix: str = "") -> Callable[[str], None]:
+    """The callback a service runs once it listens: a log line and `ready PARTY URL` on stdout
+    (what scripts and tests wait for)."""
+
+    def ready(url: str) -> None:
+        logs.event(party, "listening")
+        click.echo(f"ready {party} {url}{suffix}")
+        sys.stdout.flush()
+
+    return ready
+
+
+def _listen(default_port: int) -> Callable[[F], F]:
+    """--host and --port, as every service takes them."""
+
+    def decorate(fn: F) -> F:
+        fn = click.option(
+            "--port", default=default_port, show_default=True, type=int,
+            help="Port; 0 picks a free one.",
+        )(fn)  # fmt: skip
+        return click.option(
+            "--host", default="127.0.0.1", show_default=True, help="Address to listen on."
+        )(fn)
+
+    return decorate
+
+
 # --- serve -------------------------------------------------------------------------------------
 
 
@@ -86,8 +113,7 @@ def serve() -> None:
 
 
 @serve.command("gateway")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8404, show_default=True, type=int, help="Port; 0 picks a free one.")
+@_listen(8404)
 @click.option(
     "--conformance",
     is_flag=True,
@@ -208,8 +234,7 @@ async def _token_verifier(issuer_url: str, origin: str, spent_store: str) -> tup
 
 
 @serve.command("issuer")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8401, show_default=True, type=int, help="Port; 0 picks a free one.")
+@_listen(8401)
 @_state_option("Directory for the issuer's database (accounts, quota counters, keys).")
 @click.option(
     "--name",
@@ -248,10 +273,7 @@ def serve_issuer(
     store = IssuerStore(state_dir, epoch_seconds=epoch_seconds, quota=quota)
     app = create_issuer_app(store, issuer_name)
 
-    def ready(url: str) -> None:
-        logs.event("issuer", "listening")
-        click.echo(f"ready issuer {url}")
-        sys.stdout.flush()
+    ready = _ready("issuer")
 
     try:
         _run_until_stopped(serve(app, sock, ready, lifespan=True))
@@ -260,8 +282,7 @@ def serve_issuer(
 
 
 @serve.command("witness")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8406, show_default=True, type=int, help="Port; 0 picks a free one.")
+@_listen(8406)
 @_state_option("The witness's state directory (see `privproc witness init`).")
 @_fail_cleanly
 def serve_witness(host: str, port: int, state_dir: Path) -> None:
@@ -276,10 +297,7 @@ def serve_witness(host: str, port: int, state_dir: Path) -> None:
     app = create_witness_app(witness)
     sock = bind(host, port)
 
-    def ready(url: str) -> None:
-        logs.event("witness", "listening")
-        click.echo(f"ready witness {url}")
-        sys.stdout.flush()
+    ready = _ready("witness")
 
     try:
         _run_until_stopped(serve(app, sock, ready))
@@ -288,8 +306,7 @@ def serve_witness(host: str, port: int, state_dir: Path) -> None:
 
 
 @serve.command("relay")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8403, show_default=True, type=int, help="Port; 0 picks a free one.")
+@_listen(8403)
 @click.option(
     "--gateway",
     "gateway_url",
@@ -309,17 +326,13 @@ def serve_relay(host: str, port: int, gateway_url: str) -> None:
     app = create_relay_app(gateway_url)
     sock = bind(host, port)
 
-    def ready(url: str) -> None:
-        logs.event("relay", "listening")
-        click.echo(f"ready relay {url}/")
-        sys.stdout.flush()
+    ready = _ready("relay", "/")
 
     _run_until_stopped(serve(app, sock, ready, lifespan=True))
 
 
 @serve.command("cdn")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8402, show_default=True, type=int, help="Port; 0 picks a free one.")
+@_listen(8402)
 @click.option(
     "--dir",
     "directory",
@@ -337,17 +350,13 @@ def serve_cdn(host: str, port: int, directory: Path) -> None:
     app = create_cdn_app(directory)
     sock = bind(host, port)
 
-    def ready(url: str) -> None:
-        logs.event("cdn", "listening")
-        click.echo(f"ready cdn {url}/")
-        sys.stdout.flush()
+    ready = _ready("cdn", "/")
 
     _run_until_stopped(serve(app, sock, ready))
 
 
 @serve.command("enclave")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=8410, show_default=True, type=int, help="Port; 0 picks a free one.")
+@_listen(8410)
 @click.option(
     "--platform",
     "platform_dir",
