@@ -104,11 +104,12 @@ def test_a_spent_token_is_refused(system: System) -> None:
 def test_an_unlogged_enclave_is_refused_and_a_lost_one_retried(system: System) -> None:
     client = _client(system)
     assert client.chat("Say hello.")
-    # The operator swaps in another build (another configuration: another measurement).
+    # The enclave dies mid-session: a clear, retryable error.
     system.stop_party("enclave")
+    with pytest.raises(EnclaveLostError, match="retry"):
+        client.chat("Say hello.")
+    # The operator brings up another build (another configuration: another measurement).
     rogue = system.start_enclave(max_sessions=7)
-    with pytest.raises(EnclaveLostError):
-        client.chat("Say hello.")  # the old session died with the old enclave
     fresh = _client(system)
     with pytest.raises(AttestationRejectedError) as err:
         fresh.summarize([{"sender": "A", "time": "1", "text": CANARY}])

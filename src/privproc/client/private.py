@@ -275,7 +275,7 @@ class PrivateProcessingClient:
         """Send what TLS has queued and feed back the answer (one OHTTP round trip)."""
         out = session.tls.send_pending()
         answer = self._inner("POST", f"/v1/sessions/{session.id}", out, [])
-        if answer.status == 502:
+        if answer.status in (404, 502):
             self._session = None
             raise EnclaveLostError("the enclave holding this session is gone; retry")
         if answer.status != 200:

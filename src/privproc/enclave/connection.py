@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 import h11
 
 from privproc.errors import DecodeError, PrivprocError, TooLargeError
-from privproc.ratls.session import EvidenceProvider, ServerSession, server_session
+from privproc.ratls.session import (
+    EvidenceProvider,
+    ServerSession,
+    ServerState,
+    server_session,
+)
 from privproc.ratls.tls import ServerIdentity
 
 __all__ = ["EnclaveConnection", "HttpRequest"]
@@ -43,7 +48,7 @@ class EnclaveConnection:
     def receive(self, records: bytes) -> list[HttpRequest]:
         """Feed TLS records from the client; returns every request now complete."""
         self.tls.receive(records)
-        plaintext = self.tls.read() if self.tls.state.name == "OPEN" else b""
+        plaintext = self.tls.read() if self.tls.state is ServerState.OPEN else b""
         if plaintext:
             self._http.receive_data(plaintext)
         requests = []

@@ -57,6 +57,10 @@ class _EnclaveBusy(PrivprocError):
     """The enclave is at its session limit: try later, it is not lost."""
 
 
+class _SessionGone(PrivprocError):
+    """The enclave no longer knows the session (it restarted or dropped it): not a failure."""
+
+
 @dataclass
 class Enclave:
     url: str
@@ -116,6 +120,8 @@ class SessionRouter:
         )
         if answer.status_code == 503:
             raise _EnclaveBusy
+        if answer.status_code == 404:
+            raise _SessionGone
         if answer.status_code != 200:
             raise PrivprocError(f"the enclave answered {answer.status_code}")
         return answer.content
@@ -148,6 +154,9 @@ class SessionRouter:
         session.last_used = time.monotonic()
         try:
             records = await self._forward("POST", session.enclave, session_id, request.content)
+        except _SessionGone:
+            self._forget(session_id)
+            return _error(404, "no-such-session", True)
         except (httpx.HTTPError, PrivprocError):
             return self._lost(session_id, session.enclave)
         return _answer(200, records, (("content-type", "application/octet-stream"),))
