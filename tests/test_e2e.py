@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from privproc.attest.appraisal import AttestationRejectedError
+from privproc.client.controls import FEATURES, AIDisabledError, Settings, UsageReport
 from privproc.client.ohttp import OhttpClient, choose_config
 from privproc.client.private import EnclaveLostError, PrivateProcessingClient
 from privproc.ohttp import bhttp
@@ -26,6 +27,10 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     running = System(tmp_path_factory.mktemp("privproc"))
     try:
         running.start()
+        controls = Settings.load(running.client_dir)
+        for feature in FEATURES:
+            controls.set_feature(feature, True)
+        controls.save()
         yield running
     finally:
         running.stop()
@@ -190,3 +195,76 @@ def test_the_cdn_serves_the_public_documents(system: System) -> None:
     assert parsed.request_uri == issuer + "/token-request"
     assert KeySet.decode(httpx.get(cdn + "v1/token-keys").content).keys
     assert httpx.get(cdn + "checkpoint").text.startswith("log.privproc.local\n")
+
+
+def test_disabled_features_and_private_chats_send_nothing(system: System) -> None:
+    relay_log = next(p for p in system.parties if p.name == "relay").log_path
+    forwarded = relay_log.read_text().count('"forward"')
+    controls = Settings.load(system.client_dir)
+    controls.set_feature("writing-help", False)
+    controls.set_chat_privacy("family-group", True)
+    controls.save()
+    try:
+        client = _client(system)
+        with pytest.raises(AIDisabledError, match="settings enable writing-help"):
+            client.rewrite(CANARY, "funny")
+        with pytest.raises(AIDisabledError, match="Advanced Chat Privacy"):
+            client.summarize([{"sender": "A", "time": "1", "text": CANARY}], chat_id="family-group")
+        client.close()
+    finally:
+        controls.set_feature("writing-help", True)
+        controls.set_chat_privacy("family-group", False)
+        controls.save()
+    assert relay_log.read_text().count('"forward"') == forwarded  # the relay received nothing
+
+
+def test_the_report_lists_every_use_without_content(system: System) -> None:
+    client = _client(system)
+    client.chat(f"Repeat after me: {CANARY}")
+    client.close()
+    entries = UsageReport(system.client_dir).entries()
+    assert entries
+    last = entries[-1]
+    assert (last.feature, last.outcome) == ("chat", "ok")
+    assert len(bytes.fromhex(last.measurement)) == 48
+    assert last.log_index == 0
+    assert any(e.outcome.startswith("attestation refused: log.release") for e in entries)
+    for path in _files(system.client_dir):
+        assert CANARY.encode() not in path.read_bytes(), path
+
+
+def test_the_user_commands(system: System, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "privproc.cli", *args, "--state", str(system.state)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    chat = tmp_path / "chat.json"
+    chat.write_text(json.dumps([
+        {"sender": "Sam", "time": "9:00", "text": "the demo moved to Thursday"},
+        {"sender": "Lee", "time": "9:02", "text": "ok, I will update the slides tonight"},
+    ]))  # fmt: skip
+    done = cli("summarize", str(chat), "--verbose")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()
+    assert "[pass] log.release" in done.stderr
+    assert "[pass] policy.report-data" in done.stderr
+    assert cli("chat-privacy", "team", "on").returncode == 0
+    refused = cli("summarize", str(chat), "--chat-id", "team")
+    assert refused.returncode == 1
+    assert "Advanced Chat Privacy" in refused.stderr
+    assert cli("chat-privacy", "team", "off").returncode == 0
+    assert cli("settings", "disable", "chat").returncode == 0
+    shown = json.loads(cli("settings", "show", "--json").stdout)
+    assert shown["features"]["chat"] is False
+    assert "settings enable chat" in cli("chat", "hello").stderr
+    assert cli("settings", "enable", "chat").returncode == 0
+    report = json.loads(cli("report", "--json").stdout)
+    assert report[-1]["feature"] == "summaries"
+    assert "Thursday" not in json.dumps(report)
+    assert "Private Processing report" in cli("report").stdout

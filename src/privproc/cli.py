@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from privproc import __version__, logs
@@ -36,7 +37,7 @@ def _fail_cleanly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except PrivprocError as exc:
-            console.print(f"[red]error:[/red] {exc} ({type(exc).__name__})")
+            console.print(f"[red]error:[/red] {escape(str(exc))} ({type(exc).__name__})")
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
@@ -1058,7 +1059,7 @@ def log_verify(
         try:
             current = client.update()
         except (SplitViewError, RollbackError) as exc:
-            console.print(f"[red]{type(exc).__name__}:[/red] {describe(exc)}")
+            console.print(f"[red]{type(exc).__name__}:[/red] {escape(describe(exc))}")
             sys.exit(3)
         click.echo(f"verified size {current.size}, cosigned by {', '.join(current.cosigners)}")
         if index is not None:
@@ -1194,7 +1195,7 @@ def attest_verify(
             now=None if at is None else at.replace(tzinfo=at.tzinfo or UTC),
         )
     except PrivprocError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         sys.exit(2)
     if expected is not None:
         import hmac
@@ -1352,6 +1353,15 @@ def up(host: str, state_dir: Path | None, once: bool) -> None:
         for party in system.parties:
             table.add_row(party.name, party.url)
         out.print(table)
+        from privproc.client.controls import Settings
+
+        controls = Settings.load(system.client_dir)
+        if not controls.features["summaries"]:
+            controls.set_feature("summaries", True)
+            controls.save()
+            out.print(
+                "turned on AI summaries for the sample (`privproc settings disable summaries`)"
+            )
         client = PrivateProcessingClient.from_state(system.client_dir)
         try:
             summary = client.summarize(SAMPLE_CHAT)
@@ -1384,7 +1394,8 @@ def _client(state_dir: Path | None, verbose: bool) -> Any:
     from privproc.client.private import PrivateProcessingClient
 
     state = (state_dir or _default_state()) / "client"
-    step = (lambda m: console.print(f"  {m}")) if verbose else None
+    # markup off: a step such as "[pass] log.release" is text, not a rich tag
+    step = (lambda m: console.print(f"  {m}", markup=False, highlight=False)) if verbose else None
     return PrivateProcessingClient.from_state(state, on_step=step)
 
 
@@ -1398,12 +1409,18 @@ _CLIENT_STATE = click.option(
 _VERBOSE = click.option("--verbose", "-v", is_flag=True, help="Show every verification step.")
 
 
+_CHAT_ID = click.option(
+    "--chat-id", default=None, help="The chat this is for (refused if it has chat privacy on)."
+)
+
+
 @main.command()
 @click.argument("chat_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @_CLIENT_STATE
 @_VERBOSE
+@_CHAT_ID
 @_fail_cleanly
-def summarize(chat_file: Path, state_dir: Path | None, verbose: bool) -> None:
+def summarize(chat_file: Path, state_dir: Path | None, verbose: bool, chat_id: str | None) -> None:
     """Summarise a chat export (JSON list of {sender, time, text}) privately."""
     from privproc.inference.tasks import parse_chat
 
@@ -1414,7 +1431,7 @@ def summarize(chat_file: Path, state_dir: Path | None, verbose: bool) -> None:
     parse_chat(doc)  # refuse a bad file before anything leaves the device
     client = _client(state_dir, verbose)
     try:
-        click.echo(client.summarize(doc))
+        click.echo(client.summarize(doc, chat_id=chat_id))
     finally:
         client.close()
 
@@ -1429,12 +1446,15 @@ def summarize(chat_file: Path, state_dir: Path | None, verbose: bool) -> None:
 )
 @_CLIENT_STATE
 @_VERBOSE
+@_CHAT_ID
 @_fail_cleanly
-def rewrite(text: str, style: str, state_dir: Path | None, verbose: bool) -> None:
+def rewrite(
+    text: str, style: str, state_dir: Path | None, verbose: bool, chat_id: str | None
+) -> None:
     """Writing help: rewrite TEXT in a style, privately."""
     client = _client(state_dir, verbose)
     try:
-        click.echo(client.rewrite(text, style))
+        click.echo(client.rewrite(text, style, chat_id=chat_id))
     finally:
         client.close()
 
@@ -1443,14 +1463,116 @@ def rewrite(text: str, style: str, state_dir: Path | None, verbose: bool) -> Non
 @click.argument("prompt")
 @_CLIENT_STATE
 @_VERBOSE
+@_CHAT_ID
 @_fail_cleanly
-def chat(prompt: str, state_dir: Path | None, verbose: bool) -> None:
+def chat(prompt: str, state_dir: Path | None, verbose: bool, chat_id: str | None) -> None:
     """Ask the model PROMPT, privately."""
     client = _client(state_dir, verbose)
     try:
-        click.echo(client.chat(prompt))
+        click.echo(client.chat(prompt, chat_id=chat_id))
     finally:
         client.close()
+
+
+# --- the user's controls and the Private Processing report -------------------------------------
+
+
+def _client_dir(state_dir: Path | None) -> Path:
+    return (state_dir or _default_state()) / "client"
+
+
+@main.group()
+def settings() -> None:
+    """Which AI features are on. Every one is off until you turn it on."""
+
+
+@settings.command("enable")
+@click.argument("feature", type=click.Choice(["summaries", "writing-help", "chat"]))
+@_CLIENT_STATE
+@_fail_cleanly
+def settings_enable(feature: str, state_dir: Path | None) -> None:
+    """Turn an AI feature on."""
+    from privproc.client.controls import Settings
+
+    current = Settings.load(_client_dir(state_dir))
+    current.set_feature(feature, True)
+    current.save()
+    click.echo(f"{feature}: on")
+
+
+@settings.command("disable")
+@click.argument("feature", type=click.Choice(["summaries", "writing-help", "chat"]))
+@_CLIENT_STATE
+@_fail_cleanly
+def settings_disable(feature: str, state_dir: Path | None) -> None:
+    """Turn an AI feature off."""
+    from privproc.client.controls import Settings
+
+    current = Settings.load(_client_dir(state_dir))
+    current.set_feature(feature, False)
+    current.save()
+    click.echo(f"{feature}: off")
+
+
+@settings.command("show")
+@_CLIENT_STATE
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_fail_cleanly
+def settings_show(state_dir: Path | None, as_json: bool) -> None:
+    """The AI features and the chats closed to AI."""
+    from privproc.client.controls import Settings
+
+    current = Settings.load(_client_dir(state_dir))
+    if as_json:
+        doc = {"features": current.features, "private_chats": sorted(current.private_chats)}
+        click.echo(json.dumps(doc))
+        return
+    for feature, on in current.features.items():
+        click.echo(f"{feature}: {'on' if on else 'off'}")
+    click.echo(
+        f"chats with Advanced Chat Privacy: {', '.join(sorted(current.private_chats)) or '-'}"
+    )
+
+
+@main.command("chat-privacy")
+@click.argument("chat_id")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@_CLIENT_STATE
+@_fail_cleanly
+def chat_privacy(chat_id: str, state: str, state_dir: Path | None) -> None:
+    """Advanced Chat Privacy for one chat: `on` refuses every AI feature for it."""
+    from privproc.client.controls import Settings
+
+    current = Settings.load(_client_dir(state_dir))
+    current.set_chat_privacy(chat_id, state == "on")
+    current.save()
+    click.echo(f"chat {chat_id}: Advanced Chat Privacy {state}")
+
+
+@main.command()
+@_CLIENT_STATE
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (to hand to an auditor).")
+@_fail_cleanly
+def report(state_dir: Path | None, as_json: bool) -> None:
+    """The Private Processing report: every use, with the enclave and release that served it."""
+    import datetime
+
+    from privproc.client.controls import UsageReport
+
+    entries = UsageReport(_client_dir(state_dir)).entries()
+    if as_json:
+        click.echo(json.dumps([e.to_dict() for e in entries], indent=2))
+        return
+    table = Table(title="Private Processing report")
+    for col in ("time (UTC)", "feature", "enclave measurement", "log index", "outcome"):
+        table.add_column(col)
+    for e in entries:
+        when = datetime.datetime.fromtimestamp(e.time, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        index = "" if e.log_index is None else f"{e.log_index} (of {e.checkpoint_size})"
+        table.add_row(
+            when, e.feature, e.measurement[:16] + ("..." if e.measurement else ""), index, e.outcome
+        )
+    Console().print(table)
 
 
 if __name__ == "__main__":  # pragma: no cover

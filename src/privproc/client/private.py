@@ -28,9 +28,11 @@ import h11
 import httpx
 
 from privproc.attest.amd import TrustAnchors, TrustedChain
-from privproc.attest.appraisal import AttestationPolicy, ratls_verifier
+from privproc.attest.appraisal import AttestationPolicy, AttestationRejectedError, ratls_verifier
+from privproc.attest.evidence import EvidenceBundle
 from privproc.attest.snp import SigningKey
 from privproc.attest.verify import VerificationReport
+from privproc.client.controls import ReportEntry, Settings, UsageReport
 from privproc.client.http import new_client
 from privproc.client.issuer import IssuerClient
 from privproc.client.ohttp import OhttpClient, choose_config
@@ -45,8 +47,10 @@ from privproc.errors import (
 from privproc.ohttp import bhttp
 from privproc.ohttp.keys import KeyConfig, decode_key_configs
 from privproc.ratls.session import ClientSession, ClientState, client_session
+from privproc.tlog.checkpoint import Checkpoint
 from privproc.tlog.client import AcceptedCheckpoint, LogClient, LogPolicy, http_fetcher
 from privproc.tlog.entries import IssuerTokenKey, OhttpKeyConfigSet, decode_entry
+from privproc.tlog.note import parse_note
 from privproc.tokens.auth import TOKEN_TYPE_BLIND_RSA, TokenChallenge
 
 __all__ = ["ClientConfig", "EnclaveLostError", "PrivateProcessingClient"]
@@ -178,6 +182,9 @@ class PrivateProcessingClient:
         self._session: _Session | None = None
         self._step = on_step or (lambda _message: None)
         self.last_attestation: VerificationReport | None = None
+        self.settings = Settings.load(state_dir)
+        self.report = UsageReport(state_dir)
+        self._last_bundle: EvidenceBundle | None = None
 
     @classmethod
     def from_state(
@@ -284,10 +291,18 @@ class PrivateProcessingClient:
         session.tls.receive(answer.content)
 
     def _open(self) -> _Session:
-        verifier = ratls_verifier(self._policy)
+        self._config()  # the keys are checked against the log before a token is spent
+        appraise = ratls_verifier(self._policy)
+
+        def verifier(evidence: bytes, report_data: bytes) -> VerificationReport:
+            with contextlib.suppress(PrivprocError):  # kept for the report, if it decodes
+                self._last_bundle = EvidenceBundle.decode(evidence)
+            return appraise(evidence, report_data)
+
         tls = client_session(verifier)
         hello = tls.send_pending()
-        answer = self._inner("POST", "/v1/sessions", hello, [("authorization", self._token())])
+        token = self._token()
+        answer = self._inner("POST", "/v1/sessions", hello, [("authorization", token)])
         if answer.status != 201:
             raise PeerRejectedError(
                 f"the gateway refused a new session ({answer.status})", answer.status
@@ -343,24 +358,65 @@ class PrivateProcessingClient:
                     return status, json.loads(chunks) if chunks else None
         raise PrivprocError("the enclave did not answer in time")
 
-    # --- Tasks ------------------------------------------------------------------------------
+    # --- Tasks (each checked against the user's controls first, each noted in the report) ------
 
-    def summarize(self, chat: list[dict[str, str]]) -> str:
-        status, doc = self.request("POST", "/v1/tasks/summarize", {"chat": chat})
-        if status != 200:
-            raise PeerRejectedError(f"the enclave could not summarise: {doc}", status)
-        return str(doc["summary"])
+    def _use(self, feature: str, chat_id: str | None, call: Callable[[], str]) -> str:
+        self.settings.require(feature, chat_id)  # before anything leaves the device
+        try:
+            result = call()
+        except AttestationRejectedError as exc:
+            ids = ",".join(c.id for c in exc.report.failures)
+            self._note(feature, f"attestation refused: {ids}", exc.report)
+            raise
+        except PrivprocError as exc:
+            self._note(feature, f"failed: {type(exc).__name__}", None)
+            raise
+        self._note(feature, "ok", self.last_attestation)
+        return result
 
-    def rewrite(self, text: str, style: str) -> str:
-        status, doc = self.request("POST", "/v1/tasks/rewrite", {"text": text, "style": style})
-        if status != 200:
-            raise PeerRejectedError(f"the enclave could not rewrite: {doc}", status)
-        return str(doc["text"])
-
-    def chat(self, prompt: str) -> str:
-        status, doc = self.request(
-            "POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": prompt}]}
+    def _note(self, feature: str, outcome: str, attestation: VerificationReport | None) -> None:
+        bundle = self._last_bundle
+        measurement = ""
+        if attestation is not None and attestation.report is not None:
+            measurement = attestation.report.measurement.hex()
+        size = None
+        if bundle is not None and bundle.checkpoint:
+            with contextlib.suppress(PrivprocError):
+                size = Checkpoint.parse(parse_note(bundle.checkpoint).text).size
+        entry = ReportEntry(
+            UsageReport.now(),
+            feature,
+            outcome,
+            measurement,
+            bundle.log_index if bundle is not None and bundle.release_entry else None,
+            size,
         )
-        if status != 200:
-            raise PeerRejectedError(f"the enclave could not answer: {doc}", status)
-        return str(doc["choices"][0]["message"]["content"])
+        self.report.add(entry)
+
+    def summarize(self, chat: list[dict[str, str]], *, chat_id: str | None = None) -> str:
+        def call() -> str:
+            status, doc = self.request("POST", "/v1/tasks/summarize", {"chat": chat})
+            if status != 200:
+                raise PeerRejectedError(f"the enclave could not summarise: {doc}", status)
+            return str(doc["summary"])
+
+        return self._use("summaries", chat_id, call)
+
+    def rewrite(self, text: str, style: str, *, chat_id: str | None = None) -> str:
+        def call() -> str:
+            status, doc = self.request("POST", "/v1/tasks/rewrite", {"text": text, "style": style})
+            if status != 200:
+                raise PeerRejectedError(f"the enclave could not rewrite: {doc}", status)
+            return str(doc["text"])
+
+        return self._use("writing-help", chat_id, call)
+
+    def chat(self, prompt: str, *, chat_id: str | None = None) -> str:
+        def call() -> str:
+            body = {"messages": [{"role": "user", "content": prompt}]}
+            status, doc = self.request("POST", "/v1/chat/completions", body)
+            if status != 200:
+                raise PeerRejectedError(f"the enclave could not answer: {doc}", status)
+            return str(doc["choices"][0]["message"]["content"])
+
+        return self._use("chat", chat_id, call)

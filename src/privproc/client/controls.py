@@ -1,0 +1,143 @@
+"""The user's controls, kept on the device: which AI features are on, which chats are closed to
+AI (Advanced Chat Privacy), and the Private Processing report of every use.
+
+- `STATE/settings.json`: `{"features": {"summaries": bool, "writing-help": bool, "chat": bool},
+  "private_chats": [chat ids]}`. Every feature is off until the user turns it on.
+- `STATE/report.jsonl`: one JSON object per use: time, feature, enclave measurement, log index
+  and checkpoint size of its release, and the outcome. Never any content.
+
+Rules: a refused feature or a private chat stops the request before anything leaves the device
+(`AIDisabledError`, saying how to turn it on); both files are written atomically and privately.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from privproc.errors import DecodeError, PrivprocError, UsageError
+from privproc.storage import write_atomically
+
+__all__ = ["FEATURES", "AIDisabledError", "ReportEntry", "Settings", "UsageReport"]
+
+FEATURES = ("summaries", "writing-help", "chat")
+MAX_CHAT_ID = 128
+
+
+class AIDisabledError(PrivprocError):
+    """The user has not enabled this AI feature, or closed this chat to AI."""
+
+
+@dataclass
+class Settings:
+    path: Path
+    features: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(FEATURES, False))
+    private_chats: set[str] = field(default_factory=set)
+
+    @classmethod
+    def load(cls, state_dir: Path) -> Settings:
+        path = state_dir / "settings.json"
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            return cls(path)
+        except ValueError:
+            raise DecodeError(
+                f"{path} is corrupt; delete it to start over (all features off)"
+            ) from None
+        features = doc.get("features", {}) if isinstance(doc, dict) else {}
+        chats = doc.get("private_chats", []) if isinstance(doc, dict) else []
+        return cls(
+            path,
+            {f: features.get(f) is True for f in FEATURES},
+            {c for c in chats if isinstance(c, str)},
+        )
+
+    def save(self) -> None:
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        doc = {"features": self.features, "private_chats": sorted(self.private_chats)}
+        write_atomically(self.path, json.dumps(doc, indent=2).encode(), private=True)
+
+    def set_feature(self, feature: str, enabled: bool) -> None:
+        if feature not in FEATURES:
+            raise UsageError(f"the features are {', '.join(FEATURES)}")
+        self.features[feature] = enabled
+
+    def set_chat_privacy(self, chat_id: str, on: bool) -> None:
+        if not chat_id or len(chat_id) > MAX_CHAT_ID:
+            raise UsageError(f"a chat id is 1 to {MAX_CHAT_ID} characters")
+        (self.private_chats.add if on else self.private_chats.discard)(chat_id)
+
+    def require(self, feature: str, chat_id: str | None = None) -> None:
+        """Refuse, before anything leaves the device, what the user has not allowed."""
+        if not self.features.get(feature, False):
+            raise AIDisabledError(
+                f"AI {feature} is off; turn it on with `privproc settings enable {feature}`"
+            )
+        if chat_id is not None and chat_id in self.private_chats:
+            raise AIDisabledError(
+                f"chat {chat_id!r} has Advanced Chat Privacy on: AI features are refused for it "
+                f"(`privproc chat-privacy {chat_id} off` to allow them)"
+            )
+
+
+@dataclass(frozen=True)
+class ReportEntry:
+    time: float
+    feature: str
+    outcome: str  # "ok", or what failed ("attestation: log.release", "transport", ...)
+    measurement: str = ""  # hex, of the enclave that answered or was refused
+    log_index: int | None = None
+    checkpoint_size: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "time": round(self.time, 3),
+            "feature": self.feature,
+            "outcome": self.outcome,
+            "measurement": self.measurement,
+            "log_index": self.log_index,
+            "checkpoint_size": self.checkpoint_size,
+        }
+
+
+class UsageReport:
+    """The Private Processing report: an append-only list of uses, on the device."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / "report.jsonl"
+
+    def add(self, entry: ReportEntry) -> None:
+        line = json.dumps(entry.to_dict(), sort_keys=True) + "\n"
+        existing = self.path.read_bytes() if self.path.exists() else b""
+        write_atomically(self.path, existing + line.encode(), private=True)
+
+    def entries(self) -> list[ReportEntry]:
+        try:
+            lines = self.path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines:
+            try:
+                doc = json.loads(line)
+                out.append(
+                    ReportEntry(
+                        float(doc["time"]),
+                        str(doc["feature"]),
+                        str(doc["outcome"]),
+                        str(doc.get("measurement", "")),
+                        doc.get("log_index"),
+                        doc.get("checkpoint_size"),
+                    )
+                )
+            except (ValueError, KeyError, TypeError):
+                raise DecodeError(f"{self.path} is corrupt") from None
+        return out
+
+    @staticmethod
+    def now() -> float:
+        return time.time()
