@@ -268,3 +268,29 @@ def test_the_user_commands(system: System, tmp_path: Path) -> None:
     assert report[-1]["feature"] == "summaries"
     assert "Thursday" not in json.dumps(report)
     assert "Private Processing report" in cli("report").stdout
+
+
+def test_every_service_exposes_content_free_metrics(system: System) -> None:
+    import re
+
+    client = _client(system)
+    client.chat(CANARY)
+    client.close()
+    texts = {}
+    for party in system.parties:
+        base = party.url.split("/.well-known")[0].rstrip("/")
+        answer = httpx.get(base + "/metrics")
+        assert answer.status_code == 200, party.name
+        texts[party.name] = answer.text
+        assert "privproc_requests_total{" in answer.text, party.name
+    gateway = texts["gateway"]
+    spent = re.search(r'privproc_tokens_spent_total\{party="gateway"\} (\d+)', gateway)
+    assert spent is not None
+    assert int(float(spent.group(1))) >= 1
+    assert 'privproc_sessions{party="gateway"}' in gateway
+    assert 'privproc_sessions{party="enclave"}' in texts["enclave"]
+    assert 'endpoint="/v1/token-keys"' in texts["issuer"]
+    for name, text in texts.items():
+        assert CANARY not in text, name
+        assert "127.0.0.2" not in text, name
+        assert not re.search(r"[0-9a-f]{32}", text), name  # no session id became a label

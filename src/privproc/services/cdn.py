@@ -28,6 +28,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from privproc.ohttp.keys import MEDIA_TYPE_KEYS
+from privproc.services.metrics import instrument
 from privproc.tokens.issuance import MEDIA_TYPE_DIRECTORY, WELL_KNOWN_DIRECTORY
 
 PARTY = "cdn"
@@ -82,6 +83,5 @@ def create_cdn_app(root: Path) -> Starlette:
             target, media_type=headers.pop("content-type"), headers=headers, stat_result=None
         )
 
-    return Starlette(
-        routes=[Route("/{path:path}", serve_file, methods=["GET", "HEAD"])],
-    )
+    app = Starlette(routes=[Route("/{path:path}", serve_file, methods=["GET", "HEAD"])])
+    return instrument(app, PARTY)

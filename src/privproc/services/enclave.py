@@ -38,6 +38,7 @@ from privproc.inference.backends import Backend
 from privproc.ratls.session import EvidenceProvider
 from privproc.ratls.tls import ServerIdentity
 from privproc.services.http import BodyError, in_background, read_body
+from privproc.services.metrics import instrument, metrics_of
 
 PARTY = "enclave"
 MAX_RECORDS = 1 << 20
@@ -64,6 +65,9 @@ def create_enclave_app(
     def drop(session_id: str, outcome: str) -> None:
         if sessions.pop(session_id, None) is not None:
             logs.event(PARTY, "session-closed", outcome=outcome)
+            metrics.sessions.labels(PARTY).set(len(sessions))
+            if outcome == "failed":
+                metrics.error("session-failed")
 
     def serve_records(connection: EnclaveConnection, records: bytes) -> bytes:
         """Records in, records out, answering every request that completes (one worker-thread
@@ -98,6 +102,7 @@ def create_enclave_app(
             if len(sessions) >= max_sessions:
                 return Response(status_code=503, headers={"retry-after": "1"})
             sessions[session_id] = _Slot(EnclaveConnection(identity, provider))
+            metrics.sessions.labels(PARTY).set(len(sessions))
             logs.event(PARTY, "session-opened")
         slot = sessions.get(session_id)
         if slot is None:
@@ -127,11 +132,16 @@ def create_enclave_app(
             yield
         sessions.clear()
 
-    return Starlette(
-        routes=[
-            Route("/sessions/{session_id}", records, methods=["PUT", "POST"]),
-            Route("/sessions/{session_id}", close, methods=["DELETE"]),
-            Route("/health", health, methods=["GET"]),
-        ],
-        lifespan=lifespan,
+    app = instrument(
+        Starlette(
+            routes=[
+                Route("/sessions/{session_id}", records, methods=["PUT", "POST"]),
+                Route("/sessions/{session_id}", close, methods=["DELETE"]),
+                Route("/health", health, methods=["GET"]),
+            ],
+            lifespan=lifespan,
+        ),
+        PARTY,
     )
+    metrics = metrics_of(app)
+    return app

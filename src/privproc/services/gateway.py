@@ -45,6 +45,7 @@ from privproc.ohttp.messages import (
     decapsulate_request,
 )
 from privproc.services.http import BodyError, in_background, media_type, read_body
+from privproc.services.metrics import instrument, metrics_of
 from privproc.services.router import SessionRouter
 from privproc.tokens.directory import KEY_SET_PATH, MAX_DOCUMENT, KeySet
 from privproc.tokens.spent import StoreUnavailableError
@@ -186,6 +187,7 @@ def create_gateway_app(
         except PrivprocError:
             # One answer for every failure: no oracle on key ids, suites or ciphertexts.
             logs.event(PARTY, "decapsulate", outcome="rejected", size=len(body))
+            metrics.error("decapsulate")
             return Response(status_code=400)
         answer = await handler(inner_request)
         logs.event(
@@ -220,7 +222,11 @@ def create_gateway_app(
                 await stack.enter_async_context(in_background(router.run_health_checks()))
             yield
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = instrument(Starlette(routes=routes, lifespan=lifespan), PARTY)
+    metrics = metrics_of(app)
+    if router is not None:
+        router.metrics = metrics
+    return app
 
 
 def _encapsulated(context: ServerContext, answer: bytes) -> Response:

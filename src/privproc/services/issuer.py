@@ -33,6 +33,7 @@ from privproc import logs
 from privproc.errors import PrivprocError
 from privproc.issuer.store import IssuerKey, IssuerStore
 from privproc.services.http import BodyError, in_background, media_type, read_body
+from privproc.services.metrics import instrument
 from privproc.tokens import issuance
 from privproc.tokens.directory import (
     KEY_SET_PATH,
@@ -160,11 +161,11 @@ def create_issuer_app(
         async with in_background(rotate_forever()):
             yield
 
-    return Starlette(
+    return instrument(Starlette(
         routes=[
             Route(issuance.WELL_KNOWN_DIRECTORY, directory, methods=["GET"]),
             Route(KEY_SET_PATH, key_set, methods=["GET"]),
             Route(REQUEST_PATH, token_request, methods=["POST"]),
         ],
         lifespan=lifespan,
-    )
+    ), PARTY)  # fmt: skip

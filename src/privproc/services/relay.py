@@ -29,6 +29,7 @@ from starlette.routing import Route
 from privproc import logs
 from privproc.ohttp.messages import DEFAULT_MAX_MESSAGE, MEDIA_TYPE_REQUEST, MEDIA_TYPE_RESPONSE
 from privproc.services.http import BodyError, media_type, read_body
+from privproc.services.metrics import instrument
 
 PARTY = "relay"
 GATEWAY_TIMEOUT = 60.0
@@ -91,4 +92,6 @@ def create_relay_app(
             headers["content-type"] = content_type
         return Response(answer.content, status_code=answer.status_code, headers=headers)
 
-    return Starlette(routes=[Route("/", relay, methods=["POST"])], lifespan=lifespan)
+    return instrument(
+        Starlette(routes=[Route("/", relay, methods=["POST"])], lifespan=lifespan), PARTY
+    )

@@ -33,6 +33,7 @@ import httpx
 from privproc import logs
 from privproc.errors import PrivprocError
 from privproc.ohttp import bhttp
+from privproc.services.metrics import Metrics
 from privproc.tokens.spent import StoreUnavailableError
 from privproc.tokens.verifier import TokenRejectedError, TokenVerifier
 
@@ -92,6 +93,7 @@ class SessionRouter:
         self.idle_timeout = idle_timeout
         self._clock = clock
         self._sessions: dict[str, _Session] = {}
+        self.metrics: Metrics | None = None  # set by the gateway app that serves this router
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(300.0, connect=5.0),
             follow_redirects=False,
@@ -109,10 +111,17 @@ class SessionRouter:
         healthy = [e for e in self.enclaves if e.healthy]
         return min(healthy, key=lambda e: e.sessions, default=None)
 
+    def _count(self, error: str | None = None) -> None:
+        if self.metrics is not None:
+            self.metrics.sessions.labels(PARTY).set(len(self._sessions))
+            if error is not None:
+                self.metrics.error(error)
+
     def _forget(self, session_id: str) -> None:
         session = self._sessions.pop(session_id, None)
         if session is not None:
             session.enclave.sessions -= 1
+        self._count()
 
     async def _forward(self, method: str, enclave: Enclave, session_id: str, body: bytes) -> bytes:
         answer = await self.http.request(
@@ -164,6 +173,7 @@ class SessionRouter:
     def _lost(self, session_id: str, enclave: Enclave) -> bytes:
         enclave.healthy = False
         self._forget(session_id)
+        self._count("enclave-lost")
         logs.event(PARTY, "session", outcome="enclave-lost", status=502)
         return _error(502, "enclave-lost", True)
 
@@ -174,6 +184,7 @@ class SessionRouter:
                 await self.verifier.redeem(request.header("authorization"), now)
             except TokenRejectedError as exc:
                 logs.event(PARTY, "token", outcome=exc.reason, status=401)
+                self._count(f"token-{exc.reason}")
                 challenge = (("www-authenticate", self.verifier.challenge_header(now)),)
                 return _error(401, "token-required", True, challenge)
             except StoreUnavailableError:
@@ -187,9 +198,12 @@ class SessionRouter:
             enclave = self._place()
         if enclave is None:
             return _error(503, "no-enclave", True, (("retry-after", "5"),))
+        if self.verifier is not None and self.metrics is not None:
+            self.metrics.tokens_spent.labels(PARTY).inc()
         session_id = secrets.token_hex(16)
         self._sessions[session_id] = _Session(enclave)
         enclave.sessions += 1
+        self._count()
         try:
             records = await self._forward("PUT", enclave, session_id, request.content)
         except _EnclaveBusy:

@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from privproc import logs
 from privproc.services.http import BodyError, read_body
+from privproc.services.metrics import instrument
 from privproc.tlog.witness import MAX_REQUEST, MEDIA_TYPE_SIZE, Witness, WitnessRefusal
 
 PARTY = "witness"
@@ -57,9 +58,10 @@ def create_witness_app(witness: Witness) -> Starlette:
                     return Response(note, media_type=TEXT, headers={"cache-control": "no-cache"})
         return Response(status_code=404)
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/add-checkpoint", add_checkpoint, methods=["POST"]),
             Route("/{origin_hash:str}/checkpoint", monitoring, methods=["GET"]),
         ]
     )
+    return instrument(app, PARTY)
