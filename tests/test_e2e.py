@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -294,3 +295,56 @@ def test_every_service_exposes_content_free_metrics(system: System) -> None:
         assert CANARY not in text, name
         assert "127.0.0.2" not in text, name
         assert not re.search(r"[0-9a-f]{32}", text), name  # no session id became a label
+
+
+def test_the_official_openai_sdk_through_the_transport_and_the_proxy(
+    system: System, tmp_path: Path
+) -> None:
+    import asyncio
+
+    import openai
+
+    from privproc.client.openai import AsyncPrivateTransport, PrivateTransport
+    from tests.servers import privproc_process
+
+    relay_log = next(p for p in system.parties if p.name == "relay").log_path
+    from openai.types.chat import ChatCompletionMessageParam
+
+    question: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "What is the capital of France?"}
+    ]
+    ai = openai.OpenAI(
+        base_url="http://private.invalid/v1",  # never contacted: the transport goes privately
+        api_key="unused",
+        # openai 3.x is typed against httpx2; an httpx client works the same at run time.
+        http_client=cast(Any, httpx.Client(transport=PrivateTransport(_client(system)))),
+    )
+    forwarded = relay_log.read_text().count('"forward"')
+    done = ai.chat.completions.create(model="SmolLM2-135M-Instruct", messages=question)
+    assert "paris" in (done.choices[0].message.content or "").lower()
+    assert relay_log.read_text().count('"forward"') > forwarded  # it went through the relay
+    assert [m.id for m in ai.models.list()] == ["SmolLM2-135M-Instruct"]
+    with pytest.raises(openai.BadRequestError, match="streamed completions are not offered"):
+        ai.chat.completions.create(model="SmolLM2-135M-Instruct", messages=question, stream=True)
+
+    async def asynchronously() -> str:
+        async_ai = openai.AsyncOpenAI(
+            base_url="http://private.invalid/v1",
+            api_key="unused",
+            http_client=cast(
+                Any, httpx.AsyncClient(transport=AsyncPrivateTransport(_client(system)))
+            ),
+        )
+        answer = await async_ai.chat.completions.create(
+            model="SmolLM2-135M-Instruct", messages=question
+        )
+        return answer.choices[0].message.content or ""
+
+    assert "paris" in asyncio.run(asynchronously()).lower()
+    args = ["proxy", "--port", "0", "--state", str(system.state)]
+    with privproc_process(args, "ready proxy ", tmp_path) as proxy:
+        through_proxy = openai.OpenAI(base_url=proxy.url, api_key="unused")
+        done = through_proxy.chat.completions.create(
+            model="SmolLM2-135M-Instruct", messages=question
+        )
+        assert "paris" in (done.choices[0].message.content or "").lower()

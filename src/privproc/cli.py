@@ -1474,6 +1474,25 @@ def chat(prompt: str, state_dir: Path | None, verbose: bool, chat_id: str | None
         client.close()
 
 
+@main.command()
+@_listen(8420)
+@_CLIENT_STATE
+@_fail_cleanly
+def proxy(host: str, port: int, state_dir: Path | None) -> None:
+    """A local OpenAI-compatible endpoint (`/v1/...`) that forwards every call privately: for
+    tools that only take a base URL. Chat needs `privproc settings enable chat`."""
+    from privproc.client.openai import create_proxy_app
+    from privproc.services.http import bind, serve
+
+    client = _client(state_dir, verbose=False)
+    app = create_proxy_app(client)
+    sock = bind(host, port)
+    try:
+        _run_until_stopped(serve(app, sock, _ready("proxy", "/v1")))
+    finally:
+        client.close()
+
+
 # --- the user's controls and the Private Processing report -------------------------------------
 
 

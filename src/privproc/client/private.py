@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import h11
 import httpx
@@ -53,7 +53,9 @@ from privproc.tlog.entries import IssuerTokenKey, OhttpKeyConfigSet, decode_entr
 from privproc.tlog.note import parse_note
 from privproc.tokens.auth import TOKEN_TYPE_BLIND_RSA, TokenChallenge
 
-__all__ = ["ClientConfig", "EnclaveLostError", "PrivateProcessingClient"]
+__all__ = ["ClientConfig", "EnclaveLostError", "NotLoggedError", "PrivateProcessingClient"]
+
+T = TypeVar("T")
 
 GATEWAY_AUTHORITY = "https://gateway.invalid"
 MAX_ROUNDS = 8
@@ -360,7 +362,7 @@ class PrivateProcessingClient:
 
     # --- Tasks (each checked against the user's controls first, each noted in the report) ------
 
-    def _use(self, feature: str, chat_id: str | None, call: Callable[[], str]) -> str:
+    def _use(self, feature: str, chat_id: str | None, call: Callable[[], T]) -> T:
         self.settings.require(feature, chat_id)  # before anything leaves the device
         try:
             result = call()
@@ -373,6 +375,18 @@ class PrivateProcessingClient:
             raise
         self._note(feature, "ok", self.last_attestation)
         return result
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        doc: object | None,
+        *,
+        feature: str,
+        chat_id: str | None = None,
+    ) -> tuple[int, Any]:
+        """Any enclave API request as a use of `feature` (checked and reported like the tasks)."""
+        return self._use(feature, chat_id, lambda: self.request(method, path, doc))
 
     def _note(self, feature: str, outcome: str, attestation: VerificationReport | None) -> None:
         bundle = self._last_bundle
