@@ -15,6 +15,7 @@ from privproc.attest.appraisal import AttestationRejectedError
 from privproc.client.controls import FEATURES, AIDisabledError, Settings, UsageReport
 from privproc.client.ohttp import OhttpClient, choose_config
 from privproc.client.private import EnclaveLostError, PrivateProcessingClient
+from privproc.errors import PrivprocError
 from privproc.ohttp import bhttp
 from privproc.ratls.session import client_session
 from privproc.system import System
@@ -110,10 +111,12 @@ def test_a_spent_token_is_refused(system: System) -> None:
 def test_an_unlogged_enclave_is_refused_and_a_lost_one_retried(system: System) -> None:
     client = _client(system)
     assert client.chat("Say hello.")
-    # The enclave dies mid-session: a clear, retryable error.
+    # The enclave dies mid-session: a clear, retryable error (the client retried once itself).
     system.stop_party("enclave")
     with pytest.raises(EnclaveLostError, match="retry"):
-        client.chat("Say hello.")
+        client.request("GET", "/v1/models")  # a raw request reports the loss as it is
+    with pytest.raises(PrivprocError, match=r"no-enclave.*try again shortly"):
+        client.chat("Say hello.")  # a task retries once; with no enclave at all, it says so
     # The operator brings up another build (another configuration: another measurement).
     rogue = system.start_enclave(max_sessions=7)
     fresh = _client(system)
@@ -121,9 +124,12 @@ def test_an_unlogged_enclave_is_refused_and_a_lost_one_retried(system: System) -
         fresh.summarize([{"sender": "A", "time": "1", "text": CANARY}])
     assert [c.id for c in err.value.report.failures] == ["log.release"]
     assert '"request"' not in rogue.log_path.read_text()  # nothing reached the rogue's API
-    # The logged release comes back; a new session works again.
+    # The logged release comes back; the old client's next call retries on a new session by
+    # itself, without the caller's help.
     system.stop_party("enclave")
     system.start_enclave()
+    steps: list[str] = []
+    client._step = steps.append
     assert client.chat("Say hello.")
     client.close()
     fresh.close()

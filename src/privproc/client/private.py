@@ -306,8 +306,14 @@ class PrivateProcessingClient:
         token = self._token()
         answer = self._inner("POST", "/v1/sessions", hello, [("authorization", token)])
         if answer.status != 201:
+            reason, retry = "", False
+            with contextlib.suppress(ValueError, AttributeError):
+                doc = json.loads(answer.content)
+                reason, retry = f": {doc['error']}", bool(doc.get("retry"))
+            hint = "; try again shortly" if retry else ""
             raise PeerRejectedError(
-                f"the gateway refused a new session ({answer.status})", answer.status
+                f"the gateway refused a new session ({answer.status}{reason}){hint}",
+                answer.status,
             )
         session = _Session(answer.header("session-id") or "", tls)
         tls.receive(answer.content)
@@ -365,7 +371,13 @@ class PrivateProcessingClient:
     def _use(self, feature: str, chat_id: str | None, call: Callable[[], T]) -> T:
         self.settings.require(feature, chat_id)  # before anything leaves the device
         try:
-            result = call()
+            try:
+                result = call()
+            except EnclaveLostError:
+                # Safe to retry: these requests change nothing, and the lost session carried no
+                # answer. The new session goes to a healthy enclave and is attested afresh.
+                self._step("the session's enclave is gone; retrying on a new session")
+                result = call()
         except AttestationRejectedError as exc:
             ids = ",".join(c.id for c in exc.report.failures)
             self._note(feature, f"attestation refused: {ids}", exc.report)
