@@ -354,3 +354,21 @@ def test_the_official_openai_sdk_through_the_transport_and_the_proxy(
             model="SmolLM2-135M-Instruct", messages=question
         )
         assert "paris" in (done.choices[0].message.content or "").lower()
+
+
+def test_the_async_sdk(system: System) -> None:
+    import asyncio
+
+    from privproc.client.private import AsyncPrivateProcessingClient
+
+    async def run() -> tuple[str, str]:
+        async with AsyncPrivateProcessingClient.from_state(system.client_dir) as client:
+            first, second = await asyncio.gather(
+                client.rewrite("thx for the help", "professional"),
+                client.chat("What is the capital of France?"),
+            )
+            return first, second
+
+    rewritten, answer = asyncio.run(run())
+    assert rewritten
+    assert "paris" in answer.lower()

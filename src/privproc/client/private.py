@@ -16,6 +16,7 @@ secret live in the state directory; every failure is a typed error that says wha
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -53,7 +54,13 @@ from privproc.tlog.entries import IssuerTokenKey, OhttpKeyConfigSet, decode_entr
 from privproc.tlog.note import parse_note
 from privproc.tokens.auth import TOKEN_TYPE_BLIND_RSA, TokenChallenge
 
-__all__ = ["ClientConfig", "EnclaveLostError", "NotLoggedError", "PrivateProcessingClient"]
+__all__ = [
+    "AsyncPrivateProcessingClient",
+    "ClientConfig",
+    "EnclaveLostError",
+    "NotLoggedError",
+    "PrivateProcessingClient",
+]
 
 T = TypeVar("T")
 
@@ -446,3 +453,44 @@ class PrivateProcessingClient:
             return str(doc["choices"][0]["message"]["content"])
 
         return self._use("chat", chat_id, call)
+
+
+class AsyncPrivateProcessingClient:
+    """The same client for asyncio code: each call runs the private path in a worker thread,
+    one at a time (one attested session).
+
+        async with AsyncPrivateProcessingClient.from_state(state / "client") as client:
+            summary = await client.summarize(chat)
+    """
+
+    def __init__(self, client: PrivateProcessingClient) -> None:
+        self.sync = client
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_state(
+        cls, state_dir: Path, *, on_step: Callable[[str], None] | None = None
+    ) -> AsyncPrivateProcessingClient:
+        return cls(PrivateProcessingClient.from_state(state_dir, on_step=on_step))
+
+    async def __aenter__(self) -> AsyncPrivateProcessingClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            await asyncio.to_thread(self.sync.close)
+
+    async def summarize(self, chat: list[dict[str, str]], *, chat_id: str | None = None) -> str:
+        async with self._lock:
+            return await asyncio.to_thread(self.sync.summarize, chat, chat_id=chat_id)
+
+    async def rewrite(self, text: str, style: str, *, chat_id: str | None = None) -> str:
+        async with self._lock:
+            return await asyncio.to_thread(self.sync.rewrite, text, style, chat_id=chat_id)
+
+    async def chat(self, prompt: str, *, chat_id: str | None = None) -> str:
+        async with self._lock:
+            return await asyncio.to_thread(self.sync.chat, prompt, chat_id=chat_id)
