@@ -38,7 +38,8 @@ HEADER_LENGTH = 7  # key id (1), kem id (2), kdf id (2), aead id (2)
 DEFAULT_MAX_MESSAGE = 1 << 20
 
 
-def _header(key_id: int, suite: hpke.CipherSuite) -> bytes:
+def request_header(key_id: int, suite: hpke.CipherSuite) -> bytes:
+    """RFC 9458 §4.3: key id and the suite's three ids, the start of every request."""
     return (
         bytes((key_id,))
         + suite.kem.id.to_bytes(2, "big")
@@ -47,7 +48,7 @@ def _header(key_id: int, suite: hpke.CipherSuite) -> bytes:
     )
 
 
-def _response_keys(
+def response_keys(
     suite: hpke.CipherSuite, secret: bytes, enc: bytes, response_nonce: bytes
 ) -> tuple[bytes, bytes]:
     """RFC 9458 §4.4: the AEAD key and nonce for the response."""
@@ -56,7 +57,8 @@ def _response_keys(
     return kdf.expand(prk, b"key", aead.nk), kdf.expand(prk, b"nonce", aead.nn)
 
 
-def _secret_length(suite: hpke.CipherSuite) -> int:
+def response_nonce_length(suite: hpke.CipherSuite) -> int:
+    """RFC 9458 §4.4: max(Nn, Nk), the length of the response nonce and of the secret."""
     return max(suite.aead.nn, suite.aead.nk)
 
 
@@ -74,14 +76,14 @@ class ClientContext:
 
     def decapsulate_response(self, data: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE) -> bytes:
         suite = self.suite
-        n = _secret_length(suite)
+        n = response_nonce_length(suite)
         if len(data) > max_size:
             raise TooLargeError(f"encapsulated response exceeds {max_size} bytes")
         if len(data) < n + suite.aead.nt:
             raise DecodeError("encapsulated response is too short")
         response_nonce, ct = data[:n], data[n:]
         secret = self._context.export(self.response_label, n)
-        key, nonce = _response_keys(suite, secret, self._enc, response_nonce)
+        key, nonce = response_keys(suite, secret, self._enc, response_nonce)
         try:
             return suite.aead.cipher(key).decrypt(nonce, ct, b"")
         except InvalidTag:
@@ -106,13 +108,13 @@ class ServerContext:
     ) -> bytes:
         """`response_nonce` is for known-answer tests only; it is random otherwise."""
         suite = self.suite
-        n = _secret_length(suite)
+        n = response_nonce_length(suite)
         if response_nonce is None:
             response_nonce = os.urandom(n)
         elif len(response_nonce) != n:
             raise ValueError(f"the response nonce must be {n} bytes")
         secret = self._context.export(self.response_label, n)
-        key, nonce = _response_keys(suite, secret, self._enc, response_nonce)
+        key, nonce = response_keys(suite, secret, self._enc, response_nonce)
         return response_nonce + suite.aead.cipher(key).encrypt(nonce, response, b"")
 
 
@@ -131,7 +133,7 @@ def encapsulate_request(
     ephemeral key for known-answer tests; never pass it otherwise.
     """
     cipher_suite = config.cipher_suite(suite)
-    hdr = _header(config.key_id, cipher_suite)
+    hdr = request_header(config.key_id, cipher_suite)
     info = request_label + b"\x00" + hdr
     enc, ctx = cipher_suite.setup_sender(config.public_key, info, sk_e=sk_e)
     ct = ctx.seal(request)
