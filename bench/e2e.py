@@ -18,11 +18,12 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from privproc.client.private import PrivateProcessingClient
 from privproc.enclave.api import handle
-from privproc.inference.backends import MODEL_NAME, Completion, Message
+from privproc.inference.backends import MODEL_NAME, Completion, Delta, Message
 from privproc.system import System
 
 
@@ -32,6 +33,11 @@ class _NoModel:
     def complete(
         self, messages: list[Message], *, max_tokens: int, temperature: float
     ) -> Completion:
+        raise AssertionError("GET /v1/models needs no inference")
+
+    def stream(
+        self, messages: list[Message], *, max_tokens: int, temperature: float
+    ) -> Iterator[Delta]:
         raise AssertionError("GET /v1/models needs no inference")
 
 

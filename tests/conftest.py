@@ -35,4 +35,23 @@ def conformance_gateway(tmp_path_factory: pytest.TempPathFactory) -> Any:
         yield running
 
 
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Every party a real process on loopback (`privproc up`'s System), with every AI feature
+    enabled for the local user; one per test module."""
+    from privproc.client.controls import FEATURES, Settings
+    from privproc.system import System
+
+    running = System(tmp_path_factory.mktemp("privproc"))
+    try:
+        running.start()
+        controls = Settings.load(running.client_dir)
+        for feature in FEATURES:
+            controls.set_feature(feature, True)
+        controls.save()
+        yield running
+    finally:
+        running.stop()
+
+
 __all__ = ["Running", "load_vectors"]

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from privproc.attest.appraisal import AttestationRejectedError
-from privproc.client.controls import FEATURES, AIDisabledError, Settings, UsageReport
+from privproc.client.controls import AIDisabledError, Settings, UsageReport
 from privproc.client.ohttp import OhttpClient, choose_config
 from privproc.client.private import EnclaveLostError, PrivateProcessingClient
 from privproc.errors import PrivprocError
@@ -22,20 +22,6 @@ from privproc.system import System
 from tests.servers import app_in_thread
 
 CANARY = "canary-e2e-71c9: my passport number is X1234567"
-
-
-@pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    running = System(tmp_path_factory.mktemp("privproc"))
-    try:
-        running.start()
-        controls = Settings.load(running.client_dir)
-        for feature in FEATURES:
-            controls.set_feature(feature, True)
-        controls.save()
-        yield running
-    finally:
-        running.stop()
 
 
 class RecordingClient(PrivateProcessingClient):
@@ -330,8 +316,12 @@ def test_the_official_openai_sdk_through_the_transport_and_the_proxy(
     assert "paris" in (done.choices[0].message.content or "").lower()
     assert relay_log.read_text().count('"forward"') > forwarded  # it went through the relay
     assert [m.id for m in ai.models.list()] == ["SmolLM2-135M-Instruct"]
-    with pytest.raises(openai.BadRequestError, match="streamed completions are not offered"):
-        ai.chat.completions.create(model="SmolLM2-135M-Instruct", messages=question, stream=True)
+    streamed = ai.chat.completions.create(
+        model="SmolLM2-135M-Instruct", messages=question, stream=True
+    )
+    pieces = [c.choices[0].delta.content or "" for c in streamed if c.choices]
+    assert len([p for p in pieces if p]) > 2  # piece by piece, as the model produced them
+    assert "paris" in "".join(pieces).lower()
 
     async def asynchronously() -> str:
         async_ai = openai.AsyncOpenAI(
@@ -344,7 +334,12 @@ def test_the_official_openai_sdk_through_the_transport_and_the_proxy(
         answer = await async_ai.chat.completions.create(
             model="SmolLM2-135M-Instruct", messages=question
         )
-        return answer.choices[0].message.content or ""
+        streamed = await async_ai.chat.completions.create(
+            model="SmolLM2-135M-Instruct", messages=question, stream=True
+        )
+        pieces = [c.choices[0].delta.content or "" async for c in streamed if c.choices]
+        assert len([p for p in pieces if p]) > 2
+        return (answer.choices[0].message.content or "") + "".join(pieces)
 
     assert "paris" in asyncio.run(asynchronously()).lower()
     args = ["proxy", "--port", "0", "--state", str(system.state)]
@@ -354,6 +349,12 @@ def test_the_official_openai_sdk_through_the_transport_and_the_proxy(
             model="SmolLM2-135M-Instruct", messages=question
         )
         assert "paris" in (done.choices[0].message.content or "").lower()
+        streamed = through_proxy.chat.completions.create(
+            model="SmolLM2-135M-Instruct", messages=question, stream=True
+        )
+        pieces = [c.choices[0].delta.content or "" for c in streamed if c.choices]
+        assert len([p for p in pieces if p]) > 2
+        assert "paris" in "".join(pieces).lower()
 
 
 def test_the_async_sdk(system: System) -> None:

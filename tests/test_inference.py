@@ -10,13 +10,14 @@ from collections.abc import Iterator
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from privproc.enclave.api import MAX_BODY, handle
+from privproc.enclave.api import MAX_BODY, ApiResponse, ApiStream, handle
 from privproc.errors import DecodeError
 from privproc.inference.backends import (
     Completion,
+    Delta,
     EmbeddedBackend,
     InferenceError,
     Message,
@@ -79,6 +80,11 @@ class Parrot:
     ) -> Completion:
         return Completion(" ".join(c.text for c in CHAT), "parrot", 1, 1, "stop")
 
+    def stream(
+        self, messages: list[Message], *, max_tokens: int, temperature: float
+    ) -> Iterator[Delta]:
+        yield Delta(self.complete(messages, max_tokens=1, temperature=0).text, "stop")
+
 
 def test_a_model_that_only_echoes_gives_no_summary() -> None:
     with pytest.raises(InferenceError, match="only repeated"):
@@ -103,7 +109,39 @@ def test_chat_parsing() -> None:
 def _call(model: EmbeddedBackend, method: str, path: str, doc: object = None) -> tuple[int, dict]:  # type: ignore[type-arg]
     body = b"" if doc is None else json.dumps(doc).encode()
     response = handle(model, method, path, body)
+    assert isinstance(response, ApiResponse)
     return response.status, json.loads(response.body)
+
+
+def _events(stream: ApiStream) -> list[dict]:  # type: ignore[type-arg]
+    """The server-sent events of a stream, checked to be well formed and to end in [DONE]."""
+    raw = b"".join(stream.chunks)
+    assert raw.endswith(b"data: [DONE]\n\n")
+    blocks = raw.split(b"\n\n")[:-2]
+    assert all(block.startswith(b"data: ") for block in blocks)
+    return [json.loads(block[6:]) for block in blocks]
+
+
+def test_a_streamed_chat_completion_comes_as_openai_chunks(model: EmbeddedBackend) -> None:
+    question = {"role": "user", "content": "What is the capital of France?"}
+    body = json.dumps({"messages": [question], "max_tokens": 20, "stream": True}).encode()
+    answer = handle(model, "POST", "/v1/chat/completions", body)
+    assert isinstance(answer, ApiStream)
+    assert (answer.status, answer.content_type) == (200, "text/event-stream")
+    events = _events(answer)
+    assert all(e["object"] == "chat.completion.chunk" for e in events)
+    assert len({e["id"] for e in events}) == 1
+    assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    pieces = [e["choices"][0]["delta"].get("content", "") for e in events[1:-1]]
+    assert len(pieces) > 3  # token by token, not one block
+    assert "paris" in "".join(pieces).lower()
+    assert events[-1]["choices"][0]["finish_reason"] in ("stop", "length")
+    # A stream closed early frees the model at once for the next request.
+    again = handle(model, "POST", "/v1/chat/completions", body)
+    assert isinstance(again, ApiStream)
+    next(again.chunks), next(again.chunks)
+    again.chunks.close()  # type: ignore[attr-defined]
+    assert _call(model, "POST", "/v1/chat/completions", {"messages": [question]})[0] == 200
 
 
 def test_the_enclave_api(model: EmbeddedBackend) -> None:
@@ -137,14 +175,14 @@ def test_the_enclave_api_refuses_bad_requests(model: EmbeddedBackend) -> None:
     def j(doc: object) -> bytes:
         return json.dumps(doc).encode()
 
-    user = [{"role": "user", "content": "x"}]
+    long = [{"role": "user", "content": "x" * 20_000}]
     chat = "/v1/chat/completions"
     cases = [
         ("POST", chat, b"not json", 400),
         ("POST", chat, b"[]", 400),
         ("POST", chat, j({"messages": []}), 400),
         ("POST", chat, j({"messages": [{"role": "robot", "content": "x"}]}), 400),
-        ("POST", chat, j({"messages": user, "stream": True}), 400),
+        ("POST", chat, j({"messages": long, "stream": True}), 400),
         ("POST", chat, j({"messages": [{"role": "user", "content": "x" * 20_000}]}), 400),
         ("POST", "/v1/tasks/rewrite", j({"text": "x", "style": "pirate"}), 400),
         ("POST", "/v1/tasks/summarize", j({"chat": "nope"}), 400),
@@ -154,6 +192,7 @@ def test_the_enclave_api_refuses_bad_requests(model: EmbeddedBackend) -> None:
     ]  # fmt: skip
     for method, path, body, status in cases:
         response = handle(model, method, path, body)
+        assert isinstance(response, ApiResponse)
         assert response.status == status, (path, body[:40])
         assert "error" in json.loads(response.body)
 
@@ -165,6 +204,8 @@ def openai_server(model: EmbeddedBackend) -> Iterator[str]:
     async def endpoint(request: Request) -> Response:
         body = await request.body()
         answer = await asyncio.to_thread(handle, model, request.method, request.url.path, body)
+        if isinstance(answer, ApiStream):
+            return StreamingResponse(answer.chunks, media_type=answer.content_type)
         return Response(answer.body, status_code=answer.status, media_type="application/json")
 
     app = Starlette(routes=[Route("/v1/{path:path}", endpoint, methods=["GET", "POST"])])
@@ -178,3 +219,29 @@ def test_the_remote_backend(openai_server: str) -> None:
     assert not echoes(summary, CHAT)
     with pytest.raises(InferenceError, match="unreachable"):
         RemoteBackend("http://127.0.0.1:1", "x").complete([Message("user", "hi")])
+
+
+def test_the_remote_backend_streams(openai_server: str) -> None:
+    remote = RemoteBackend(openai_server, "SmolLM2-135M-Instruct")
+    question = [Message("user", "What is the capital of France?")]
+    deltas = list(remote.stream(question, max_tokens=20))
+    assert len(deltas) > 3
+    assert "paris" in "".join(d.text for d in deltas).lower()
+    assert deltas[-1].finish_reason in ("stop", "length")
+    with pytest.raises(InferenceError, match="stream failed"):
+        list(RemoteBackend("http://127.0.0.1:1", "x").stream(question))
+
+
+def test_the_remote_backend_refuses_a_stream_without_its_end() -> None:
+    """An engine whose stream stops before [DONE] is an error, not a short answer."""
+
+    async def cut(request: Request) -> Response:
+        event = {"choices": [{"index": 0, "delta": {"content": "Par"}, "finish_reason": None}]}
+        return Response(f"data: {json.dumps(event)}\n\n", media_type="text/event-stream")
+
+    app = Starlette(routes=[Route("/v1/chat/completions", cut, methods=["POST"])])
+    with app_in_thread(app) as url:
+        stream = RemoteBackend(url, "x").stream([Message("user", "hi")])
+        assert next(stream).text == "Par"
+        with pytest.raises(InferenceError, match="without \\[DONE\\]"):
+            next(stream)

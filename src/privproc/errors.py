@@ -85,3 +85,8 @@ class PeerRejectedError(TransportError):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class StreamTruncatedError(TransportError):
+    """A streamed answer ended before its authenticated end: what arrived is not the whole
+    answer (a relay, the gateway or the network cut it). Send the request again."""

@@ -15,14 +15,26 @@ or an undecryptable body raises a typed error, never a partial result.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import httpx
 
 from privproc import hpke
 from privproc.client.http import bounded_exchange, new_client
-from privproc.errors import PeerRejectedError, TransportError, UnsupportedError
+from privproc.errors import (
+    DecodeError,
+    OpenError,
+    PeerRejectedError,
+    StreamTruncatedError,
+    TransportError,
+    UnsupportedError,
+)
 from privproc.ohttp import bhttp
+from privproc.ohttp.chunked import (
+    MEDIA_TYPE_CHUNKED_REQUEST,
+    MEDIA_TYPE_CHUNKED_RESPONSE,
+    ChunkedRequestEncoder,
+)
 from privproc.ohttp.keys import (
     MAX_KEYS_DOCUMENT,
     MEDIA_TYPE_KEYS,
@@ -38,6 +50,9 @@ from privproc.ohttp.messages import (
 )
 
 __all__ = ["KEM_NAMES", "OhttpClient", "choose_config"]
+
+REQUEST_CHUNK = 1 << 14  # the chunk size every chunked OHTTP implementation accepts
+MAX_STREAMED = 64 << 20  # sealed bytes of one streamed answer
 
 KEM_NAMES: dict[str, hpke.Kem] = {
     "x25519": hpke.KEM_X25519_HKDF_SHA256,
@@ -122,6 +137,47 @@ class OhttpClient:
         if answer.media_type != MEDIA_TYPE_RESPONSE:
             raise TransportError(f"the gateway did not answer with {MEDIA_TYPE_RESPONSE}")
         return context.decapsulate_response(answer.body, max_size=self.max_response)
+
+    def send_chunked(self, gateway_url: str, config: KeyConfig, inner: bytes) -> Iterator[bytes]:
+        """Encapsulate `inner` as a chunked OHTTP request (draft-ietf-ohai-chunked-ohttp), POST it,
+        and yield the response's pieces as they arrive, each authenticated. The iteration ends
+        only after the response's authenticated final chunk; a stream cut before it raises
+        `StreamTruncatedError`, whatever arrived before."""
+        encoder = ChunkedRequestEncoder(config)
+        body = bytearray(encoder.header())
+        for start in range(0, len(inner), REQUEST_CHUNK):
+            body += encoder.chunk(inner[start : start + REQUEST_CHUNK])
+        body += encoder.chunk(b"", final=True)
+        decoder = encoder.response_decoder(max_message_size=MAX_STREAMED)
+        headers = {
+            "content-type": MEDIA_TYPE_CHUNKED_REQUEST,
+            "accept": MEDIA_TYPE_CHUNKED_RESPONSE,
+        }
+        try:
+            with self._http.stream("POST", gateway_url, content=bytes(body), headers=headers) as r:
+                if r.status_code != 200:
+                    raise PeerRejectedError(
+                        f"the gateway answered {r.status_code}; if its keys rotated, fetch them "
+                        "again",
+                        r.status_code,
+                    )
+                kind = r.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+                if kind != MEDIA_TYPE_CHUNKED_RESPONSE:
+                    raise TransportError(
+                        f"the gateway did not answer with {MEDIA_TYPE_CHUNKED_RESPONSE}"
+                    )
+                for raw in r.iter_raw():
+                    yield from decoder.receive(raw)
+                yield from decoder.close()
+        except httpx.HTTPError as exc:
+            raise StreamTruncatedError(
+                f"the answer stream broke off ({type(exc).__name__}); it is not the whole answer"
+            ) from None
+        except (DecodeError, OpenError):
+            # Cut short, or cut and patched: either way nothing after the last good chunk counts.
+            raise StreamTruncatedError(
+                "the answer stream ended without its authenticated end; it is not the whole answer"
+            ) from None
 
     def request(
         self,

@@ -10,9 +10,14 @@ Every request that reaches the transport (or the proxy) goes to the enclave's Op
 API through the relay, the gateway and attested TLS; nothing goes to the base URL's host. Chat
 completions count as the `chat` feature (off until the user enables it) and appear in the report.
 
-Rules: only `/v1/...` paths are served; the answer is the enclave's status and JSON; streamed
-completions (`stream: true`) are refused with a clear 400 until chunked OHTTP carries them (a
-short answer must never pass for a whole one).
+Streamed completions (`stream: true`) come back as the enclave produces them (chunked OHTTP on
+the wire): the server-sent events reach the SDK piece by piece. A stream cut on the way (by the
+relay, the gateway or the network) is an error where the SDK reads it (`httpx.RemoteProtocolError`
+from the transport, a connection closed mid-body from the proxy), never a short answer.
+
+Rules: only `/v1/...` paths are served; the answer is the enclave's status and JSON (or its
+event stream); one request at a time goes through one client's attested session (a stream holds
+it until it is read to the end or closed).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -29,22 +36,42 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from privproc.client.controls import AIDisabledError
-from privproc.client.private import PrivateProcessingClient
+from privproc.client.private import PrivateProcessingClient, StreamedAnswer
 from privproc.errors import PrivprocError
+from privproc.services.http import StreamAborted, StreamedBody
 
 __all__ = ["AsyncPrivateTransport", "PrivateTransport", "create_proxy_app"]
 
 MAX_BODY = 256 * 1024
 
 
-def _error(status: int, message: str, kind: str) -> tuple[int, dict[str, Any]]:
-    return status, {"error": {"message": message, "type": kind}}
+@dataclass
+class Forwarded:
+    """The enclave's answer to one API request: JSON, or an event stream to read to its end.
+    `release` must be called once the answer is consumed (it frees the session for the next)."""
+
+    status: int
+    doc: Any = None
+    stream: StreamedAnswer | None = None
+    lock: threading.Lock | None = None
+
+    def release(self) -> None:
+        lock, self.lock = self.lock, None
+        if self.stream is not None:
+            self.stream.close()
+        if lock is not None:
+            lock.release()
+
+
+def _error(status: int, message: str, kind: str) -> Forwarded:
+    return Forwarded(status, {"error": {"message": message, "type": kind}})
 
 
 def forward(
     client: PrivateProcessingClient, lock: threading.Lock, method: str, path: str, body: bytes
-) -> tuple[int, Any]:
-    """One OpenAI API request through the private path: (status, JSON)."""
+) -> Forwarded:
+    """One OpenAI API request through the private path. A streamed answer keeps `lock` (one
+    attested session, one request at a time) until it is released."""
     index = path.find("/v1/")
     if index < 0 or len(body) > MAX_BODY:
         return _error(404 if index < 0 else 413, "not an OpenAI API path", "invalid_request_error")
@@ -53,20 +80,76 @@ def forward(
         doc = json.loads(body) if body else None
     except ValueError:
         return _error(400, "the request body is not JSON", "invalid_request_error")
-    if isinstance(doc, dict) and doc.get("stream"):
-        return _error(
-            400,
-            "streamed completions are not offered yet; call without stream",
-            "invalid_request_error",
-        )
+    streamed = isinstance(doc, dict) and bool(doc.get("stream"))
     feature = "chat"
+    lock.acquire()
+    kept = False
     try:
-        with lock:  # one attested session, one request at a time
-            return client.call(method, api_path, doc, feature=feature)
+        if streamed:
+            stream = client.call_stream(method, api_path, doc, feature=feature)
+            if stream.status == 200:
+                kept = True  # until the stream is read or closed
+                return Forwarded(200, stream=stream, lock=lock)
+            error = b"".join(stream)[:MAX_BODY]  # an error is a small JSON document
+            return Forwarded(stream.status, json.loads(error) if error else None)
+        status, answer = client.call(method, api_path, doc, feature=feature)
+        return Forwarded(status, answer)
     except AIDisabledError as exc:
         return _error(403, str(exc), "permission_error")
-    except PrivprocError as exc:
+    except (PrivprocError, ValueError) as exc:
         return _error(502, f"the private path failed: {exc}", "api_error")
+    finally:
+        if not kept:
+            lock.release()
+
+
+class _Body(httpx.SyncByteStream):
+    """A streamed answer as httpx reads it: a cut becomes `httpx.RemoteProtocolError`, what
+    httpx raises for a server that closes mid-body; the typed error is its cause."""
+
+    def __init__(self, answer: Forwarded) -> None:
+        self.answer = answer
+
+    def __iter__(self) -> Iterator[bytes]:
+        assert self.answer.stream is not None
+        try:
+            yield from self.answer.stream
+        except PrivprocError as exc:
+            raise httpx.RemoteProtocolError(str(exc)) from exc
+        finally:
+            self.answer.release()
+
+    def close(self) -> None:
+        self.answer.release()
+
+
+class _AsyncBody(httpx.AsyncByteStream):
+    def __init__(self, answer: Forwarded) -> None:
+        self.answer = answer
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        assert self.answer.stream is not None
+        pieces = iter(self.answer.stream)
+        try:
+            while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+                yield piece
+        except PrivprocError as exc:
+            raise httpx.RemoteProtocolError(str(exc)) from exc
+        finally:
+            await asyncio.to_thread(self.answer.release)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.answer.release)
+
+
+def _response(answer: Forwarded, request: httpx.Request, stream: bool) -> httpx.Response:
+    if answer.stream is None:
+        return httpx.Response(answer.status, json=answer.doc, request=request)
+    body: httpx.SyncByteStream | httpx.AsyncByteStream = (
+        _AsyncBody(answer) if stream else _Body(answer)
+    )
+    headers = {"content-type": answer.stream.content_type}
+    return httpx.Response(answer.status, headers=headers, stream=body, request=request)
 
 
 class PrivateTransport(httpx.BaseTransport):
@@ -77,17 +160,15 @@ class PrivateTransport(httpx.BaseTransport):
         self._lock = threading.Lock()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        status, doc = forward(
-            self.client, self._lock, request.method, request.url.path, request.read()
-        )
-        return httpx.Response(status, json=doc, request=request)
+        answer = forward(self.client, self._lock, request.method, request.url.path, request.read())
+        return _response(answer, request, False)
 
     def close(self) -> None:
         self.client.close()
 
 
 class AsyncPrivateTransport(httpx.AsyncBaseTransport):
-    """The same, for `AsyncOpenAI`: the private path runs in a worker thread."""
+    """The same, for `AsyncOpenAI`: the private path runs in worker threads."""
 
     def __init__(self, client: PrivateProcessingClient) -> None:
         self.client = client
@@ -95,10 +176,10 @@ class AsyncPrivateTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         body = await request.aread()
-        status, doc = await asyncio.to_thread(
+        answer = await asyncio.to_thread(
             forward, self.client, self._lock, request.method, request.url.path, body
         )
-        return httpx.Response(status, json=doc, request=request)
+        return _response(answer, request, True)
 
     async def aclose(self) -> None:
         self.client.close()
@@ -108,11 +189,25 @@ def create_proxy_app(client: PrivateProcessingClient) -> Starlette:
     """A local OpenAI-compatible endpoint (`privproc proxy`) that forwards privately."""
     lock = threading.Lock()
 
+    async def events(answer: Forwarded) -> AsyncIterator[bytes]:
+        assert answer.stream is not None
+        pieces = iter(answer.stream)
+        try:
+            while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+                yield piece
+        except PrivprocError:
+            raise StreamAborted from None  # cut the local answer too: never a short one
+        finally:
+            await asyncio.to_thread(answer.release)
+
     async def endpoint(request: Request) -> Response:
         body = await request.body()
-        status, doc = await asyncio.to_thread(
+        answer = await asyncio.to_thread(
             forward, client, lock, request.method, request.url.path, body
         )
-        return JSONResponse(doc, status_code=status)
+        if answer.stream is not None:
+            headers = {"cache-control": "no-store"}
+            return StreamedBody(events(answer), answer.stream.content_type, headers)
+        return JSONResponse(answer.doc, status_code=answer.status)
 
     return Starlette(routes=[Route("/v1/{path:path}", endpoint, methods=["GET", "POST", "DELETE"])])

@@ -10,6 +10,12 @@ anything else is sent (hardware chain, this session's binding, policy, the relea
 witnessed log) -> HTTP/1.1 inside TLS -> the answer. A session is reused while it lives; a lost
 enclave gives a clear `EnclaveLostError` and the next request opens a new session.
 
+Streamed answers (`stream_request`, `chat_stream`) travel as chunked OHTTP: the gateway forwards
+the enclave's TLS records as they come, and the client hands out each piece of the answer as soon
+as TLS has authenticated it. The answer is whole only when its last HTTP chunk, inside TLS,
+arrives; a stream that ends before (cut by the relay, the gateway or the network) raises
+`StreamTruncatedError`, never a short answer.
+
 Rules: nothing of a request or its answer is written anywhere; only the wallet and the account
 secret live in the state directory; every failure is a typed error that says what failed.
 """
@@ -20,7 +26,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,15 +43,17 @@ from privproc.client.controls import ReportEntry, Settings, UsageReport
 from privproc.client.http import new_client
 from privproc.client.issuer import IssuerClient
 from privproc.client.ohttp import OhttpClient, choose_config
+from privproc.client.sse import data_events
 from privproc.client.wallet import Wallet
 from privproc.errors import (
     CryptoError,
     DecodeError,
     PeerRejectedError,
     PrivprocError,
+    StreamTruncatedError,
     TransportError,
 )
-from privproc.ohttp import bhttp
+from privproc.ohttp import bhttp, bhttp_stream
 from privproc.ohttp.keys import KeyConfig, decode_key_configs
 from privproc.ratls.session import ClientSession, ClientState, client_session
 from privproc.tlog.checkpoint import Checkpoint
@@ -60,6 +68,7 @@ __all__ = [
     "EnclaveLostError",
     "NotLoggedError",
     "PrivateProcessingClient",
+    "StreamedAnswer",
 ]
 
 T = TypeVar("T")
@@ -147,11 +156,40 @@ class ClientConfig:
         return AttestationPolicy(roots=roots, log=log)
 
 
+def _refused(what: str, status: int, content: bytes) -> PeerRejectedError:
+    """The gateway's refusal, with its reason and whether to retry when it gave them."""
+    reason, retry = "", False
+    with contextlib.suppress(ValueError, AttributeError, KeyError, TypeError):
+        doc = json.loads(content)
+        reason, retry = f": {doc['error']}", bool(doc.get("retry"))
+    hint = "; try again shortly" if retry else ""
+    return PeerRejectedError(f"{what} ({status}{reason}){hint}", status)
+
+
 def _merge_amd(extra: TrustAnchors) -> TrustAnchors:
     """AMD's anchors for every (product, kind) the extra anchors do not claim."""
     claimed = {(c.product, c.kind) for c in extra.chains}
     kept = [c for c in TrustAnchors.amd().chains if (c.product, c.kind) not in claimed]
     return TrustAnchors.of([*kept, *extra.chains])
+
+
+@dataclass
+class StreamedAnswer:
+    """An answer arriving piece by piece: `status` and `content_type` are known; iterate for the
+    body. Iteration ends at the answer's authenticated end, or raises `StreamTruncatedError`."""
+
+    status: int
+    content_type: str
+    pieces: Iterator[bytes]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.pieces
+
+    def close(self) -> None:
+        """Stop reading (the rest of the answer is dropped, with its session)."""
+        close = getattr(self.pieces, "close", None)
+        if close is not None:
+            close()
 
 
 class _Session:
@@ -313,15 +351,7 @@ class PrivateProcessingClient:
         token = self._token()
         answer = self._inner("POST", "/v1/sessions", hello, [("authorization", token)])
         if answer.status != 201:
-            reason, retry = "", False
-            with contextlib.suppress(ValueError, AttributeError):
-                doc = json.loads(answer.content)
-                reason, retry = f": {doc['error']}", bool(doc.get("retry"))
-            hint = "; try again shortly" if retry else ""
-            raise PeerRejectedError(
-                f"the gateway refused a new session ({answer.status}{reason}){hint}",
-                answer.status,
-            )
+            raise _refused("the gateway refused a new session", answer.status, answer.content)
         session = _Session(answer.header("session-id") or "", tls)
         tls.receive(answer.content)
         for _ in range(MAX_ROUNDS):
@@ -345,8 +375,8 @@ class PrivateProcessingClient:
             with contextlib.suppress(PrivprocError):
                 self._inner("DELETE", f"/v1/sessions/{session.id}", b"", [])
 
-    def request(self, method: str, path: str, doc: object | None = None) -> tuple[int, Any]:
-        """One API request to the enclave over the private path; (status, JSON answer)."""
+    def _send_http(self, method: str, path: str, doc: object | None) -> _Session:
+        """Queue one HTTP request inside the session's TLS (opening a session if needed)."""
         session = self._session or self._open()
         self._session = session
         body = b"" if doc is None else json.dumps(doc).encode()
@@ -356,6 +386,11 @@ class PrivateProcessingClient:
         data += session.http.send(h11.Data(data=body)) or b""
         data += session.http.send(h11.EndOfMessage()) or b""
         session.tls.write(data)
+        return session
+
+    def request(self, method: str, path: str, doc: object | None = None) -> tuple[int, Any]:
+        """One API request to the enclave over the private path; (status, JSON answer)."""
+        session = self._send_http(method, path, doc)
         status, chunks = 0, bytearray()
         for _ in range(MAX_ROUNDS):
             self._exchange(session)
@@ -373,9 +408,108 @@ class PrivateProcessingClient:
                     return status, json.loads(chunks) if chunks else None
         raise PrivprocError("the enclave did not answer in time")
 
+    def _streamed_records(self, session: _Session) -> Iterator[bytes]:
+        """Send what TLS has queued as a chunked OHTTP request; yield the enclave's records as
+        the gateway forwards them (the Binary HTTP answer's content chunks)."""
+        request = bhttp.Request.build(
+            "POST",
+            f"{GATEWAY_AUTHORITY}/v1/sessions/{session.id}",
+            content=session.tls.send_pending(),
+        )
+        inner = bhttp.encode_request(request, bhttp.Framing.shortest())
+        decoder = bhttp_stream.ResponseStreamDecoder()
+        pieces = self._ohttp.send_chunked(self.config.relay_url, self._config(), inner)
+
+        def events() -> Iterator[bhttp_stream.Event]:
+            for piece in pieces:
+                yield from decoder.receive(piece)
+            yield from decoder.close()
+
+        status, detail = 0, b""
+        try:
+            for event in events():
+                if isinstance(event, bhttp_stream.Head):
+                    status = event.status
+                elif isinstance(event, bhttp_stream.Content) and status == 200:
+                    yield event.data
+                elif isinstance(event, bhttp_stream.Content):
+                    detail = (detail + event.data)[:4096]
+        except DecodeError:
+            raise StreamTruncatedError(
+                "the gateway's answer ended before its end; it is not the whole answer"
+            ) from None
+        if status in (404, 502):
+            raise EnclaveLostError("the enclave holding this session is gone; retry")
+        if status != 200:
+            raise _refused("the gateway refused the stream", status, detail)
+
+    def stream_request(self, method: str, path: str, doc: object | None = None) -> StreamedAnswer:
+        """One API request whose answer is handed out as it is produced (a streamed chat
+        completion's server-sent events). Returns once the answer's status has arrived."""
+        session = self._send_http(method, path, doc)
+        records = self._streamed_records(session)
+        events = self._http_events(session, records)
+        try:
+            head = next(e for e in events if isinstance(e, h11.Response))
+        except BaseException:
+            self._drop(session)
+            raise
+        content_type = ""
+        for name, value in head.headers:
+            if name == b"content-type":
+                content_type = value.decode("latin-1")
+
+        def body() -> Iterator[bytes]:
+            complete = False
+            try:
+                for event in events:
+                    if isinstance(event, h11.Data):
+                        yield bytes(event.data)
+                    elif isinstance(event, h11.EndOfMessage):
+                        complete = True
+                        session.http.start_next_cycle()
+                        break
+                events.close()
+                for piece in records:  # the stream's own end (Binary HTTP, chunked OHTTP)
+                    session.tls.receive(piece)
+            except StreamTruncatedError:
+                if not complete:
+                    raise
+                self._drop(session)  # the answer is whole (TLS says so); the session is not
+            finally:
+                if not complete:
+                    self._drop(session)
+
+        return StreamedAnswer(head.status_code, content_type, body())
+
+    def _http_events(
+        self, session: _Session, records: Iterator[bytes]
+    ) -> Generator[object, None, None]:
+        """The enclave's HTTP events as its records arrive; if the records end before the HTTP
+        answer does, the answer was cut: `StreamTruncatedError`."""
+        for piece in records:
+            session.tls.receive(piece)
+            try:
+                session.http.receive_data(session.tls.read())
+                while (event := session.http.next_event()) is not h11.NEED_DATA:
+                    yield event
+            except h11.RemoteProtocolError:
+                raise TransportError("the enclave's HTTP answer is malformed") from None
+        raise StreamTruncatedError(
+            "the enclave's answer ended before its authenticated end (the last HTTP chunk inside "
+            "TLS); what arrived is not the whole answer"
+        )
+
+    def _drop(self, session: _Session) -> None:
+        """Forget a session that cannot carry another request (its answer was cut)."""
+        if self._session is session:
+            self.close_session()
+
     # --- Tasks (each checked against the user's controls first, each noted in the report) ------
 
-    def _use(self, feature: str, chat_id: str | None, call: Callable[[], T]) -> T:
+    def _use(
+        self, feature: str, chat_id: str | None, call: Callable[[], T], note_ok: bool = True
+    ) -> T:
         self.settings.require(feature, chat_id)  # before anything leaves the device
         try:
             try:
@@ -392,7 +526,8 @@ class PrivateProcessingClient:
         except PrivprocError as exc:
             self._note(feature, f"failed: {type(exc).__name__}", None)
             raise
-        self._note(feature, "ok", self.last_attestation)
+        if note_ok:
+            self._note(feature, "ok", self.last_attestation)
         return result
 
     def call(
@@ -406,6 +541,30 @@ class PrivateProcessingClient:
     ) -> tuple[int, Any]:
         """Any enclave API request as a use of `feature` (checked and reported like the tasks)."""
         return self._use(feature, chat_id, lambda: self.request(method, path, doc))
+
+    def call_stream(
+        self,
+        method: str,
+        path: str,
+        doc: object | None,
+        *,
+        feature: str,
+        chat_id: str | None = None,
+    ) -> StreamedAnswer:
+        """`stream_request` as a use of `feature`: checked against the controls before anything
+        is sent, retried once if the enclave is lost before the answer starts, and noted in the
+        report when the answer has ended (or failed)."""
+        answer = self._use(feature, chat_id, lambda: self.stream_request(method, path, doc), False)
+
+        def pieces() -> Iterator[bytes]:
+            try:
+                yield from answer.pieces
+            except PrivprocError as exc:
+                self._note(feature, f"failed: {type(exc).__name__}", None)
+                raise
+            self._note(feature, "ok", self.last_attestation)
+
+        return StreamedAnswer(answer.status, answer.content_type, pieces())
 
     def _note(self, feature: str, outcome: str, attestation: VerificationReport | None) -> None:
         bundle = self._last_bundle
@@ -453,6 +612,53 @@ class PrivateProcessingClient:
             return str(doc["choices"][0]["message"]["content"])
 
         return self._use("chat", chat_id, call)
+
+    def chat_stream(
+        self,
+        prompt: str | list[dict[str, str]],
+        *,
+        chat_id: str | None = None,
+        max_tokens: int | None = None,
+    ) -> Iterator[str]:
+        """The model's answer as it is produced, piece by piece. The iteration ends at the
+        answer's authenticated end; a cut stream raises `StreamTruncatedError`."""
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        doc: dict[str, Any] = {"messages": messages, "stream": True}
+        if max_tokens is not None:
+            doc["max_tokens"] = max_tokens
+        answer = self.call_stream("POST", "/v1/chat/completions", doc, feature="chat",
+                                  chat_id=chat_id)  # fmt: skip
+        if answer.status != 200:
+            detail = b"".join(answer)[:4096].decode("utf-8", "replace")
+            raise PeerRejectedError(f"the enclave could not answer: {detail}", answer.status)
+        return _deltas(answer)
+
+
+def _deltas(answer: StreamedAnswer) -> Iterator[str]:
+    """The text of a streamed chat completion's chunks; an `error` event raises. It ends only
+    at the answer's authenticated end (after `[DONE]`), so an iteration that ends is whole."""
+    done = False
+    try:
+        for data in data_events(answer):
+            if done:
+                raise TransportError("the enclave's stream goes on after [DONE]")
+            if data == "[DONE]":
+                done = True
+                continue
+            try:
+                doc = json.loads(data)
+            except ValueError:
+                raise TransportError("the enclave's stream is not JSON events") from None
+            if "error" in doc:
+                raise PeerRejectedError(f"the model failed mid-answer: {doc['error']}", 503)
+            for choice in doc.get("choices", ()):
+                text = (choice.get("delta") or {}).get("content")
+                if text:
+                    yield str(text)
+        if not done:
+            raise TransportError("the enclave's stream ended without [DONE]")
+    finally:
+        answer.close()
 
 
 class AsyncPrivateProcessingClient:

@@ -2,13 +2,15 @@
 
 - `GET /v1/models`: the OpenAI model list;
 - `POST /v1/chat/completions`: an OpenAI chat request (`messages`, `max_tokens`, `temperature`)
-  -> an OpenAI chat completion;
+  -> an OpenAI chat completion; with `"stream": true`, server-sent events as the model produces
+  them (`chat.completion.chunk` objects, then `data: [DONE]`), exactly as OpenAI streams;
 - `POST /v1/tasks/summarize`: `{"chat": [{"sender", "time", "text"}, ...]}` -> `{"summary"}`;
 - `POST /v1/tasks/rewrite`: `{"text", "style"}` -> `{"text", "style"}`.
 
-Rules: a pure function from one request (method, path, body) to one response (status, JSON), run
-in a worker thread because inference takes time; bad input is a 4xx with a JSON error that names
-the problem, never the content; nothing about a request is kept or logged.
+Rules: a pure function from one request (method, path, body) to one response (status, JSON) or
+one stream (status, events produced lazily), run in a worker thread because inference takes
+time; bad input is a 4xx with a JSON error that names the problem, never the content; nothing
+about a request is kept or logged.
 """
 
 from __future__ import annotations
@@ -16,14 +18,21 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from privproc.errors import DecodeError, PrivprocError, UsageError
-from privproc.inference.backends import MAX_TOKENS, Backend, InferenceError, Message
+from privproc.inference.backends import (
+    MAX_TOKENS,
+    Backend,
+    InferenceError,
+    Message,
+    check_prompt,
+)
 from privproc.inference.tasks import STYLES, parse_chat, rewrite, summarize
 
-__all__ = ["MAX_BODY", "ApiResponse", "handle"]
+__all__ = ["MAX_BODY", "ApiResponse", "ApiStream", "handle"]
 
 MAX_BODY = 256 * 1024
 
@@ -38,8 +47,61 @@ class ApiResponse:
         return cls(status, json.dumps(doc, separators=(",", ":")).encode())
 
 
+@dataclass(frozen=True)
+class ApiStream:
+    """An answer delivered as it is produced: the chunks are generated lazily (closing the
+    iterator stops the generation)."""
+
+    status: int
+    content_type: str
+    chunks: Iterator[bytes]
+
+
+def _error_doc(message: str, kind: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": kind}}
+
+
 def _error(status: int, message: str, kind: str = "invalid_request_error") -> ApiResponse:
-    return ApiResponse.json(status, {"error": {"message": message, "type": kind}})
+    return ApiResponse.json(status, _error_doc(message, kind))
+
+
+def _event(doc: object) -> bytes:
+    return b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _chunks(
+    backend: Backend, messages: list[Message], max_tokens: int, temperature: float
+) -> Iterator[bytes]:
+    """OpenAI's streamed chat completion: a role chunk, content chunks, a finish chunk, [DONE].
+    A failure half-way is an `error` event (the OpenAI SDK raises it), never a silent end."""
+    base = {
+        "id": "chatcmpl-" + secrets.token_hex(12),
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": backend.model,
+    }
+
+    def chunk(delta: dict[str, str], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return _event({**base, "choices": [choice]})
+
+    yield chunk({"role": "assistant", "content": ""})
+    finish = "stop"
+    stream = backend.stream(messages, max_tokens=max_tokens, temperature=temperature)
+    try:
+        for delta in stream:
+            if delta.text:
+                yield chunk({"content": delta.text})
+            finish = delta.finish_reason or finish
+    except InferenceError as exc:
+        yield _event(_error_doc(str(exc), "server_error"))
+        return
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()  # a stream stopped early frees the model now, not at garbage collection
+    yield chunk({}, finish)
+    yield b"data: [DONE]\n\n"
 
 
 def _load(body: bytes) -> dict[str, Any]:
@@ -54,7 +116,7 @@ def _load(body: bytes) -> dict[str, Any]:
     return doc
 
 
-def _chat_completion(backend: Backend, doc: dict[str, Any]) -> ApiResponse:
+def _chat_completion(backend: Backend, doc: dict[str, Any]) -> ApiResponse | ApiStream:
     raw = doc.get("messages")
     if not isinstance(raw, list) or not raw:
         raise DecodeError("messages is a non-empty list")
@@ -67,11 +129,12 @@ def _chat_completion(backend: Backend, doc: dict[str, Any]) -> ApiResponse:
     temperature = doc.get("temperature", 0.2)
     if not isinstance(max_tokens, int) or not isinstance(temperature, int | float):
         raise DecodeError("max_tokens is an integer and temperature a number")
+    max_tokens = min(max_tokens, MAX_TOKENS)
     if doc.get("stream"):
-        raise UsageError("streaming responses are not offered yet")
-    completion = backend.complete(
-        messages, max_tokens=min(max_tokens, MAX_TOKENS), temperature=float(temperature)
-    )
+        check_prompt(messages, max_tokens)  # bad input is a 400, before the stream starts
+        chunks = _chunks(backend, messages, max_tokens, float(temperature))
+        return ApiStream(200, "text/event-stream", chunks)
+    completion = backend.complete(messages, max_tokens=max_tokens, temperature=float(temperature))
     return ApiResponse.json(
         200,
         {
@@ -95,8 +158,8 @@ def _chat_completion(backend: Backend, doc: dict[str, Any]) -> ApiResponse:
     )
 
 
-def handle(backend: Backend, method: str, path: str, body: bytes) -> ApiResponse:
-    """Answer one API request (blocking: run it off the event loop)."""
+def handle(backend: Backend, method: str, path: str, body: bytes) -> ApiResponse | ApiStream:
+    """Answer one API request (blocking: run it, and iterate a stream, off the event loop)."""
     route = (method, path.split("?", 1)[0])
     try:
         if route == ("GET", "/v1/models"):

@@ -3,8 +3,11 @@
     records in -> ServerSession (TLS, evidence) -> plaintext -> h11 -> requests
     responses -> h11 -> ServerSession -> records out
 
-Sans-IO: `receive(records)` returns the complete requests that arrived, `respond(request,
-response)` queues an answer, `send_pending()` hands out the records to send. The caller (the
+Sans-IO: `receive(records)` returns the complete requests that arrived, `respond(status, body)`
+queues an answer (or `start_stream`, `stream_data`..., `end_stream` one delivered as it is
+produced, in HTTP/1.1 chunked transfer coding, whose last chunk is the answer's authenticated end:
+it travels inside TLS, so nobody on the way can fake it or cut the answer unnoticed),
+`send_pending()` hands out the records to send. The caller (the
 enclave service) runs the API handler, off its event loop, between the two.
 
 Rules: one request at a time per connection (HTTP/1.1 without pipelining); bodies are bounded;
@@ -77,18 +80,36 @@ class EnclaveConnection:
 
     def respond(self, status: int, body: bytes, content_type: str = "application/json") -> None:
         """Answer the request being served, and get ready for the next one."""
-        headers = [
-            ("content-type", content_type),
-            ("content-length", str(len(body))),
-            ("cache-control", "no-store"),
-        ]
+        headers = [("content-length", str(len(body)))]
+        self._send(
+            self._head(status, content_type, headers), h11.Data(data=body), h11.EndOfMessage()
+        )
+
+    def start_stream(self, status: int, content_type: str) -> None:
+        """Begin an answer whose length is not known yet (chunked transfer coding)."""
+        self._send(self._head(status, content_type, []))
+
+    def stream_data(self, data: bytes) -> None:
+        if data:
+            self._send(h11.Data(data=data))
+
+    def end_stream(self) -> None:
+        """The answer's last chunk: without it the client reports the answer as cut short."""
+        self._send(h11.EndOfMessage())
+
+    @staticmethod
+    def _head(status: int, content_type: str, headers: list[tuple[str, str]]) -> h11.Response:
+        headers = [("content-type", content_type), *headers, ("cache-control", "no-store")]
+        return h11.Response(status_code=status, headers=headers)
+
+    def _send(self, *events: h11.Response | h11.Data | h11.EndOfMessage) -> None:
+        data = bytearray()
         try:
-            data = self._http.send(h11.Response(status_code=status, headers=headers))
-            data += self._http.send(h11.Data(data=body)) or b""
-            data += self._http.send(h11.EndOfMessage()) or b""
+            for event in events:
+                data += self._http.send(event) or b""
         except h11.LocalProtocolError as exc:
             raise PrivprocError(f"cannot answer now: {exc}") from None
-        self.tls.write(data or b"")
+        self.tls.write(bytes(data))
         if self._http.our_state is h11.DONE and self._http.their_state is h11.DONE:
             self._http.start_next_cycle()
 

@@ -5,6 +5,10 @@
   generation is serialised (one llama context) and runs in the caller's worker thread.
 - `RemoteBackend`: an OpenAI-compatible `/v1/chat/completions` (vLLM, llama.cpp server) by URL.
 
+Each answers whole (`complete`) or as it is produced (`stream`: text deltas, the last one with the
+finish reason). A stream holds the backend until it is exhausted or closed; closing it early stops
+the generation.
+
 Rules: a backend receives messages and returns text; it keeps nothing about a request after it
 answers (no cache of prompts, no logs of content); sizes are bounded (prompt characters,
 generated tokens); failures are `InferenceError`, never a raw library exception.
@@ -13,8 +17,10 @@ generated tokens); failures are `InferenceError`, never a raw library exception.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,10 +32,12 @@ from privproc.errors import PrivprocError, UsageError
 __all__ = [
     "Backend",
     "Completion",
+    "Delta",
     "EmbeddedBackend",
     "InferenceError",
     "Message",
     "RemoteBackend",
+    "check_prompt",
     "locate_smollm2",
 ]
 
@@ -62,6 +70,14 @@ class Completion:
     finish_reason: str
 
 
+@dataclass(frozen=True)
+class Delta:
+    """A piece of a streamed answer; the last piece carries why the generation stopped."""
+
+    text: str
+    finish_reason: str | None = None
+
+
 class Backend(Protocol):
     model: str
 
@@ -69,8 +85,12 @@ class Backend(Protocol):
         self, messages: list[Message], *, max_tokens: int, temperature: float
     ) -> Completion: ...
 
+    def stream(
+        self, messages: list[Message], *, max_tokens: int, temperature: float
+    ) -> Iterator[Delta]: ...
 
-def _check_prompt(messages: list[Message], max_tokens: int) -> None:
+
+def check_prompt(messages: list[Message], max_tokens: int) -> None:
     if not messages:
         raise UsageError("a completion needs at least one message")
     if sum(len(m.content) for m in messages) > MAX_PROMPT_CHARS:
@@ -122,7 +142,7 @@ class EmbeddedBackend:
     def complete(
         self, messages: list[Message], *, max_tokens: int = 256, temperature: float = 0.2
     ) -> Completion:
-        _check_prompt(messages, max_tokens)
+        check_prompt(messages, max_tokens)
         chat: Any = [{"role": m.role, "content": m.content} for m in messages]
         with self._lock:
             try:
@@ -148,6 +168,36 @@ class EmbeddedBackend:
             finish_reason=str(choice.get("finish_reason") or "stop"),
         )
 
+    def stream(
+        self, messages: list[Message], *, max_tokens: int = 256, temperature: float = 0.2
+    ) -> Iterator[Delta]:
+        check_prompt(messages, max_tokens)
+        chat: Any = [{"role": m.role, "content": m.content} for m in messages]
+        with self._lock:
+            try:
+                pieces: Any = self._llama.create_chat_completion(
+                    messages=chat,
+                    max_tokens=max_tokens,
+                    temperature=temperature,
+                    top_p=0.9,
+                    repeat_penalty=1.15,
+                    stream=True,
+                )
+                started = False
+                for piece in pieces:
+                    choice = piece["choices"][0]
+                    text = choice.get("delta", {}).get("content") or ""
+                    if not started:  # the whole answer is stripped; so is a stream's start
+                        text = text.lstrip()
+                        started = bool(text)
+                    finish = choice.get("finish_reason")
+                    if text or finish:
+                        yield Delta(text, str(finish) if finish else None)
+            except (ValueError, RuntimeError) as exc:
+                raise InferenceError(f"generation failed: {type(exc).__name__}") from None
+            finally:
+                self._llama.reset()  # type: ignore[no-untyped-call]
+
 
 class RemoteBackend:
     """Any OpenAI-compatible chat completions endpoint (the enclave's local inference server)."""
@@ -159,16 +209,22 @@ class RemoteBackend:
         self.model = model
         self._http = httpx.Client(timeout=timeout, follow_redirects=False)
 
-    def complete(
-        self, messages: list[Message], *, max_tokens: int = 256, temperature: float = 0.2
-    ) -> Completion:
-        _check_prompt(messages, max_tokens)
-        body = {
+    def _body(
+        self, messages: list[Message], max_tokens: int, temperature: float, stream: bool
+    ) -> dict[str, Any]:
+        check_prompt(messages, max_tokens)
+        return {
             "model": self.model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
             "max_tokens": max_tokens,
             "temperature": temperature,
+            "stream": stream,
         }
+
+    def complete(
+        self, messages: list[Message], *, max_tokens: int = 256, temperature: float = 0.2
+    ) -> Completion:
+        body = self._body(messages, max_tokens, temperature, False)
         try:
             response = self._http.post(self.base_url + "/v1/chat/completions", json=body)
         except httpx.HTTPError as exc:
@@ -190,3 +246,42 @@ class RemoteBackend:
             )
         except (ValueError, KeyError, IndexError, TypeError):
             raise InferenceError("the inference engine's answer is not a chat completion") from None
+
+    def stream(
+        self, messages: list[Message], *, max_tokens: int = 256, temperature: float = 0.2
+    ) -> Iterator[Delta]:
+        """The engine's server-sent events (`data: {chunk}` lines, then `data: [DONE]`)."""
+        body = self._body(messages, max_tokens, temperature, True)
+        url = self.base_url + "/v1/chat/completions"
+        try:
+            with self._http.stream("POST", url, json=body) as response:
+                if response.status_code != 200:
+                    raise InferenceError(f"the inference engine answered {response.status_code}")
+                for line in response.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    delta = _sse_delta(data)
+                    if delta is not None:
+                        yield delta
+        except httpx.HTTPError as exc:
+            raise InferenceError(
+                f"the inference engine's stream failed: {type(exc).__name__}"
+            ) from None
+        raise InferenceError("the inference engine's stream ended without [DONE]")
+
+
+def _sse_delta(data: str) -> Delta | None:
+    try:
+        choice = json.loads(data)["choices"][0]
+        text = str(choice.get("delta", {}).get("content") or "")
+        finish = choice.get("finish_reason")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        raise InferenceError(
+            "the inference engine's stream is not chat completion chunks"
+        ) from None
+    if not text and not finish:
+        return None
+    return Delta(text, str(finish) if finish else None)

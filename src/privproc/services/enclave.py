@@ -6,6 +6,8 @@ Internal API (the operator's network, gateway -> enclave; never reachable by cli
 - `POST /sessions/{id}`: more records for that session; answered with records. Complete HTTP
   requests that arrive inside TLS are answered by the API (`privproc.enclave.api`) before the
   answer's records are returned.
+- `POST /sessions/{id}/stream`: the same, but the answer's records are sent as they are produced
+  (a streamed chat completion token by token), in a chunked HTTP body.
 - `DELETE /sessions/{id}`: forget the session.
 - `GET /health`: `{"sessions": n, "max_sessions": m, "model": name}` for the gateway's placement.
 
@@ -20,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
@@ -31,13 +34,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from privproc import logs
-from privproc.enclave.api import handle
+from privproc.enclave.api import ApiStream, handle
 from privproc.enclave.connection import EnclaveConnection
 from privproc.errors import PrivprocError
 from privproc.inference.backends import Backend
 from privproc.ratls.session import EvidenceProvider
 from privproc.ratls.tls import ServerIdentity
-from privproc.services.http import BodyError, in_background, read_body
+from privproc.services.http import BodyError, StreamedBody, in_background, read_body
 from privproc.services.metrics import instrument, metrics_of
 
 PARTY = "enclave"
@@ -69,13 +72,34 @@ def create_enclave_app(
             if outcome == "failed":
                 metrics.error("session-failed")
 
-    def serve_records(connection: EnclaveConnection, records: bytes) -> bytes:
+    def serve_records(
+        connection: EnclaveConnection,
+        records: bytes,
+        emit: Callable[[bytes], None] | None = None,
+        stopped: Callable[[], bool] = lambda: False,
+    ) -> bytes:
         """Records in, records out, answering every request that completes (one worker-thread
-        hop per exchange: TLS, evidence and inference are all CPU work)."""
+        hop per exchange: TLS, evidence and inference are all CPU work). With `emit`, a streamed
+        answer's records are handed out piece by piece as the model produces them."""
         for request in connection.receive(records):
             answer = handle(backend, request.method, request.path, request.body)
             logs.event(PARTY, "request", status=answer.status)
-            connection.respond(answer.status, answer.body)
+            if not isinstance(answer, ApiStream):
+                connection.respond(answer.status, answer.body)
+                continue
+            connection.start_stream(answer.status, answer.content_type)
+            try:
+                for chunk in answer.chunks:
+                    connection.stream_data(chunk)
+                    if emit is not None:
+                        emit(connection.send_pending())
+                    if stopped():
+                        raise PrivprocError("the stream's reader went away")
+            finally:
+                close = getattr(answer.chunks, "close", None)
+                if close is not None:
+                    close()  # stops the generation now if the reader went away
+            connection.end_stream()
         return connection.send_pending()
 
     async def exchange(slot: _Slot, session_id: str, records: bytes) -> Response:
@@ -88,7 +112,42 @@ def create_enclave_app(
                 drop(session_id, "failed")
             return Response(out, media_type="application/octet-stream")
 
-    async def records(request: Request) -> Response:
+    def streamed_exchange(slot: _Slot, session_id: str, records: bytes) -> Response:
+        async def pieces() -> AsyncIterator[bytes]:
+            loop = asyncio.get_running_loop()
+            queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+            stop = threading.Event()
+
+            def emit(data: bytes) -> None:
+                if data:
+                    loop.call_soon_threadsafe(queue.put_nowait, data)
+
+            def work() -> None:
+                try:
+                    emit(serve_records(slot.connection, records, emit, stop.is_set))
+                except PrivprocError:
+                    emit(slot.connection.send_pending())  # the alert, for the client
+                    loop.call_soon_threadsafe(drop, session_id, "failed")
+                finally:
+                    loop.call_soon_threadsafe(queue.put_nowait, None)
+
+            async with slot.lock:
+                slot.last_used = time.monotonic()
+                worker = asyncio.ensure_future(asyncio.to_thread(work))
+                try:
+                    while (piece := await queue.get()) is not None:
+                        yield piece
+                    await worker
+                finally:
+                    if not worker.done():
+                        # The reader left mid-answer: stop generating; the session is unusable.
+                        stop.set()
+                        drop(session_id, "failed")
+                slot.last_used = time.monotonic()
+
+        return StreamedBody(pieces(), "application/octet-stream", {"cache-control": "no-store"})
+
+    async def session_records(request: Request, *, stream: bool) -> Response:
         session_id = request.path_params["session_id"]
         if not _SESSION_ID.fullmatch(session_id):
             return Response(status_code=404)
@@ -97,6 +156,8 @@ def create_enclave_app(
         except BodyError as exc:
             return exc.response
         if request.method == "PUT":
+            if stream:
+                return Response(status_code=405)
             if session_id in sessions:
                 return Response(status_code=409)
             if len(sessions) >= max_sessions:
@@ -107,7 +168,15 @@ def create_enclave_app(
         slot = sessions.get(session_id)
         if slot is None:
             return Response(status_code=404)
+        if stream:
+            return streamed_exchange(slot, session_id, body)
         return await exchange(slot, session_id, body)
+
+    async def records(request: Request) -> Response:
+        return await session_records(request, stream=False)
+
+    async def streamed_records(request: Request) -> Response:
+        return await session_records(request, stream=True)
 
     async def close(request: Request) -> Response:
         drop(request.path_params["session_id"], "deleted")
@@ -136,6 +205,7 @@ def create_enclave_app(
         Starlette(
             routes=[
                 Route("/sessions/{session_id}", records, methods=["PUT", "POST"]),
+                Route("/sessions/{session_id}/stream", streamed_records, methods=["POST"]),
                 Route("/sessions/{session_id}", close, methods=["DELETE"]),
                 Route("/health", health, methods=["GET"]),
             ],

@@ -3,8 +3,12 @@
 Endpoints:
 - `GET /.well-known/ohttp-gateway`: the advertised key configurations (`application/ohttp-keys`).
 - `POST /.well-known/ohttp-gateway`: the gateway resource: decapsulate, hand the Binary HTTP
-  request to the inner router, encapsulate its answer. Until the session router arrives the inner
-  router knows no target, so every well-formed request gets an encapsulated 404.
+  request to the inner router (the session router; without one every well-formed request gets an
+  encapsulated 404), encapsulate its answer. A chunked OHTTP request
+  (`message/ohttp-chunked-req`, draft-ietf-ohai-chunked-ohttp) gets a chunked response
+  (`message/ohttp-chunked-res`) whose chunks are sealed and sent as the inner answer is produced;
+  one whose inner answer breaks off is aborted without its final chunk, so it cannot pass for
+  complete.
 - `POST /gateway-echo`, only in conformance mode: the encapsulated response carries exactly the
   decapsulated request bytes (the convention interoperability tests use). It takes no token.
 
@@ -36,6 +40,12 @@ from starlette.routing import Route
 from privproc import logs
 from privproc.errors import PrivprocError, TransportError
 from privproc.ohttp import bhttp
+from privproc.ohttp.chunked import (
+    MEDIA_TYPE_CHUNKED_REQUEST,
+    MEDIA_TYPE_CHUNKED_RESPONSE,
+    ChunkedRequestDecoder,
+    ChunkedResponseEncoder,
+)
 from privproc.ohttp.keys import MEDIA_TYPE_KEYS, KeyRing
 from privproc.ohttp.messages import (
     DEFAULT_MAX_MESSAGE,
@@ -44,7 +54,14 @@ from privproc.ohttp.messages import (
     ServerContext,
     decapsulate_request,
 )
-from privproc.services.http import BodyError, in_background, media_type, read_body
+from privproc.services.http import (
+    BodyError,
+    StreamAborted,
+    StreamedBody,
+    in_background,
+    media_type,
+    read_body,
+)
 from privproc.services.metrics import instrument, metrics_of
 from privproc.services.router import SessionRouter
 from privproc.tokens.directory import KEY_SET_PATH, MAX_DOCUMENT, KeySet
@@ -55,11 +72,23 @@ PARTY = "gateway"
 KEYS_PATH = "/.well-known/ohttp-gateway"
 ECHO_PATH = "/gateway-echo"
 
-# An inner handler takes the decapsulated bytes and returns the bytes to encapsulate.
+# An inner handler takes the decapsulated bytes and returns the bytes to encapsulate; a streaming
+# one yields them in pieces, each sealed and sent on as it comes.
 InnerHandler = Callable[[bytes], Awaitable[bytes]]
+StreamingHandler = Callable[[bytes], AsyncIterator[bytes]]
+
+
+def streaming(handler: InnerHandler) -> StreamingHandler:
+    """A whole-answer handler as a streaming one (its answer is one piece)."""
+
+    async def pieces(inner: bytes) -> AsyncIterator[bytes]:
+        yield await handler(inner)
+
+    return pieces
 
 
 KEY_REFRESH_SECONDS = 60
+SEALED_CHUNK = 1 << 14
 
 
 def _error_response(status: int, headers: tuple[tuple[str, str], ...] = ()) -> bytes:
@@ -174,21 +203,45 @@ def create_gateway_app(
             headers={"cache-control": "max-age=300"},
         )
 
-    async def oblivious(request: Request, handler: InnerHandler) -> Response:
+    def rejected(size: int) -> Response:
+        # One answer for every failure: no oracle on key ids, suites or ciphertexts.
+        logs.event(PARTY, "decapsulate", outcome="rejected", size=size)
+        metrics.error("decapsulate")
+        return Response(status_code=400)
+
+    async def chunked(body: bytes, handler: StreamingHandler) -> Response:
+        decoder = ChunkedRequestDecoder(
+            keys, max_chunk_size=max_request, max_message_size=max_request
+        )
+        try:
+            inner_request = b"".join(decoder.receive(body, end_of_stream=True))
+            encoder = decoder.response_encoder()
+        except PrivprocError:
+            return rejected(len(body))
+        logs.event(PARTY, "decapsulate", outcome="ok-chunked", size=len(body))
+        return StreamedBody(
+            _sealed(encoder, handler(inner_request)),
+            MEDIA_TYPE_CHUNKED_RESPONSE,
+            {"cache-control": "no-store"},
+        )
+
+    async def oblivious(
+        request: Request, handler: InnerHandler, stream_handler: StreamingHandler
+    ) -> Response:
         started = time.perf_counter()
-        if media_type(request) != MEDIA_TYPE_REQUEST:
+        kind = media_type(request)
+        if kind not in (MEDIA_TYPE_REQUEST, MEDIA_TYPE_CHUNKED_REQUEST):
             return Response(status_code=415)
         try:
             body = await read_body(request, max_request)
         except BodyError as exc:
             return exc.response
+        if kind == MEDIA_TYPE_CHUNKED_REQUEST:
+            return await chunked(body, stream_handler)
         try:
             inner_request, context = decapsulate_request(keys, body, max_size=max_request)
         except PrivprocError:
-            # One answer for every failure: no oracle on key ids, suites or ciphertexts.
-            logs.event(PARTY, "decapsulate", outcome="rejected", size=len(body))
-            metrics.error("decapsulate")
-            return Response(status_code=400)
+            return rejected(len(body))
         answer = await handler(inner_request)
         logs.event(
             PARTY,
@@ -199,11 +252,13 @@ def create_gateway_app(
         )
         return _encapsulated(context, answer)
 
+    inner_stream = router.handle_stream if router is not None else streaming(inner)
+
     async def gateway(request: Request) -> Response:
-        return await oblivious(request, inner)
+        return await oblivious(request, inner, inner_stream)
 
     async def echo(request: Request) -> Response:
-        return await oblivious(request, echo_handler)
+        return await oblivious(request, echo_handler, streaming(echo_handler))
 
     routes = [
         Route(KEYS_PATH, key_configs, methods=["GET"]),
@@ -227,6 +282,23 @@ def create_gateway_app(
     if router is not None:
         router.metrics = metrics
     return app
+
+
+async def _sealed(
+    encoder: ChunkedResponseEncoder, pieces: AsyncIterator[bytes]
+) -> AsyncIterator[bytes]:
+    """The chunked response: the nonce, a sealed chunk per piece, then the final chunk, sent only
+    when the inner answer ended as it should (otherwise the stream is cut: `StreamAborted`)."""
+    yield encoder.header()
+    try:
+        async for piece in pieces:
+            # Chunks of at most 2^14 bytes: the size every implementation must accept (draft §4).
+            for start in range(0, len(piece), SEALED_CHUNK):
+                yield encoder.chunk(piece[start : start + SEALED_CHUNK])
+    except StreamAborted:
+        logs.event(PARTY, "stream", outcome="aborted")
+        raise
+    yield encoder.chunk(b"", final=True)
 
 
 def _encapsulated(context: ServerContext, answer: bytes) -> Response:

@@ -1,4 +1,5 @@
-"""What every privproc service shares: bounded request bodies and a uvicorn runner.
+"""What every privproc service shares: bounded request bodies, streamed answers that can be cut
+on purpose, and a uvicorn runner.
 
 Rules: bodies are read with a size bound and a time bound, so a slow or huge upload costs the
 server nothing unbounded; servers run without access logs (they would record client addresses)
@@ -19,7 +20,7 @@ from typing import Any
 import uvicorn
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 BODY_READ_TIMEOUT = 15.0
 
@@ -49,6 +50,62 @@ async def read_body(request: Request, limit: int) -> bytes:
     except TimeoutError:
         raise BodyError(Response(status_code=408)) from None
     return bytes(body)
+
+
+class StreamAborted(Exception):
+    """Raised by a streamed answer's source that failed: the answer must not look complete."""
+
+
+class StreamedBody(Response):
+    """An answer sent chunk by chunk as its source yields them.
+
+    When the source raises `StreamAborted`, the connection is closed without the body's last
+    chunk, so the receiver sees a cut stream, never a short answer that looks whole. When the
+    receiver goes away, the source is closed at once (its `finally` stops the work feeding it).
+    """
+
+    def __init__(
+        self, chunks: AsyncIterator[bytes], media_type: str, headers: dict[str, str]
+    ) -> None:
+        self.chunks = chunks
+        self.status_code = 200
+        self.media_type = media_type
+        self.background = None
+        self.init_headers(headers)  # no body attribute: no content-length, so chunked coding
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def stream() -> None:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            try:
+                async for chunk in self.chunks:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except StreamAborted:
+                return  # no final chunk: the server closes the connection mid-body
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+        async def watch(task: asyncio.Task[None]) -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            task.cancel()
+
+        task = asyncio.create_task(stream())
+        watcher = asyncio.create_task(watch(task))
+        try:
+            await asyncio.wait([task])  # the watcher may cancel it; that is not an error here
+            if not task.cancelled():
+                task.result()
+        finally:
+            task.cancel()
+            watcher.cancel()
+            aclose = getattr(self.chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
 
 def media_type(request: Request) -> str:

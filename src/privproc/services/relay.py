@@ -2,7 +2,9 @@
 that identifies the client goes with it.
 
 Endpoint: `POST /` with `message/ohttp-req` -> the configured gateway resource, whose answer
-(status and `message/ohttp-res` body) comes back unchanged.
+(status and `message/ohttp-res` body) comes back unchanged. A chunked OHTTP request
+(`message/ohttp-chunked-req`) gets the gateway's chunked answer passed on as it arrives, each
+piece as soon as it comes, and cut where the gateway's was cut.
 
 Rules:
 - The forwarded request carries exactly `content-type` (and `accept`); every other client header
@@ -27,12 +29,18 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from privproc import logs
+from privproc.ohttp.chunked import MEDIA_TYPE_CHUNKED_REQUEST, MEDIA_TYPE_CHUNKED_RESPONSE
 from privproc.ohttp.messages import DEFAULT_MAX_MESSAGE, MEDIA_TYPE_REQUEST, MEDIA_TYPE_RESPONSE
-from privproc.services.http import BodyError, media_type, read_body
+from privproc.services.http import BodyError, StreamAborted, StreamedBody, media_type, read_body
 from privproc.services.metrics import instrument
 
 PARTY = "relay"
 GATEWAY_TIMEOUT = 60.0
+MAX_STREAMED = 64 << 20  # bytes of one streamed answer
+_ANSWER_TYPE = {
+    MEDIA_TYPE_REQUEST: MEDIA_TYPE_RESPONSE,
+    MEDIA_TYPE_CHUNKED_REQUEST: MEDIA_TYPE_CHUNKED_RESPONSE,
+}
 
 
 def create_relay_app(
@@ -60,9 +68,49 @@ def create_relay_app(
             PARTY, "forward", status=status, outcome=outcome, size=size, duration_ms=duration
         )
 
+    async def streamed(body: bytes, started: float) -> Response:
+        headers = {
+            "content-type": MEDIA_TYPE_CHUNKED_REQUEST,
+            "accept": MEDIA_TYPE_CHUNKED_RESPONSE,
+        }
+        outgoing = clients[0].build_request("POST", gateway_url, content=body, headers=headers)
+        try:
+            answer = await clients[0].send(outgoing, stream=True)
+        except httpx.TimeoutException:
+            done(504, "gateway-timeout", len(body), started)
+            return Response(status_code=504)
+        except httpx.HTTPError:
+            done(502, "gateway-unreachable", len(body), started)
+            return Response(status_code=502)
+
+        async def pieces() -> AsyncIterator[bytes]:
+            sent, outcome = 0, "forwarded"
+            try:
+                async for piece in answer.aiter_raw():
+                    sent += len(piece)
+                    if sent > MAX_STREAMED:
+                        outcome = "answer-too-large"
+                        raise StreamAborted
+                    yield piece
+            except httpx.HTTPError:
+                outcome = "gateway-cut"  # pass the cut on: the client must see it
+                raise StreamAborted from None
+            finally:
+                await answer.aclose()
+                done(answer.status_code, outcome, len(body), started)
+
+        headers = {"cache-control": "no-store"}
+        kind = answer.headers.get("content-type", MEDIA_TYPE_CHUNKED_RESPONSE)
+        if answer.status_code != 200:
+            await answer.aclose()
+            done(answer.status_code, "forwarded", len(body), started)
+            return Response(status_code=answer.status_code, headers=headers)
+        return StreamedBody(pieces(), kind, headers)
+
     async def relay(request: Request) -> Response:
         started = time.perf_counter()
-        if media_type(request) != MEDIA_TYPE_REQUEST:
+        kind = media_type(request)
+        if kind not in _ANSWER_TYPE:
             done(415, "media-type", 0, started)
             return Response(status_code=415)
         try:
@@ -70,6 +118,8 @@ def create_relay_app(
         except BodyError as exc:
             done(exc.response.status_code, "body", 0, started)
             return exc.response
+        if kind == MEDIA_TYPE_CHUNKED_REQUEST:
+            return await streamed(body, started)
         try:
             answer = await clients[0].post(
                 gateway_url,

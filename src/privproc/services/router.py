@@ -6,6 +6,11 @@
 - `POST /v1/sessions/{id}`: more records for that session, forwarded opaquely; answer `200`.
 - `DELETE /v1/sessions/{id}`: `204`.
 
+Streamed (the request came as chunked OHTTP, `handle_stream`): `POST /v1/sessions/{id}` is
+answered with an indeterminate-length Binary HTTP response whose content chunks are the enclave's
+records as the enclave produces them; if the enclave's stream breaks, the answer is aborted (the
+gateway never completes a cut stream), so the client sees it cut short.
+
 Answers the client can act on: `401` + `WWW-Authenticate: PrivateToken` (no or spent token),
 `404` (no such session: start a new one), `503` + `retry-after` (no healthy enclave, session
 limit), `502` with `{"error": "enclave-lost", "retry": true}` (the enclave holding the session
@@ -25,14 +30,15 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import httpx
 
 from privproc import logs
 from privproc.errors import PrivprocError
-from privproc.ohttp import bhttp
+from privproc.ohttp import bhttp, bhttp_stream
+from privproc.services.http import StreamAborted
 from privproc.services.metrics import Metrics
 from privproc.tokens.spent import StoreUnavailableError
 from privproc.tokens.verifier import TokenRejectedError, TokenVerifier
@@ -135,16 +141,17 @@ class SessionRouter:
             raise PrivprocError(f"the enclave answered {answer.status_code}")
         return answer.content
 
-    async def handle(self, inner: bytes) -> bytes:
-        """The inner handler: one decapsulated Binary HTTP request -> one response."""
+    @staticmethod
+    def _decode(inner: bytes) -> bhttp.Request | bytes:
+        """The inner request, or the answer to a malformed or oversized one."""
         try:
             request = bhttp.decode_request(inner)
         except PrivprocError:
             return _answer(400)
-        if len(request.content) > MAX_RECORDS:
-            return _answer(413)
-        if (request.method, request.path) == ("POST", "/v1/sessions"):
-            return await self._open(request)
+        return _answer(413) if len(request.content) > MAX_RECORDS else request
+
+    def _lookup(self, request: bhttp.Request) -> tuple[str, _Session] | bytes:
+        """The request's session, or the answer when there is none."""
         match = _SESSION_PATH.fullmatch(request.path)
         if match is None:
             return _answer(404)
@@ -152,6 +159,54 @@ class SessionRouter:
         session = self._sessions.get(session_id)
         if session is None:
             return _error(404, "no-such-session", True)
+        return session_id, session
+
+    async def handle_stream(self, inner: bytes) -> AsyncIterator[bytes]:
+        """The inner handler for chunked OHTTP: the Binary HTTP answer in pieces, each sent on as
+        soon as it exists. Only records for a session are streamed; anything else is answered
+        whole, as `handle` answers it."""
+        request = self._decode(inner)
+        found = self._lookup(request) if isinstance(request, bhttp.Request) else request
+        if isinstance(request, bytes) or isinstance(found, bytes) or request.method != "POST":
+            yield await self.handle(inner)
+            return
+        session_id, session = found
+        session.last_used = time.monotonic()
+        url = f"{session.enclave.url}/sessions/{session_id}/stream"
+        started = False
+        try:
+            async with self.http.stream("POST", url, content=request.content) as answer:
+                if answer.status_code == 404:
+                    self._forget(session_id)
+                    yield _error(404, "no-such-session", True)
+                    return
+                if answer.status_code != 200:
+                    yield self._lost(session_id, session.enclave)
+                    return
+                started = True
+                yield bhttp_stream.encode_head(200, (("content-type", "application/octet-stream"),))
+                async for records in answer.aiter_raw():
+                    session.last_used = time.monotonic()
+                    yield bhttp_stream.encode_content(records)
+        except httpx.HTTPError:
+            lost = self._lost(session_id, session.enclave)
+            if started:  # the head is out: the only honest signal left is to cut the answer
+                raise StreamAborted from None
+            yield lost
+            return
+        yield bhttp_stream.encode_end()
+
+    async def handle(self, inner: bytes) -> bytes:
+        """The inner handler: one decapsulated Binary HTTP request -> one response."""
+        request = self._decode(inner)
+        if isinstance(request, bytes):
+            return request
+        if (request.method, request.path) == ("POST", "/v1/sessions"):
+            return await self._open(request)
+        found = self._lookup(request)
+        if isinstance(found, bytes):
+            return found
+        session_id, session = found
         if request.method == "DELETE":
             enclave = session.enclave
             self._forget(session_id)
