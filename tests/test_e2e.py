@@ -54,10 +54,21 @@ def test_private_summary_and_rewrite_leave_no_trace(system: System) -> None:
         {"sender": "Ana", "time": "09:02", "text": "great, let's meet at the airport at 7"},
     ]
     summary = client.summarize(chat)
-    assert summary
+    assert summary.text
     rewritten = client.rewrite(f"pls send {CANARY} asap", "professional")
-    assert rewritten
+    assert rewritten.text
+    assert rewritten.style == "professional"
     client.close()
+    # Each result names the enclave build that computed it: the logged release.
+    from privproc.attest.provider import ReleaseProof
+    from privproc.tlog.entries import EnclaveRelease, decode_entry
+
+    proof = ReleaseProof.from_json((system.system_dir / "release-proof.json").read_text())
+    release = decode_entry(proof.entry)
+    assert isinstance(release, EnclaveRelease)
+    assert summary.provenance == rewritten.provenance
+    assert summary.provenance.measurement == release.measurement.hex()
+    assert summary.provenance.log_index == proof.index
     assert any("log.release" in s and "[pass]" in s for s in steps)
     assert any("policy.report-data" in s and "[pass]" in s for s in steps)
     secrets_ = [CANARY.encode(), b"X1234567", b"127.0.0.2"]
@@ -96,7 +107,7 @@ def test_a_spent_token_is_refused(system: System) -> None:
 
 def test_an_unlogged_enclave_is_refused_and_a_lost_one_retried(system: System) -> None:
     client = _client(system)
-    assert client.chat("Say hello.")
+    assert client.chat("Say hello.").text
     # The enclave dies mid-session: a clear, retryable error (the client retried once itself).
     system.stop_party("enclave")
     with pytest.raises(EnclaveLostError, match="retry"):
@@ -116,7 +127,7 @@ def test_an_unlogged_enclave_is_refused_and_a_lost_one_retried(system: System) -
     system.start_enclave()
     steps: list[str] = []
     client._step = steps.append
-    assert client.chat("Say hello.")
+    assert client.chat("Say hello.").text
     client.close()
     fresh.close()
 
@@ -257,8 +268,11 @@ def test_the_user_commands(system: System, tmp_path: Path) -> None:
     assert shown["features"]["chat"] is False
     assert "settings enable chat" in cli("chat", "hello").stderr
     assert cli("settings", "enable", "chat").returncode == 0
+    streamed = cli("chat", "What is the capital of France?", "--stream", "--max-tokens", "30")
+    assert streamed.returncode == 0, streamed.stderr
+    assert "paris" in streamed.stdout.lower()
     report = json.loads(cli("report", "--json").stdout)
-    assert report[-1]["feature"] == "summaries"
+    assert [e["feature"] for e in report[-2:]] == ["summaries", "chat"]
     assert "Thursday" not in json.dumps(report)
     assert "Private Processing report" in cli("report").stdout
 
@@ -362,14 +376,19 @@ def test_the_async_sdk(system: System) -> None:
 
     from privproc.client.private import AsyncPrivateProcessingClient
 
-    async def run() -> tuple[str, str]:
+    async def run() -> tuple[str, str, str]:
         async with AsyncPrivateProcessingClient.from_state(system.client_dir) as client:
             first, second = await asyncio.gather(
                 client.rewrite("thx for the help", "professional"),
                 client.chat("What is the capital of France?"),
             )
-            return first, second
+            streamed = [p async for p in client.chat_stream("What is the capital of France?")]
+            assert len(streamed) > 2
+            assert (second.finish_reason, second.model) == ("stop", "SmolLM2-135M-Instruct")
+            assert second.usage.completion_tokens > 0
+            return first.text, second.text, "".join(streamed)
 
-    rewritten, answer = asyncio.run(run())
+    rewritten, answer, streamed = asyncio.run(run())
     assert rewritten
     assert "paris" in answer.lower()
+    assert "paris" in streamed.lower()

@@ -54,14 +54,14 @@ def test_a_streamed_answer_arrives_piece_by_piece_and_whole(system: System) -> N
     assert "paris" in "".join(pieces).lower()
     assert UsageReport(system.client_dir).entries()[-1].outcome == "ok"
     # The session carries on after a stream: a plain request and another stream on it.
-    assert "paris" in client.chat("What is the capital of France?").lower()
+    assert "paris" in client.chat("What is the capital of France?").text.lower()
     assert list(client.chat_stream("Say hello.", max_tokens=8))
     # Reading part of a stream and stopping is allowed; the next request gets a new session.
     partial = client.chat_stream(LONG, max_tokens=200)
     assert next(partial)
     assert next(partial)
     partial.close()  # type: ignore[attr-defined]
-    assert "paris" in client.chat("What is the capital of France?").lower()
+    assert "paris" in client.chat("What is the capital of France?").text.lower()
     client.close()
 
 
@@ -136,7 +136,7 @@ def test_a_stream_cut_by_the_relay_is_an_error(system: System, keep: int, abrupt
         client.config = dataclasses.replace(
             client.config, relay_url=ClientConfig.load(system.client_dir / "client.json").relay_url
         )
-        assert "paris" in client.chat("What is the capital of France?").lower()
+        assert "paris" in client.chat("What is the capital of France?").text.lower()
         client.close()
     if keep == 1500:
         assert received  # pieces arrived before the cut, and still it is no answer
@@ -258,7 +258,7 @@ def test_a_stream_cut_behind_the_gateway_is_an_error(
 ) -> None:
     with _genuine_enclave_behind(system, after=6, then=then):
         client = PrivateProcessingClient.from_state(system.client_dir)
-        assert "paris" in client.chat("What is the capital of France?").lower()  # genuine
+        assert "paris" in client.chat("What is the capital of France?").text.lower()  # genuine
         received: list[str] = []
         with pytest.raises(StreamTruncatedError, match=reported):
             _read(client.chat_stream(LONG, max_tokens=300), received)

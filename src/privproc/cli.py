@@ -1371,7 +1371,8 @@ def up(host: str, state_dir: Path | None, once: bool) -> None:
         for line in SAMPLE_CHAT:
             out.print(f"  {line['sender']}: {line['text']}")
         out.print(
-            f"[bold]private summary[/bold] (attested enclave, via relay and gateway): {summary}"
+            "[bold]private summary[/bold] (attested enclave, via relay and gateway): "
+            + escape(summary.text)
         )
         out.print(f"client trust anchors: {system.client_dir / 'client.json'}")
         click.echo("ready" + ("" if once else " (Ctrl-C stops)"))
@@ -1431,7 +1432,7 @@ def summarize(chat_file: Path, state_dir: Path | None, verbose: bool, chat_id: s
     parse_chat(doc)  # refuse a bad file before anything leaves the device
     client = _client(state_dir, verbose)
     try:
-        click.echo(client.summarize(doc, chat_id=chat_id))
+        click.echo(client.summarize(doc, chat_id=chat_id).text)
     finally:
         client.close()
 
@@ -1454,7 +1455,7 @@ def rewrite(
     """Writing help: rewrite TEXT in a style, privately."""
     client = _client(state_dir, verbose)
     try:
-        click.echo(client.rewrite(text, style, chat_id=chat_id))
+        click.echo(client.rewrite(text, style, chat_id=chat_id).text)
     finally:
         client.close()
 
@@ -1465,11 +1466,33 @@ def rewrite(
 @_VERBOSE
 @_CHAT_ID
 @_fail_cleanly
-def chat(prompt: str, state_dir: Path | None, verbose: bool, chat_id: str | None) -> None:
+@click.option(
+    "--stream/--no-stream",
+    default=False,
+    help="Print the answer as the model produces it (chunked OHTTP); a stream cut on the way "
+    "is reported as an error, never as a short answer.",
+)
+@click.option(
+    "--max-tokens", type=click.IntRange(1, 512), default=None, help="Longest answer, in tokens."
+)
+def chat(
+    prompt: str,
+    state_dir: Path | None,
+    verbose: bool,
+    chat_id: str | None,
+    stream: bool,
+    max_tokens: int | None,
+) -> None:
     """Ask the model PROMPT, privately."""
     client = _client(state_dir, verbose)
     try:
-        click.echo(client.chat(prompt, chat_id=chat_id))
+        if not stream:
+            click.echo(client.chat(prompt, chat_id=chat_id, max_tokens=max_tokens).text)
+            return
+        for piece in client.chat_stream(prompt, chat_id=chat_id, max_tokens=max_tokens):
+            click.echo(piece, nl=False)
+            sys.stdout.flush()
+        click.echo()
     finally:
         client.close()
 

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +43,7 @@ from privproc.client.controls import ReportEntry, Settings, UsageReport
 from privproc.client.http import new_client
 from privproc.client.issuer import IssuerClient
 from privproc.client.ohttp import OhttpClient, choose_config
+from privproc.client.results import ChatReply, Provenance, Rewrite, Summary, Usage
 from privproc.client.sse import data_events
 from privproc.client.wallet import Wallet
 from privproc.errors import (
@@ -566,7 +567,8 @@ class PrivateProcessingClient:
 
         return StreamedAnswer(answer.status, answer.content_type, pieces())
 
-    def _note(self, feature: str, outcome: str, attestation: VerificationReport | None) -> None:
+    def _provenance(self, attestation: VerificationReport | None) -> Provenance:
+        """The enclave measurement and log position behind the last session's evidence."""
         bundle = self._last_bundle
         measurement = ""
         if attestation is not None and attestation.report is not None:
@@ -575,41 +577,64 @@ class PrivateProcessingClient:
         if bundle is not None and bundle.checkpoint:
             with contextlib.suppress(PrivprocError):
                 size = Checkpoint.parse(parse_note(bundle.checkpoint).text).size
+        index = bundle.log_index if bundle is not None and bundle.release_entry else None
+        return Provenance(measurement, index, size)
+
+    def _note(self, feature: str, outcome: str, attestation: VerificationReport | None) -> None:
+        where = self._provenance(attestation)
         entry = ReportEntry(
             UsageReport.now(),
             feature,
             outcome,
-            measurement,
-            bundle.log_index if bundle is not None and bundle.release_entry else None,
-            size,
+            where.measurement,
+            where.log_index,
+            where.checkpoint_size,
         )
         self.report.add(entry)
 
-    def summarize(self, chat: list[dict[str, str]], *, chat_id: str | None = None) -> str:
-        def call() -> str:
-            status, doc = self.request("POST", "/v1/tasks/summarize", {"chat": chat})
-            if status != 200:
-                raise PeerRejectedError(f"the enclave could not summarise: {doc}", status)
-            return str(doc["summary"])
+    def _task(self, path: str, doc: object, what: str) -> dict[str, Any]:
+        status, answer = self.request("POST", path, doc)
+        if status != 200 or not isinstance(answer, dict):
+            raise PeerRejectedError(f"the enclave could not {what}: {_reason(answer)}", status)
+        return answer
+
+    def summarize(self, chat: list[dict[str, str]], *, chat_id: str | None = None) -> Summary:
+        """A summary of `chat` (messages with sender, time and text)."""
+
+        def call() -> Summary:
+            doc = self._task("/v1/tasks/summarize", {"chat": chat}, "summarise")
+            return Summary(str(doc["summary"]), self._provenance(self.last_attestation))
 
         return self._use("summaries", chat_id, call)
 
-    def rewrite(self, text: str, style: str, *, chat_id: str | None = None) -> str:
-        def call() -> str:
-            status, doc = self.request("POST", "/v1/tasks/rewrite", {"text": text, "style": style})
-            if status != 200:
-                raise PeerRejectedError(f"the enclave could not rewrite: {doc}", status)
-            return str(doc["text"])
+    def rewrite(self, text: str, style: str, *, chat_id: str | None = None) -> Rewrite:
+        """`text` rewritten in `style` (rephrase, professional, funny, supportive, proofread)."""
+
+        def call() -> Rewrite:
+            doc = self._task("/v1/tasks/rewrite", {"text": text, "style": style}, "rewrite")
+            return Rewrite(str(doc["text"]), style, self._provenance(self.last_attestation))
 
         return self._use("writing-help", chat_id, call)
 
-    def chat(self, prompt: str, *, chat_id: str | None = None) -> str:
-        def call() -> str:
-            body = {"messages": [{"role": "user", "content": prompt}]}
-            status, doc = self.request("POST", "/v1/chat/completions", body)
-            if status != 200:
-                raise PeerRejectedError(f"the enclave could not answer: {doc}", status)
-            return str(doc["choices"][0]["message"]["content"])
+    def chat(
+        self,
+        prompt: str | list[dict[str, str]],
+        *,
+        chat_id: str | None = None,
+        max_tokens: int | None = None,
+    ) -> ChatReply:
+        """The model's answer to `prompt` (or to a list of OpenAI-style messages)."""
+
+        def call() -> ChatReply:
+            doc = self._task("/v1/chat/completions", _chat_body(prompt, max_tokens), "answer")
+            choice, usage = doc["choices"][0], doc.get("usage") or {}
+            return ChatReply(
+                str(choice["message"]["content"]),
+                str(doc.get("model", "")),
+                str(choice.get("finish_reason") or "stop"),
+                Usage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))),
+                self._provenance(self.last_attestation),
+            )
 
         return self._use("chat", chat_id, call)
 
@@ -622,16 +647,28 @@ class PrivateProcessingClient:
     ) -> Iterator[str]:
         """The model's answer as it is produced, piece by piece. The iteration ends at the
         answer's authenticated end; a cut stream raises `StreamTruncatedError`."""
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        doc: dict[str, Any] = {"messages": messages, "stream": True}
-        if max_tokens is not None:
-            doc["max_tokens"] = max_tokens
+        doc = {**_chat_body(prompt, max_tokens), "stream": True}
         answer = self.call_stream("POST", "/v1/chat/completions", doc, feature="chat",
                                   chat_id=chat_id)  # fmt: skip
         if answer.status != 200:
             detail = b"".join(answer)[:4096].decode("utf-8", "replace")
             raise PeerRejectedError(f"the enclave could not answer: {detail}", answer.status)
         return _deltas(answer)
+
+
+def _chat_body(prompt: str | list[dict[str, str]], max_tokens: int | None) -> dict[str, Any]:
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    doc: dict[str, Any] = {"messages": messages}
+    if max_tokens is not None:
+        doc["max_tokens"] = max_tokens
+    return doc
+
+
+def _reason(answer: object) -> str:
+    """The enclave's error message (OpenAI's error shape), never more than a line."""
+    with contextlib.suppress(AttributeError, TypeError, KeyError):
+        return str(answer["error"]["message"])[:300]  # type: ignore[index]
+    return str(answer)[:300]
 
 
 def _deltas(answer: StreamedAnswer) -> Iterator[str]:
@@ -689,14 +726,42 @@ class AsyncPrivateProcessingClient:
         async with self._lock:
             await asyncio.to_thread(self.sync.close)
 
-    async def summarize(self, chat: list[dict[str, str]], *, chat_id: str | None = None) -> str:
+    async def summarize(self, chat: list[dict[str, str]], *, chat_id: str | None = None) -> Summary:
         async with self._lock:
             return await asyncio.to_thread(self.sync.summarize, chat, chat_id=chat_id)
 
-    async def rewrite(self, text: str, style: str, *, chat_id: str | None = None) -> str:
+    async def rewrite(self, text: str, style: str, *, chat_id: str | None = None) -> Rewrite:
         async with self._lock:
             return await asyncio.to_thread(self.sync.rewrite, text, style, chat_id=chat_id)
 
-    async def chat(self, prompt: str, *, chat_id: str | None = None) -> str:
+    async def chat(
+        self,
+        prompt: str | list[dict[str, str]],
+        *,
+        chat_id: str | None = None,
+        max_tokens: int | None = None,
+    ) -> ChatReply:
         async with self._lock:
-            return await asyncio.to_thread(self.sync.chat, prompt, chat_id=chat_id)
+            return await asyncio.to_thread(
+                self.sync.chat, prompt, chat_id=chat_id, max_tokens=max_tokens
+            )
+
+    async def chat_stream(
+        self,
+        prompt: str | list[dict[str, str]],
+        *,
+        chat_id: str | None = None,
+        max_tokens: int | None = None,
+    ) -> AsyncIterator[str]:
+        """The answer as it is produced; the session is held until the stream ends."""
+        async with self._lock:
+            pieces = await asyncio.to_thread(
+                self.sync.chat_stream, prompt, chat_id=chat_id, max_tokens=max_tokens
+            )
+            try:
+                while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+                    yield piece
+            finally:
+                close = getattr(pieces, "close", None)
+                if close is not None:
+                    await asyncio.to_thread(close)
