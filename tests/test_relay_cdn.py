@@ -109,6 +109,9 @@ def test_relay_refusals(tmp_path: Path) -> None:
         ohttp = {"content-type": "message/ohttp-req"}
         assert httpx.post(relay.url, content=b"x" * (2 << 20), headers=ohttp).status_code == 413
         assert httpx.post(relay.url, content=b"x", headers=ohttp).status_code == 502
+        chunked = {"content-type": "message/ohttp-chunked-req"}
+        assert httpx.post(relay.url, content=b"x", headers=chunked).status_code == 502
+        assert httpx.post(relay.url, content=b"x" * (2 << 20), headers=chunked).status_code == 413
         assert httpx.get(relay.url).status_code == 405
 
 

@@ -2,7 +2,8 @@
 of bytes that may split lines anywhere.
 
 Rules: only `data:` fields matter (OpenAI sends nothing else); an event is dispatched at its blank
-line; a line is bounded (`MAX_LINE`), so a stream without newlines cannot grow without end.
+line, and one left unfinished at the end is dropped; a line is bounded (`MAX_LINE`), so a stream
+without newlines cannot grow without end.
 """
 
 from __future__ import annotations
@@ -37,5 +38,4 @@ def data_events(pieces: Iterable[bytes]) -> Iterator[str]:
             elif line.startswith("data:"):
                 value = line[5:]
                 data.append(value[1:] if value.startswith(" ") else value)
-    if data:
-        yield "\n".join(data)
+    # An event the stream ended in the middle of is never dispatched (as the standard says).
