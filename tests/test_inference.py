@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from privproc.enclave.api import MAX_BODY, ApiResponse, ApiStream, handle
+from privproc.enclave.api import EVENT_PADDING, MAX_BODY, ApiResponse, ApiStream, handle
 from privproc.errors import DecodeError
 from privproc.inference.backends import (
     Completion,
@@ -115,11 +115,15 @@ def _call(model: EmbeddedBackend, method: str, path: str, doc: object = None) ->
 
 def _events(stream: ApiStream) -> list[dict]:  # type: ignore[type-arg]
     """The server-sent events of a stream, checked to be well formed and to end in [DONE]."""
-    raw = b"".join(stream.chunks)
+    chunks = list(stream.chunks)
+    # Padded: the sizes on the wire do not tell the tokens' lengths.
+    assert {len(c) % EVENT_PADDING for c in chunks} == {0}
+    assert len({len(c) for c in chunks[1:-2]}) == 1
+    raw = b"".join(chunks)
     assert raw.endswith(b"data: [DONE]\n\n")
-    blocks = raw.split(b"\n\n")[:-2]
-    assert all(block.startswith(b"data: ") for block in blocks)
-    return [json.loads(block[6:]) for block in blocks]
+    blocks = [b for b in raw.split(b"\n\n")[:-2]]
+    assert all(b.startswith(b":") and b.count(b"\n") == 1 for b in blocks)
+    return [json.loads(b.split(b"\n")[1].removeprefix(b"data: ")) for b in blocks]
 
 
 def test_a_streamed_chat_completion_comes_as_openai_chunks(model: EmbeddedBackend) -> None:

@@ -32,7 +32,7 @@ from privproc.inference.backends import (
 )
 from privproc.inference.tasks import STYLES, parse_chat, rewrite, summarize
 
-__all__ = ["MAX_BODY", "ApiResponse", "ApiStream", "handle"]
+__all__ = ["EVENT_PADDING", "MAX_BODY", "ApiResponse", "ApiStream", "handle"]
 
 MAX_BODY = 256 * 1024
 
@@ -65,8 +65,19 @@ def _error(status: int, message: str, kind: str = "invalid_request_error") -> Ap
     return ApiResponse.json(status, _error_doc(message, kind))
 
 
+# Each streamed event is padded to a multiple of this many bytes (with an SSE comment line, which
+# every reader ignores), so the relay and the gateway, who see the sizes of the records, cannot
+# tell the tokens' lengths apart; they still see how many pieces there are, and when.
+EVENT_PADDING = 256
+
+
 def _event(doc: object) -> bytes:
-    return b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"
+    return _event_raw(b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n")
+
+
+def _event_raw(event: bytes) -> bytes:
+    pad = -(len(event) + 2) % EVENT_PADDING
+    return b":" + b" " * pad + b"\n" + event
 
 
 def _chunks(
@@ -101,7 +112,7 @@ def _chunks(
         if close is not None:
             close()  # a stream stopped early frees the model now, not at garbage collection
     yield chunk({}, finish)
-    yield b"data: [DONE]\n\n"
+    yield _event_raw(b"data: [DONE]\n\n")
 
 
 def _load(body: bytes) -> dict[str, Any]:
