@@ -9,6 +9,11 @@ Compared with a direct call of the same enclave handler in this process. Also: t
 1, 8 and 64 concurrent sessions, and what an idle session costs the gateway (its RSS growth per
 session, over 200 idle sessions).
 Targets: warm p50 <= direct + 5 ms; fresh p50 <= 30 ms; an idle session <= 64 KiB at the gateway.
+
+Streaming (`--stream-runs N`, with the model): the time to the first piece of a streamed answer
+and to its end, private (chunked OHTTP through relay and gateway) against the same model in this
+process, and the whole answer unstreamed for comparison. Target: the first private piece within
+direct first piece + 10 ms.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from privproc.client.controls import Settings
 from privproc.client.private import PrivateProcessingClient
 from privproc.enclave.api import handle
 from privproc.inference.backends import MODEL_NAME, Completion, Delta, Message
@@ -77,15 +83,70 @@ def _throughput(system: System, sessions: int, seconds: float = 5.0) -> float:
     return rate
 
 
+STREAM_PROMPT = "Write a short story about a red kite on a windy beach."
+STREAM_TOKENS = 64
+
+
+def _timed(pieces: Iterator[str]) -> tuple[float, float, int]:
+    """(ms to the first piece, ms to the end, number of pieces) of a stream started just now."""
+    start = time.perf_counter()
+    first, count = 0.0, 0
+    for _ in pieces:
+        count += 1
+        if count == 1:
+            first = (time.perf_counter() - start) * 1000
+    return first, (time.perf_counter() - start) * 1000, count
+
+
+def stream_run(system: System, runs: int) -> None:
+    from privproc.inference.backends import EmbeddedBackend
+
+    model = EmbeddedBackend()
+    question = [Message("user", STREAM_PROMPT)]
+
+    def direct() -> Iterator[str]:
+        return (d.text for d in model.stream(question, max_tokens=STREAM_TOKENS, temperature=0.2))
+
+    controls = Settings.load(system.client_dir)
+    controls.set_feature("chat", True)  # the benchmark's user turns chat on
+    controls.save()
+    client = PrivateProcessingClient.from_state(system.client_dir)
+    client.chat("Say hello.", max_tokens=4)  # warm: keys, tokens, one session
+    rows: dict[str, list[tuple[float, float, int]]] = {"direct": [], "private": []}
+    whole = []
+    for _ in range(runs):
+        rows["direct"].append(_timed(direct()))
+        rows["private"].append(_timed(client.chat_stream(STREAM_PROMPT, max_tokens=STREAM_TOKENS)))
+        start = time.perf_counter()
+        client.chat(STREAM_PROMPT, max_tokens=STREAM_TOKENS)
+        whole.append((time.perf_counter() - start) * 1000)
+    client.close()
+    title = f"stream ({STREAM_TOKENS} tokens)"
+    print(f"\n{title:34} {'first ms':>9} {'end ms':>9} {'pieces':>7}")
+    for name, samples in rows.items():
+        first = statistics.median(s[0] for s in samples)
+        end = statistics.median(s[1] for s in samples)
+        pieces = statistics.median(s[2] for s in samples)
+        print(f"{name + ', streamed':34} {first:9.1f} {end:9.1f} {pieces:7.0f}")
+    print(f"{'private, unstreamed (whole)':34} {'':9} {statistics.median(whole):9.1f}")
+    gap = statistics.median(s[0] for s in rows["private"]) - statistics.median(
+        s[0] for s in rows["direct"]
+    )
+    print(f"first private piece: +{gap:.1f} ms over direct (target <= 10)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--stream-runs", type=int, default=10, help="0 skips the model runs")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         system = System(Path(tmp), quota=1_000_000)
         system.start()
         try:
             run(system, args.requests)
+            if args.stream_runs:
+                stream_run(system, args.stream_runs)
         finally:
             system.stop()
 
