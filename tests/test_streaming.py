@@ -281,3 +281,11 @@ def test_pieces_reach_the_client_while_the_rest_is_still_on_its_way(system: Syst
         assert rest  # and then the whole answer, complete
         assert UsageReport(system.client_dir).entries()[-1].outcome == "ok"
         client.close()
+
+
+def test_the_enclaves_stream_endpoint_refuses_what_it_does_not_know(system: System) -> None:
+    enclave = _party_url(system, "enclave").rstrip("/")
+    unknown = f"{enclave}/sessions/{'ab' * 16}/stream"
+    assert httpx.post(unknown, content=b"\x17\x03\x03").status_code == 404
+    assert httpx.put(unknown, content=b"").status_code == 405  # sessions start unstreamed
+    assert httpx.post(f"{enclave}/sessions/xyz/stream", content=b"").status_code == 404

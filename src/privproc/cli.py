@@ -1503,7 +1503,9 @@ def chat(
 @_fail_cleanly
 def proxy(host: str, port: int, state_dir: Path | None) -> None:
     """A local OpenAI-compatible endpoint (`/v1/...`) that forwards every call privately: for
-    tools that only take a base URL. Chat needs `privproc settings enable chat`."""
+    tools that only take a base URL. Streamed completions (`stream: true`) arrive as the model
+    produces them; one cut on the way is cut here too, never passed off as complete. Chat needs
+    `privproc settings enable chat`. Listens on loopback only unless --host says otherwise."""
     from privproc.client.openai import create_proxy_app
     from privproc.services.http import bind, serve
 
