@@ -139,20 +139,27 @@ class EmbeddedBackend:
             raise InferenceError(f"the model at {path.name} could not be loaded: {exc}") from None
         self._lock = threading.Lock()  # one llama context: one generation at a time
 
+    def _generate(
+        self, messages: list[Message], max_tokens: int, temperature: float, stream: bool
+    ) -> Any:
+        """One llama.cpp chat completion (call with the lock held; reset the context after)."""
+        chat: Any = [{"role": m.role, "content": m.content} for m in messages]
+        return self._llama.create_chat_completion(
+            messages=chat,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=0.9,
+            repeat_penalty=1.15,
+            stream=stream,
+        )
+
     def complete(
         self, messages: list[Message], *, max_tokens: int = 256, temperature: float = 0.2
     ) -> Completion:
         check_prompt(messages, max_tokens)
-        chat: Any = [{"role": m.role, "content": m.content} for m in messages]
         with self._lock:
             try:
-                out: Any = self._llama.create_chat_completion(
-                    messages=chat,
-                    max_tokens=max_tokens,
-                    temperature=temperature,
-                    top_p=0.9,
-                    repeat_penalty=1.15,
-                )
+                out = self._generate(messages, max_tokens, temperature, stream=False)
             except (ValueError, RuntimeError) as exc:
                 raise InferenceError(f"generation failed: {type(exc).__name__}") from None
             finally:
@@ -172,17 +179,9 @@ class EmbeddedBackend:
         self, messages: list[Message], *, max_tokens: int = 256, temperature: float = 0.2
     ) -> Iterator[Delta]:
         check_prompt(messages, max_tokens)
-        chat: Any = [{"role": m.role, "content": m.content} for m in messages]
         with self._lock:
             try:
-                pieces: Any = self._llama.create_chat_completion(
-                    messages=chat,
-                    max_tokens=max_tokens,
-                    temperature=temperature,
-                    top_p=0.9,
-                    repeat_penalty=1.15,
-                    stream=True,
-                )
+                pieces = self._generate(messages, max_tokens, temperature, stream=True)
                 started = False
                 for piece in pieces:
                     choice = piece["choices"][0]

@@ -42,13 +42,12 @@ from privproc.errors import (
     TooLargeError,
     TrailingDataError,
     TruncatedError,
-    UnknownKeyError,
-    UnsupportedError,
     UsageError,
 )
-from privproc.ohttp.keys import KeyConfig, KeyRing, SymmetricSuite
+from privproc.ohttp.keys import GatewayKey, KeyConfig, KeyRing, SymmetricSuite
 from privproc.ohttp.messages import (
     HEADER_LENGTH,
+    key_for_header,
     request_header,
     response_keys,
     response_nonce_length,
@@ -338,6 +337,7 @@ class ChunkedRequestDecoder(_ChunkDecoder):
         self._context: hpke.Context | None = None
         self._enc = b""
         self._suite: hpke.CipherSuite | None = None
+        self._key: GatewayKey | None = None
         self.key_id: int | None = None
 
     @property
@@ -350,8 +350,8 @@ class ChunkedRequestDecoder(_ChunkDecoder):
         if self._suite is None:
             if len(buf) < HEADER_LENGTH:
                 return False
-            hdr = bytes(buf[:HEADER_LENGTH])
-            self._suite, self.key_id = self._parse_header(hdr)
+            self._key, self._suite = key_for_header(self._keys, bytes(buf[:HEADER_LENGTH]))
+            self.key_id = self._key.config.key_id
             self._nt = self._suite.aead.nt
             self._max_sealed = self._max_chunk_size + self._nt
         suite = self._suite
@@ -361,30 +361,11 @@ class ChunkedRequestDecoder(_ChunkDecoder):
         hdr = bytes(buf[:HEADER_LENGTH])
         enc = bytes(buf[HEADER_LENGTH : HEADER_LENGTH + n_enc])
         del buf[: HEADER_LENGTH + n_enc]
-        key = self._keys.get(hdr[0])
-        if key is None:  # the ring changed between the two calls
-            raise UnknownKeyError("the request names a key id that is not live")
-        self._context = suite.setup_recipient(enc, key.private_key, REQUEST_LABEL + b"\x00" + hdr)
+        assert self._key is not None
+        private_key = self._key.private_key
+        self._context = suite.setup_recipient(enc, private_key, REQUEST_LABEL + b"\x00" + hdr)
         self._enc = enc
         return True
-
-    def _parse_header(self, hdr: bytes) -> tuple[hpke.CipherSuite, int]:
-        key_id = hdr[0]
-        kem_id = int.from_bytes(hdr[1:3], "big")
-        kdf_id = int.from_bytes(hdr[3:5], "big")
-        aead_id = int.from_bytes(hdr[5:7], "big")
-        key = self._keys.get(key_id)
-        if key is None:
-            raise UnknownKeyError("the request names a key id that is not live")
-        config = key.config
-        if kem_id != config.kem.id:
-            raise UnsupportedError("the request's KEM does not match its key configuration")
-        for s in config.suites:
-            if s.kdf.id == kdf_id and s.aead.id == aead_id:
-                return hpke.CipherSuite(config.kem, s.kdf, s.aead), key_id
-        raise UnsupportedError(
-            "the request's KDF and AEAD are not offered by its key configuration"
-        )
 
     def _open(self, ct: bytes, final: bool) -> bytes:
         assert self._context is not None

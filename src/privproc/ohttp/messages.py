@@ -19,7 +19,7 @@ from cryptography.exceptions import InvalidTag
 
 from privproc import hpke
 from privproc.errors import DecodeError, OpenError, TooLargeError, UnknownKeyError, UnsupportedError
-from privproc.ohttp.keys import KeyConfig, KeyRing, SymmetricSuite
+from privproc.ohttp.keys import GatewayKey, KeyConfig, KeyRing, SymmetricSuite
 
 __all__ = [
     "MEDIA_TYPE_REQUEST",
@@ -55,6 +55,23 @@ def response_keys(
     kdf, aead = suite.kdf, suite.aead
     prk = kdf.extract(enc + response_nonce, secret)
     return kdf.expand(prk, b"key", aead.nk), kdf.expand(prk, b"nonce", aead.nn)
+
+
+def key_for_header(keys: KeyRing, hdr: bytes) -> tuple[GatewayKey, hpke.CipherSuite]:
+    """The live key and the suite a request header names (RFC 9458 §4.3), or a typed error."""
+    kem_id = int.from_bytes(hdr[1:3], "big")
+    kdf_id = int.from_bytes(hdr[3:5], "big")
+    aead_id = int.from_bytes(hdr[5:7], "big")
+    key = keys.get(hdr[0])
+    if key is None:
+        raise UnknownKeyError("the request names a key id that is not live")
+    config = key.config
+    if kem_id != config.kem.id:
+        raise UnsupportedError("the request's KEM does not match its key configuration")
+    for s in config.suites:
+        if s.kdf.id == kdf_id and s.aead.id == aead_id:
+            return key, hpke.CipherSuite(config.kem, s.kdf, s.aead)
+    raise UnsupportedError("the request's KDF and AEAD are not offered by its key configuration")
 
 
 def response_nonce_length(suite: hpke.CipherSuite) -> int:
@@ -157,24 +174,8 @@ def decapsulate_request(
     if len(data) < HEADER_LENGTH:
         raise DecodeError("encapsulated request is too short for its header")
     hdr = bytes(data[:HEADER_LENGTH])
-    key_id = hdr[0]
-    kem_id = int.from_bytes(hdr[1:3], "big")
-    kdf_id = int.from_bytes(hdr[3:5], "big")
-    aead_id = int.from_bytes(hdr[5:7], "big")
-    key = keys.get(key_id)
-    if key is None:
-        raise UnknownKeyError("the request names a key id that is not live")
+    key, suite = key_for_header(keys, hdr)
     config = key.config
-    if kem_id != config.kem.id:
-        raise UnsupportedError("the request's KEM does not match its key configuration")
-    for s in config.suites:
-        if s.kdf.id == kdf_id and s.aead.id == aead_id:
-            suite = hpke.CipherSuite(config.kem, s.kdf, s.aead)
-            break
-    else:
-        raise UnsupportedError(
-            "the request's KDF and AEAD are not offered by its key configuration"
-        )
     n_enc = config.kem.n_enc
     if len(data) < HEADER_LENGTH + n_enc + suite.aead.nt:
         raise DecodeError("encapsulated request is too short")
@@ -182,4 +183,4 @@ def decapsulate_request(
     ct = data[HEADER_LENGTH + n_enc :]
     ctx = suite.setup_recipient(enc, key.private_key, request_label + b"\x00" + hdr)
     request = ctx.open(ct)
-    return request, ServerContext(ctx, enc, key_id, response_label)
+    return request, ServerContext(ctx, enc, key.config.key_id, response_label)

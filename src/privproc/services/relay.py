@@ -68,20 +68,8 @@ def create_relay_app(
             PARTY, "forward", status=status, outcome=outcome, size=size, duration_ms=duration
         )
 
-    async def streamed(body: bytes, started: float) -> Response:
-        headers = {
-            "content-type": MEDIA_TYPE_CHUNKED_REQUEST,
-            "accept": MEDIA_TYPE_CHUNKED_RESPONSE,
-        }
-        outgoing = clients[0].build_request("POST", gateway_url, content=body, headers=headers)
-        try:
-            answer = await clients[0].send(outgoing, stream=True)
-        except httpx.TimeoutException:
-            done(504, "gateway-timeout", len(body), started)
-            return Response(status_code=504)
-        except httpx.HTTPError:
-            done(502, "gateway-unreachable", len(body), started)
-            return Response(status_code=502)
+    def streamed(answer: httpx.Response, size: int, started: float) -> Response:
+        """The gateway's chunked answer passed on piece by piece; a cut is passed on as a cut."""
 
         async def pieces() -> AsyncIterator[bytes]:
             sent, outcome = 0, "forwarded"
@@ -93,19 +81,35 @@ def create_relay_app(
                         raise StreamAborted
                     yield piece
             except httpx.HTTPError:
-                outcome = "gateway-cut"  # pass the cut on: the client must see it
+                outcome = "gateway-cut"
                 raise StreamAborted from None
             finally:
                 await answer.aclose()
-                done(answer.status_code, outcome, len(body), started)
+                done(answer.status_code, outcome, size, started)
 
-        headers = {"cache-control": "no-store"}
         kind = answer.headers.get("content-type", MEDIA_TYPE_CHUNKED_RESPONSE)
-        if answer.status_code != 200:
+        return StreamedBody(pieces(), kind, {"cache-control": "no-store"})
+
+    async def whole(answer: httpx.Response, size: int, started: float) -> Response:
+        """The gateway's answer read whole, within the size bound."""
+        body = bytearray()
+        try:
+            async for piece in answer.aiter_raw():
+                body += piece
+                if len(body) > max_request:
+                    done(502, "answer-too-large", size, started)
+                    return Response(status_code=502)
+        except httpx.HTTPError:
+            done(502, "gateway-cut", size, started)
+            return Response(status_code=502)
+        finally:
             await answer.aclose()
-            done(answer.status_code, "forwarded", len(body), started)
-            return Response(status_code=answer.status_code, headers=headers)
-        return StreamedBody(pieces(), kind, headers)
+        done(answer.status_code, "forwarded", size, started)
+        headers = {"cache-control": "no-store"}
+        content_type = answer.headers.get("content-type")
+        if content_type:
+            headers["content-type"] = content_type
+        return Response(bytes(body), status_code=answer.status_code, headers=headers)
 
     async def relay(request: Request) -> Response:
         started = time.perf_counter()
@@ -118,29 +122,19 @@ def create_relay_app(
         except BodyError as exc:
             done(exc.response.status_code, "body", 0, started)
             return exc.response
-        if kind == MEDIA_TYPE_CHUNKED_REQUEST:
-            return await streamed(body, started)
+        headers = {"content-type": kind, "accept": _ANSWER_TYPE[kind]}
+        outgoing = clients[0].build_request("POST", gateway_url, content=body, headers=headers)
         try:
-            answer = await clients[0].post(
-                gateway_url,
-                content=body,
-                headers={"content-type": MEDIA_TYPE_REQUEST, "accept": MEDIA_TYPE_RESPONSE},
-            )
+            answer = await clients[0].send(outgoing, stream=True)
         except httpx.TimeoutException:
             done(504, "gateway-timeout", len(body), started)
             return Response(status_code=504)
         except httpx.HTTPError:
             done(502, "gateway-unreachable", len(body), started)
             return Response(status_code=502)
-        if len(answer.content) > max_request:
-            done(502, "answer-too-large", len(body), started)
-            return Response(status_code=502)
-        done(answer.status_code, "forwarded", len(body), started)
-        content_type = answer.headers.get("content-type")
-        headers = {"cache-control": "no-store"}
-        if content_type:
-            headers["content-type"] = content_type
-        return Response(answer.content, status_code=answer.status_code, headers=headers)
+        if kind == MEDIA_TYPE_CHUNKED_REQUEST and answer.status_code == 200:
+            return streamed(answer, len(body), started)
+        return await whole(answer, len(body), started)
 
     return instrument(
         Starlette(routes=[Route("/", relay, methods=["POST"])], lifespan=lifespan), PARTY
