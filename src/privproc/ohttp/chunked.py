@@ -189,7 +189,24 @@ class _ChunkDecoder:
 # --- Client side -------------------------------------------------------------------------------
 
 
-class ChunkedRequestEncoder:
+class _ChunkEncoder:
+    """What both encoders check before sealing a chunk."""
+
+    _header_taken: bool
+    _final_sent: bool
+    _max_chunk_size: int
+
+    def _admit(self, data: bytes, final: bool) -> bool:
+        """Order and size checks; False for an empty non-final chunk (there is nothing to send)."""
+        if not self._header_taken:
+            raise UsageError("send header() before the first chunk")
+        if self._final_sent:
+            raise UsageError("the final chunk has already been sealed")
+        _check_chunk_size(data, self._max_chunk_size)
+        return final or bool(data)
+
+
+class ChunkedRequestEncoder(_ChunkEncoder):
     """Client side: seals a request chunk by chunk (draft §6.1).
 
     Call `header()` once, then `chunk(data)` for each piece and `chunk(data, final=True)` last;
@@ -236,12 +253,7 @@ class ChunkedRequestEncoder:
         An empty non-final chunk returns b"" and uses no sequence number (the draft forbids empty
         non-final chunks); the final chunk may be empty.
         """
-        if not self._header_taken:
-            raise UsageError("send header() before the first chunk")
-        if self._final_sent:
-            raise UsageError("the final chunk has already been sealed")
-        _check_chunk_size(data, self._max_chunk_size)
-        if not final and not data:
+        if not self._admit(data, final):
             return b""
         ct = self._context.seal(bytes(data), FINAL_AAD if final else b"")
         self._final_sent = final
@@ -395,7 +407,7 @@ class ChunkedRequestDecoder(_ChunkDecoder):
         )
 
 
-class ChunkedResponseEncoder:
+class ChunkedResponseEncoder(_ChunkEncoder):
     """Gateway side: seals a response chunk by chunk (draft §6.2).
 
     Send `header()` (the response nonce) first, then each `chunk(data)`, then
@@ -442,12 +454,7 @@ class ChunkedResponseEncoder:
         An empty non-final chunk returns b"" and uses no counter value; the final chunk may be
         empty.
         """
-        if not self._header_taken:
-            raise UsageError("send header() before the first chunk")
-        if self._final_sent:
-            raise UsageError("the final chunk has already been sealed")
-        _check_chunk_size(data, self._max_chunk_size)
-        if not final and not data:
+        if not self._admit(data, final):
             return b""
         if self._counter >= 1 << (8 * self._nn):
             raise MessageLimitReachedError("chunked response has used every chunk nonce")
