@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from privproc.system import LogDrain
+
 NODE_DIR = Path(__file__).parent / "interop" / "node"
 
 
@@ -22,8 +24,11 @@ class Running:
     process: subprocess.Popen[str]
     url: str
     stderr_path: Path
+    drain: LogDrain | None = None
 
     def logs(self) -> str:
+        if self.drain is not None:
+            self.drain.sync()  # everything the server wrote so far
         return self.stderr_path.read_text()
 
 
@@ -42,26 +47,34 @@ def _read_ready(proc: subprocess.Popen[str], marker: str, timeout: float = 30.0)
 
 
 @contextmanager
-def privproc_process(args: list[str], marker: str, tmp: Path) -> Iterator[Running]:
-    """Run `privproc ARGS` and wait for the line starting with `marker` (it carries the URL)."""
+def privproc_process(
+    args: list[str], marker: str, tmp: Path, env: dict[str, str] | None = None
+) -> Iterator[Running]:
+    """Run `privproc ARGS` and wait for the line starting with `marker` (it carries the URL).
+
+    Its standard error is a pipe copied to a file (as `privproc up` does: the enclave may write
+    no file); `env` replaces the environment (the enclave accepts only its allowlist)."""
     stderr_path = tmp / f"stderr-{os.getpid()}-{time.monotonic_ns()}.log"
-    with stderr_path.open("w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "privproc.cli", *args],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-        )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "privproc.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stderr is not None
+    drain = LogDrain(proc.stderr, stderr_path)
+    try:
+        url = _read_ready(proc, marker)
+        yield Running(proc, url, stderr_path, drain)
+    finally:
+        proc.terminate()
         try:
-            url = _read_ready(proc, marker)
-            yield Running(proc, url, stderr_path)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        drain.join()
 
 
 def node_or_fail() -> str:

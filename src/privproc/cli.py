@@ -391,7 +391,16 @@ def serve_enclave(
     It measures its code, model and configuration at start, and staples that manifest, the
     platform's report over each session's TLS exporter and the release's log proof to the
     evidence every client checks. It writes nothing to disk and logs no content.
+
+    Before anything else it hardens its own process (privproc.enclave.hardening): it refuses an
+    environment outside its measured allowlist, turns off core dumps and ptrace, and makes every
+    write to a regular file fail; so its standard output and error must be pipes or a terminal
+    (`privproc up` starts it so). There is no option to skip this.
     """
+    from privproc.enclave.hardening import harden
+
+    hardened = harden()  # first: before logging, the platform or the model
+
     from privproc.attest.hardware import open_source
     from privproc.attest.provider import EvidenceProvider, ReleaseProof
     from privproc.attest.virtual import VirtualSnp
@@ -402,6 +411,7 @@ def serve_enclave(
     from privproc.services.http import bind, serve
 
     logs.configure()
+    logs.event("enclave", "hardened", measures=hardened.measures())
     backend: Any
     if inference_url is not None:
         backend = RemoteBackend(inference_url, model_name or "default")

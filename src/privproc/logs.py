@@ -24,6 +24,7 @@ ALLOWED_FIELDS = frozenset(
         "key_id",
         "kem",
         "configs",
+        "measures",
     }
 )
 

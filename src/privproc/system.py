@@ -10,24 +10,32 @@ Order (each party a real `privproc serve ...` process; fresh keys every time):
 
 Rules: every party gets its own state under `STATE/system` (wiped at start: fresh keys); the
 client's directory `STATE/client` keeps only what a device keeps; stopping stops every process.
+Every party's standard error is a pipe that this process copies to `STATE/system/NAME.log` (the
+enclave cannot write files: privproc.enclave.hardening); the enclave gets only the environment
+variables its measured allowlist accepts.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import select
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 import httpx
 
 from privproc.attest.provider import ReleaseProof
 from privproc.attest.virtual import VirtualSnp
 from privproc.client.private import ClientConfig
+from privproc.enclave.hardening import enclave_environment
 from privproc.enclave.workload import enclave_config, enclave_manifest
 from privproc.errors import PrivprocError
 from privproc.inference.backends import MODEL_NAME, locate_smollm2
@@ -44,7 +52,7 @@ from privproc.tlog.witness import Witness
 from privproc.tokens.directory import KeySet
 from privproc.tokens.issuance import WELL_KNOWN_DIRECTORY
 
-__all__ = ["Party", "System"]
+__all__ = ["LogDrain", "Party", "System"]
 
 LOG_ORIGIN = "log.privproc.local"
 ACCOUNT = "local-user"
@@ -55,12 +63,71 @@ class SystemError(PrivprocError):
     """A party did not start or the system could not be assembled."""
 
 
+class LogDrain:
+    """Copies a child's standard error (a pipe) to its log file as it arrives, from a daemon
+    thread, each piece written and flushed at once.
+
+    A pipe, not the file itself, because the enclave may write no regular file (RLIMIT_FSIZE 0).
+    `sync()` copies what is waiting in the pipe now: a reader that calls it first sees every line
+    the child wrote before, as it did when the child wrote the file itself."""
+
+    def __init__(self, pipe: IO[Any], path: Path) -> None:
+        self._pipe = pipe
+        self._fd = pipe.fileno()
+        os.set_blocking(self._fd, False)
+        self._out = path.open("wb")
+        self._lock = threading.Lock()
+        self._done = False
+        self._thread = threading.Thread(target=self._run, name=f"drain-{path.name}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        while not self._done:
+            poller.poll()
+            self.sync()
+        with self._lock:
+            self._pipe.close()
+            self._out.close()
+
+    def sync(self) -> None:
+        """Copy to the file what the child has written so far."""
+        with self._lock:
+            while not self._done:
+                try:
+                    chunk = os.read(self._fd, 65536)
+                except BlockingIOError:
+                    return
+                if not chunk:
+                    self._done = True  # the child closed its end: it has exited
+                    return
+                self._out.write(chunk)
+                self._out.flush()
+
+    def join(self, timeout: float = 5.0) -> None:
+        """Wait until the child's end is closed and everything is in the file."""
+        self._thread.join(timeout)
+
+
 @dataclass
 class Party:
     name: str
     url: str
     process: subprocess.Popen[str]
     log_path: Path
+    drain: LogDrain | None = field(default=None, repr=False, compare=False)
+
+    def wait(self, timeout: float) -> None:
+        self.process.wait(timeout)
+        if self.drain is not None:
+            self.drain.join()
+
+    def logs(self) -> str:
+        """Everything the party has logged so far (what waits in its pipe is copied first)."""
+        if self.drain is not None:
+            self.drain.sync()
+        return self.log_path.read_text()
 
 
 def free_port(host: str) -> int:
@@ -85,38 +152,51 @@ class System:
     def client_dir(self) -> Path:
         return self.state / "client"
 
-    def _start(self, name: str, args: list[str], marker: str, timeout: float = 120.0) -> Party:
+    def _start(
+        self,
+        name: str,
+        args: list[str],
+        marker: str,
+        timeout: float = 120.0,
+        env: dict[str, str] | None = None,
+    ) -> Party:
         log_path = self.system_dir / f"{name}.log"
-        log = log_path.open("w")
         process = subprocess.Popen(  # noqa: S603 (our own CLI, arguments we built)
             [sys.executable, "-m", "privproc.cli", *args],
             stdout=subprocess.PIPE,
-            stderr=log,
+            stderr=subprocess.PIPE,
             text=True,
+            env=env,
         )
         assert process.stdout is not None
+        assert process.stderr is not None
+        drain = LogDrain(process.stderr, log_path)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             line = process.stdout.readline()
             if not line and process.poll() is not None:
+                drain.join()  # the whole of its last words in the log
                 raise SystemError(f"the {name} stopped at start; see {log_path}")
             if line.startswith(marker):
-                party = Party(name, line[len(marker) :].split()[0], process, log_path)
+                party = Party(name, line[len(marker) :].split()[0], process, log_path, drain)
                 self.parties.append(party)
                 return party
         process.kill()
+        process.wait()
+        drain.join()
         raise SystemError(f"the {name} did not start in time; see {log_path}")
 
     def start_enclave(self, max_sessions: int = MAX_SESSIONS) -> Party:
         """(Re)start the enclave on its port; another `max_sessions` is another configuration,
         so another measurement: a build that is not the logged release."""
         args = [*self.enclave_args, "--max-sessions", str(max_sessions)]
-        return self._start("enclave", args, "ready enclave ")
+        # Only what the enclave's measured allowlist accepts (it refuses anything else).
+        return self._start("enclave", args, "ready enclave ", env=enclave_environment(os.environ))
 
     def stop_party(self, name: str) -> None:
         for party in [p for p in self.parties if p.name == name]:
             party.process.terminate()
-            party.process.wait(10)
+            party.wait(10)
             self.parties.remove(party)
 
     def stop(self) -> None:
@@ -124,9 +204,10 @@ class System:
             party.process.terminate()
         for party in self.parties:
             try:
-                party.process.wait(10)
+                party.wait(10)
             except subprocess.TimeoutExpired:
                 party.process.kill()
+                party.wait(10)
         self.parties.clear()
 
     def start(self) -> ClientConfig:
@@ -231,6 +312,18 @@ class System:
             witness_keys=(witness_vkey,),
             witness_quorum=1,
             hardware_roots=(platform.chain_pem().decode(),),
+            # The platform's own firmware level is the least the device accepts.
+            min_tcb=(
+                (
+                    platform.product.value,
+                    (
+                        ("bootloader", platform.tcb.bootloader),
+                        ("tee", platform.tcb.tee),
+                        ("snp", platform.tcb.snp),
+                        ("microcode", platform.tcb.microcode),
+                    ),
+                ),
+            ),
         )
         self.client_dir.mkdir(parents=True, exist_ok=True)
         (self.client_dir / "client.json").write_text(config.to_json())

@@ -8,18 +8,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import privproc
 from privproc.attest.measurement import Manifest, ManifestEntry, measure_tree
+from privproc.enclave.hardening import ENV_ALLOWLIST, check_allowlist
 
 __all__ = ["enclave_config", "enclave_manifest"]
 
 
-def enclave_config(model: str, max_sessions: int) -> bytes:
-    """The enclave's configuration as canonical JSON (part of the measurement)."""
-    doc: dict[str, Any] = {"version": 1, "model": model, "max_sessions": max_sessions}
+def enclave_config(
+    model: str, max_sessions: int, env_allowlist: Iterable[str] = ENV_ALLOWLIST
+) -> bytes:
+    """The enclave's configuration as canonical JSON (part of the measurement).
+
+    Version 2 adds `env_allowlist`: the environment variables the enclave accepts at start
+    (`privproc.enclave.hardening`), so a build that accepts another environment is another build.
+    """
+    doc: dict[str, Any] = {
+        "version": 2,
+        "model": model,
+        "max_sessions": max_sessions,
+        "env_allowlist": list(check_allowlist(env_allowlist)),
+    }
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
 
