@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 NODE_INTEROP := tests/interop/node
 
-.PHONY: up test install install-test node-interop lint typecheck pytest bench clean
+.PHONY: up test install install-test node-interop lint typecheck pytest fuzz bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ pytest:
 	$(BIN)/pytest
 
 test: install-test node-interop lint typecheck pytest
+
+# The long fuzzing run (docs/FUZZING.md); CI runs the same tests with the small "ci" budget.
+fuzz:
+	HYPOTHESIS_PROFILE=long $(BIN)/pytest -q tests/fuzz
 
 bench: install
 	$(BIN)/python bench/bench_ohttp.py

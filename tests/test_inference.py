@@ -180,6 +180,7 @@ def test_the_enclave_api_refuses_bad_requests(model: EmbeddedBackend) -> None:
         return json.dumps(doc).encode()
 
     long = [{"role": "user", "content": "x" * 20_000}]
+    user = [{"role": "user", "content": "x"}]
     chat = "/v1/chat/completions"
     cases = [
         ("POST", chat, b"not json", 400),
@@ -187,6 +188,11 @@ def test_the_enclave_api_refuses_bad_requests(model: EmbeddedBackend) -> None:
         ("POST", chat, j({"messages": []}), 400),
         ("POST", chat, j({"messages": [{"role": "robot", "content": "x"}]}), 400),
         ("POST", chat, j({"messages": long, "stream": True}), 400),
+        ("POST", chat, j({"messages": user, "max_tokens": -5}), 400),
+        ("POST", chat, j({"messages": user, "max_tokens": True}), 400),
+        ("POST", chat, j({"messages": user, "temperature": 10**400}), 400),
+        ("POST", chat, j({"messages": user, "temperature": 3}), 400),
+        ("POST", chat, b"[" * 5000, 400),
         ("POST", chat, j({"messages": [{"role": "user", "content": "x" * 20_000}]}), 400),
         ("POST", "/v1/tasks/rewrite", j({"text": "x", "style": "pirate"}), 400),
         ("POST", "/v1/tasks/summarize", j({"chat": "nope"}), 400),

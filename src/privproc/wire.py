@@ -1,11 +1,14 @@
-"""Small helpers for reading untrusted bytes: a bounds-checked cursor and QUIC varints.
+"""Small helpers for reading untrusted bytes: a bounds-checked cursor, QUIC varints, JSON.
 
 Rules: no I/O; every short read raises `TruncatedError`; no other exception type escapes.
 """
 
 from __future__ import annotations
 
-from privproc.errors import DecodeError, TruncatedError
+import json
+from typing import Any
+
+from privproc.errors import DecodeError, TooLargeError, TruncatedError
 
 VARINT_MAX = (1 << 62) - 1
 
@@ -70,3 +73,17 @@ class Reader:
         out = self._data[self.pos :]
         self.pos = len(self._data)
         return out
+
+
+MAX_JSON = 1 << 20
+
+
+def load_json(data: bytes | str, what: str, max_size: int = MAX_JSON) -> Any:
+    """Untrusted JSON: its value, or `DecodeError` (`TooLargeError` past `max_size`). Nesting
+    too deep (RecursionError), bad UTF-8 and numbers too long to convert are all DecodeError."""
+    if len(data) > max_size:
+        raise TooLargeError(f"{what} is larger than {max_size} bytes")
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise DecodeError(f"{what} is not valid JSON") from None

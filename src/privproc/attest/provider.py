@@ -17,6 +17,7 @@ from privproc.attest.hardware import ConfigfsTsm, HardwareEvidence, SevGuestDevi
 from privproc.attest.measurement import Manifest
 from privproc.attest.virtual import VirtualSnp
 from privproc.errors import DecodeError, UsageError
+from privproc.wire import load_json
 
 __all__ = ["EvidenceProvider", "ReleaseProof"]
 
@@ -42,15 +43,15 @@ class ReleaseProof:
 
     @classmethod
     def from_json(cls, text: str) -> ReleaseProof:
+        doc = load_json(text, "the release proof")
         try:
-            doc = json.loads(text)
             return cls(
                 bytes.fromhex(doc["entry"]),
                 int(doc["index"]),
                 tuple(bytes.fromhex(h) for h in doc["proof"]),
                 doc["checkpoint"].encode(),
             )
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
             raise DecodeError("not a release proof (entry, index, proof, checkpoint)") from None
 
 

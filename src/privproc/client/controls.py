@@ -20,6 +20,7 @@ from typing import Any
 
 from privproc.errors import DecodeError, PrivprocError, UsageError
 from privproc.storage import write_atomically
+from privproc.wire import load_json
 
 __all__ = ["FEATURES", "AIDisabledError", "ReportEntry", "Settings", "UsageReport"]
 
@@ -40,16 +41,17 @@ class Settings:
     @classmethod
     def load(cls, state_dir: Path) -> Settings:
         path = state_dir / "settings.json"
+        corrupt = f"{path} is corrupt; delete it to start over (all features off)"
         try:
-            doc = json.loads(path.read_text())
+            doc = load_json(path.read_bytes(), str(path))
         except FileNotFoundError:
             return cls(path)
-        except ValueError:
-            raise DecodeError(
-                f"{path} is corrupt; delete it to start over (all features off)"
-            ) from None
+        except DecodeError:
+            raise DecodeError(corrupt) from None
         features = doc.get("features", {}) if isinstance(doc, dict) else {}
         chats = doc.get("private_chats", []) if isinstance(doc, dict) else []
+        if not isinstance(features, dict) or not isinstance(chats, list):
+            raise DecodeError(corrupt)
         return cls(
             path,
             {f: features.get(f) is True for f in FEATURES},
@@ -117,13 +119,13 @@ class UsageReport:
 
     def entries(self) -> list[ReportEntry]:
         try:
-            lines = self.path.read_text().splitlines()
+            lines = self.path.read_bytes().splitlines()
         except FileNotFoundError:
             return []
         out = []
         for line in lines:
             try:
-                doc = json.loads(line)
+                doc = load_json(line, str(self.path))
                 out.append(
                     ReportEntry(
                         float(doc["time"]),
@@ -134,7 +136,7 @@ class UsageReport:
                         doc.get("checkpoint_size"),
                     )
                 )
-            except (ValueError, KeyError, TypeError):
+            except (DecodeError, ValueError, KeyError, TypeError, OverflowError):
                 raise DecodeError(f"{self.path} is corrupt") from None
         return out
 

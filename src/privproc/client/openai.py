@@ -23,7 +23,6 @@ it until it is read to the end or closed).
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from privproc.client.controls import AIDisabledError
 from privproc.client.private import PrivateProcessingClient, StreamedAnswer
 from privproc.errors import PrivprocError
 from privproc.services.http import StreamAborted, StreamedBody
+from privproc.wire import load_json
 
 __all__ = ["AsyncPrivateTransport", "PrivateTransport", "create_proxy_app"]
 
@@ -77,8 +77,8 @@ def forward(
         return _error(404 if index < 0 else 413, "not an OpenAI API path", "invalid_request_error")
     api_path = path[index:]
     try:
-        doc = json.loads(body) if body else None
-    except ValueError:
+        doc = load_json(body, "the request body", MAX_BODY) if body else None
+    except PrivprocError:
         return _error(400, "the request body is not JSON", "invalid_request_error")
     streamed = isinstance(doc, dict) and bool(doc.get("stream"))
     feature = "chat"
@@ -91,7 +91,7 @@ def forward(
                 kept = True  # until the stream is read or closed
                 return Forwarded(200, stream=stream, lock=lock)
             error = b"".join(stream)[:MAX_BODY]  # an error is a small JSON document
-            return Forwarded(stream.status, json.loads(error) if error else None)
+            return Forwarded(stream.status, load_json(error, "the error") if error else None)
         status, answer = client.call(method, api_path, doc, feature=feature)
         return Forwarded(status, answer)
     except AIDisabledError as exc:

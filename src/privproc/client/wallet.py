@@ -29,6 +29,7 @@ from privproc.storage import write_atomically
 from privproc.tokens.auth import Token, b64url_decode, b64url_encode, format_authorization
 from privproc.tokens.directory import KeySet
 from privproc.tokens.issuance import token_key_id
+from privproc.wire import load_json
 
 __all__ = ["Wallet"]
 
@@ -36,6 +37,16 @@ WALLET_FILE = "tokens.json"
 _LOCK_FILE = "tokens.lock"
 _MAX_PER_CHALLENGE = 1000
 _VERSION = 1
+
+
+def _entries_ok(entries: object) -> bool:
+    """A challenge's tokens: a list of {"token": str, "expires": int} objects."""
+    return isinstance(entries, list) and all(
+        isinstance(e, dict)
+        and isinstance(e.get("token"), str)
+        and isinstance(e.get("expires"), int)
+        for e in entries
+    )
 
 
 class Wallet:
@@ -60,15 +71,15 @@ class Wallet:
 
     def _read(self) -> dict[str, list[dict[str, Any]]]:
         try:
-            doc = json.loads(self.path.read_bytes())
+            doc = load_json(self.path.read_bytes(), f"the token wallet {self.path}", 64 << 20)
         except FileNotFoundError:
             return {}
-        except ValueError:
+        except DecodeError:
             raise DecodeError(f"the token wallet {self.path} is corrupt; delete it") from None
         if not isinstance(doc, dict) or doc.get("version") != _VERSION:
             raise DecodeError(f"the token wallet {self.path} has an unknown format; delete it")
         tokens = doc.get("tokens")
-        if not isinstance(tokens, dict):
+        if not isinstance(tokens, dict) or not all(_entries_ok(v) for v in tokens.values()):
             raise DecodeError(f"the token wallet {self.path} is corrupt; delete it")
         return tokens
 

@@ -31,6 +31,7 @@ from privproc.inference.backends import (
     check_prompt,
 )
 from privproc.inference.tasks import STYLES, parse_chat, rewrite, summarize
+from privproc.wire import load_json
 
 __all__ = ["EVENT_PADDING", "MAX_BODY", "ApiResponse", "ApiStream", "handle"]
 
@@ -116,12 +117,7 @@ def _chunks(
 
 
 def _load(body: bytes) -> dict[str, Any]:
-    if len(body) > MAX_BODY:
-        raise DecodeError(f"the request body is larger than {MAX_BODY} bytes")
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise DecodeError("the request body is not JSON") from None
+    doc = load_json(body, "the request body", MAX_BODY)
     if not isinstance(doc, dict):
         raise DecodeError("the request body is a JSON object")
     return doc
@@ -138,11 +134,15 @@ def _chat_completion(backend: Backend, doc: dict[str, Any]) -> ApiResponse | Api
         messages.append(Message(str(m.get("role")), m["content"]))
     max_tokens = doc.get("max_tokens") or doc.get("max_completion_tokens") or 256
     temperature = doc.get("temperature", 0.2)
-    if not isinstance(max_tokens, int) or not isinstance(temperature, int | float):
-        raise DecodeError("max_tokens is an integer and temperature a number")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise DecodeError("max_tokens is a positive integer")
+    if not isinstance(temperature, int | float) or isinstance(temperature, bool):
+        raise DecodeError("temperature is a number")
+    if not 0 <= temperature <= 2:  # OpenAI's range; also keeps huge integers out of float()
+        raise DecodeError("temperature is between 0 and 2")
     max_tokens = min(max_tokens, MAX_TOKENS)
+    check_prompt(messages, max_tokens)  # bad input is a 400, before any generation starts
     if doc.get("stream"):
-        check_prompt(messages, max_tokens)  # bad input is a 400, before the stream starts
         chunks = _chunks(backend, messages, max_tokens, float(temperature))
         return ApiStream(200, "text/event-stream", chunks)
     completion = backend.complete(messages, max_tokens=max_tokens, temperature=float(temperature))

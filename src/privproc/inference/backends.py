@@ -17,7 +17,6 @@ generated tokens); failures are `InferenceError`, never a raw library exception.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import threading
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from typing import Any, Protocol
 import httpx
 
 from privproc.errors import PrivprocError, UsageError
+from privproc.wire import load_json
 
 __all__ = [
     "Backend",
@@ -274,10 +274,10 @@ class RemoteBackend:
 
 def _sse_delta(data: str) -> Delta | None:
     try:
-        choice = json.loads(data)["choices"][0]
+        choice = load_json(data, "an event")["choices"][0]
         text = str(choice.get("delta", {}).get("content") or "")
         finish = choice.get("finish_reason")
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+    except (PrivprocError, ValueError, KeyError, IndexError, TypeError, AttributeError):
         raise InferenceError(
             "the inference engine's stream is not chat completion chunks"
         ) from None

@@ -53,6 +53,7 @@ from privproc.tlog.tiles import (
     tile_path,
     tile_width,
 )
+from privproc.wire import load_json
 
 __all__ = [
     "AcceptedCheckpoint",
@@ -174,10 +175,10 @@ class AcceptedCheckpoint:
 
     def load(self) -> bytes | None:
         try:
-            doc = json.loads(self.path.read_text())
+            doc = load_json(self.path.read_bytes(), str(self.path))
         except FileNotFoundError:
             return None
-        except ValueError:
+        except DecodeError:
             raise DecodeError(f"{self.path} is corrupt; remove it to trust the log anew") from None
         note = doc.get("checkpoint") if isinstance(doc, dict) else None
         if not isinstance(note, str):

@@ -17,9 +17,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from privproc.errors import DecodeError, PrivprocError, TooLargeError
+from privproc.errors import DecodeError, PrivprocError
 from privproc.tokens.auth import TOKEN_TYPE_BLIND_RSA, b64url_decode, b64url_encode
 from privproc.tokens.issuance import decode_token_key
+from privproc.wire import load_json
 
 __all__ = [
     "KEY_SET_PATH",
@@ -36,12 +37,7 @@ _MAX_KEYS = 32
 
 
 def _load(data: bytes, what: str) -> dict[str, Any]:
-    if len(data) > MAX_DOCUMENT:
-        raise TooLargeError(f"the {what} is larger than {MAX_DOCUMENT} bytes")
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise DecodeError(f"the {what} is not JSON") from None
+    doc = load_json(data, f"the {what}", MAX_DOCUMENT)
     if not isinstance(doc, dict):
         raise DecodeError(f"the {what} is not a JSON object")
     return doc

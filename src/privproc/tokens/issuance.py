@@ -16,6 +16,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass, field
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -81,7 +82,7 @@ def decode_token_key(spki: bytes) -> rsa.RSAPublicKey:
         raise InvalidKeyError("the token key is too long for a 2048-bit RSA key")
     try:
         key = serialization.load_der_public_key(spki)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         raise InvalidKeyError("the token key is not a DER SubjectPublicKeyInfo") from None
     if not isinstance(key, rsa.RSAPublicKey) or key.key_size != MODULUS_BITS:
         raise InvalidKeyError("a type 0x0002 token key is a 2048-bit RSA key")
