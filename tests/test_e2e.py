@@ -120,7 +120,7 @@ def test_an_unlogged_enclave_is_refused_and_a_lost_one_retried(system: System) -
     with pytest.raises(AttestationRejectedError) as err:
         fresh.summarize([{"sender": "A", "time": "1", "text": CANARY}])
     assert [c.id for c in err.value.report.failures] == ["log.release"]
-    assert '"request"' not in rogue.log_path.read_text()  # nothing reached the rogue's API
+    assert '"request"' not in rogue.logs()  # nothing reached the rogue's API
     # The logged release comes back; the old client's next call retries on a new session by
     # itself, without the caller's help.
     system.stop_party("enclave")
@@ -138,8 +138,8 @@ def test_keys_not_in_the_log_are_refused_before_anything_is_sent(system: System)
 
     keys_file = system.system_dir / "cdn" / "ohttp-keys"
     genuine = keys_file.read_bytes()
-    relay_log = next(p for p in system.parties if p.name == "relay").log_path
-    forwarded_before = relay_log.read_text().count('"forward"')
+    relay_log = next(p for p in system.parties if p.name == "relay")
+    forwarded_before = relay_log.logs().count('"forward"')
     # The CDN (or an operator behind it) hands out a key config of its own.
     keys_file.write_bytes(KeyRing.generate().keys_document())
     try:
@@ -149,7 +149,7 @@ def test_keys_not_in_the_log_are_refused_before_anything_is_sent(system: System)
         client.close()
     finally:
         keys_file.write_bytes(genuine)
-    assert relay_log.read_text().count('"forward"') == forwarded_before  # nothing left
+    assert relay_log.logs().count('"forward"') == forwarded_before  # nothing left
 
 
 def test_evidence_for_another_session_is_refused(system: System) -> None:
@@ -202,8 +202,8 @@ def test_the_cdn_serves_the_public_documents(system: System) -> None:
 
 
 def test_disabled_features_and_private_chats_send_nothing(system: System) -> None:
-    relay_log = next(p for p in system.parties if p.name == "relay").log_path
-    forwarded = relay_log.read_text().count('"forward"')
+    relay_log = next(p for p in system.parties if p.name == "relay")
+    forwarded = relay_log.logs().count('"forward"')
     controls = Settings.load(system.client_dir)
     controls.set_feature("writing-help", False)
     controls.set_chat_privacy("family-group", True)
@@ -219,7 +219,7 @@ def test_disabled_features_and_private_chats_send_nothing(system: System) -> Non
         controls.set_feature("writing-help", True)
         controls.set_chat_privacy("family-group", False)
         controls.save()
-    assert relay_log.read_text().count('"forward"') == forwarded  # the relay received nothing
+    assert relay_log.logs().count('"forward"') == forwarded  # the relay received nothing
 
 
 def test_the_report_lists_every_use_without_content(system: System) -> None:
@@ -313,7 +313,7 @@ def test_the_official_openai_sdk_through_the_transport_and_the_proxy(
     from privproc.client.openai import AsyncPrivateTransport, PrivateTransport
     from tests.servers import privproc_process
 
-    relay_log = next(p for p in system.parties if p.name == "relay").log_path
+    relay_log = next(p for p in system.parties if p.name == "relay")
     from openai.types.chat import ChatCompletionMessageParam
 
     question: list[ChatCompletionMessageParam] = [
@@ -325,10 +325,10 @@ def test_the_official_openai_sdk_through_the_transport_and_the_proxy(
         # openai 3.x is typed against httpx2; an httpx client works the same at run time.
         http_client=cast(Any, httpx.Client(transport=PrivateTransport(_client(system)))),
     )
-    forwarded = relay_log.read_text().count('"forward"')
+    forwarded = relay_log.logs().count('"forward"')
     done = ai.chat.completions.create(model="SmolLM2-135M-Instruct", messages=question)
     assert "paris" in (done.choices[0].message.content or "").lower()
-    assert relay_log.read_text().count('"forward"') > forwarded  # it went through the relay
+    assert relay_log.logs().count('"forward"') > forwarded  # it went through the relay
     assert [m.id for m in ai.models.list()] == ["SmolLM2-135M-Instruct"]
     streamed = ai.chat.completions.create(
         model="SmolLM2-135M-Instruct", messages=question, stream=True

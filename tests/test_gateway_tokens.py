@@ -51,7 +51,9 @@ def test_a_request_without_a_token_gets_the_gateways_challenge(
     decoded = challenge.token_challenge()
     with IssuerClient(running.url) as client:
         assert decoded.issuer_name == client.key_set().issuer_name
-        assert challenge.token_key == client.directory().preferred(time.time()).token_key
+        # The issuer's key when the gateway asked (a day's epoch may turn between the two).
+        verifying = {k.token_key for k in client.key_set().keys}
+        assert challenge.token_key in verifying
     assert decoded.origin_info == (GATEWAY_NAME,)
     assert decoded.redemption_context == b""
 

@@ -5,11 +5,8 @@ client, whatever arrived before it; never a short answer that passes for a whole
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import threading
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from typing import Any, cast
 
 import httpx
@@ -25,6 +22,7 @@ from privproc.errors import StreamTruncatedError
 from privproc.ohttp.chunked import MEDIA_TYPE_CHUNKED_REQUEST, MEDIA_TYPE_CHUNKED_RESPONSE
 from privproc.services.http import StreamAborted, StreamedBody
 from privproc.system import System
+from tests.operator_link import Link, enclave_behind
 from tests.servers import app_in_thread
 
 LONG = "Write a long story about a red kite and a windy beach."
@@ -66,8 +64,8 @@ def test_a_streamed_answer_arrives_piece_by_piece_and_whole(system: System) -> N
 
 
 def test_a_disabled_feature_streams_nothing(system: System) -> None:
-    relay_log = next(p for p in system.parties if p.name == "relay").log_path
-    forwarded = relay_log.read_text().count('"forward"')
+    relay_log = next(p for p in system.parties if p.name == "relay")
+    forwarded = relay_log.logs().count('"forward"')
     controls = Settings.load(system.client_dir)
     controls.set_chat_privacy("private-chat", True)
     controls.save()
@@ -79,7 +77,7 @@ def test_a_disabled_feature_streams_nothing(system: System) -> None:
     finally:
         controls.set_chat_privacy("private-chat", False)
         controls.save()
-    assert relay_log.read_text().count('"forward"') == forwarded
+    assert relay_log.logs().count('"forward"') == forwarded
 
 
 def _cutting_relay(gateway_url: str, keep: int, abrupt: bool) -> Starlette:
@@ -171,81 +169,6 @@ def test_the_openai_sdk_sees_a_cut_stream_as_an_error(system: System) -> None:
         assert isinstance(cause.__cause__, StreamTruncatedError)
 
 
-@dataclasses.dataclass
-class Gate:
-    open: threading.Event = dataclasses.field(default_factory=threading.Event)
-    passed: threading.Event = dataclasses.field(default_factory=threading.Event)
-
-
-def _enclave_link(enclave_url: str, after: int, then: str, gate: Gate) -> Starlette:
-    """The operator's network between the gateway and the enclave. It passes on the first
-    `after` pieces of a streamed answer, then: "end" ends it cleanly, "drop" drops the
-    connection, "wait" holds the rest back until `gate.open` is set (a minute at most), then sets
-    `gate.passed`. The gateway itself is genuine: after a clean end it completes its chunked
-    OHTTP answer properly, so only the HTTP answer's end inside TLS can tell the client that its
-    answer was cut."""
-    http = httpx.AsyncClient(timeout=60)
-
-    async def forward(request: Request) -> Response:
-        body = await request.body()
-        url = enclave_url + request.url.path
-        if not request.url.path.endswith("/stream"):
-            answer = await http.request(request.method, url, content=body)
-            kind = answer.headers.get("content-type", "application/octet-stream")
-            return Response(answer.content, answer.status_code, media_type=kind)
-
-        async def pieces() -> AsyncIterator[bytes]:
-            async with http.stream("POST", url, content=body) as answer:
-                count = 0
-                async for piece in answer.aiter_raw():
-                    if count == after:
-                        if then == "drop":
-                            raise StreamAborted
-                        if then == "end":
-                            return
-                        await asyncio.to_thread(gate.open.wait, 60)
-                        gate.passed.set()
-                    count += 1
-                    yield piece
-
-        return StreamedBody(pieces(), "application/octet-stream", {})
-
-    methods = ["GET", "PUT", "POST", "DELETE"]
-    return Starlette(routes=[Route("/{path:path}", forward, methods=methods)])
-
-
-@contextmanager
-def _genuine_enclave_behind(
-    system: System, after: int, then: str, gate: Gate | None = None
-) -> Iterator[None]:
-    """The logged enclave build (in this process), reached by the gateway through a link on the
-    enclave's port that the operator controls (`_enclave_link`)."""
-    from privproc.attest.provider import EvidenceProvider, ReleaseProof
-    from privproc.attest.virtual import VirtualSnp
-    from privproc.enclave.workload import enclave_config, enclave_manifest
-    from privproc.inference.backends import MODEL_NAME, EmbeddedBackend, locate_smollm2
-    from privproc.ratls.tls import ServerIdentity
-    from privproc.services.enclave import create_enclave_app
-    from privproc.system import MAX_SESSIONS
-
-    sysdir = system.system_dir
-    provider = EvidenceProvider(
-        VirtualSnp.load(sysdir / "platform"),
-        enclave_manifest(locate_smollm2(), enclave_config(MODEL_NAME, MAX_SESSIONS)),
-        ReleaseProof.from_json((sysdir / "release-proof.json").read_text()),
-    )
-    port = int(system.enclave_args[system.enclave_args.index("--port") + 1])
-    system.stop_party("enclave")
-    enclave = create_enclave_app(EmbeddedBackend(), ServerIdentity.generate(), provider)
-    try:
-        with app_in_thread(enclave) as inner:
-            link = _enclave_link(inner, after, then, gate or Gate())
-            with app_in_thread(link, system.host, port):
-                yield
-    finally:
-        system.start_enclave()
-
-
 @pytest.mark.parametrize(
     ("then", "reported"),
     [
@@ -256,7 +179,7 @@ def _genuine_enclave_behind(
 def test_a_stream_cut_behind_the_gateway_is_an_error(
     system: System, then: str, reported: str
 ) -> None:
-    with _genuine_enclave_behind(system, after=6, then=then):
+    with enclave_behind(system, Link(after=6, then=then)):
         client = PrivateProcessingClient.from_state(system.client_dir)
         assert "paris" in client.chat("What is the capital of France?").text.lower()  # genuine
         received: list[str] = []
@@ -269,8 +192,9 @@ def test_a_stream_cut_behind_the_gateway_is_an_error(
 def test_pieces_reach_the_client_while_the_rest_is_still_on_its_way(system: System) -> None:
     """Nobody on the path buffers the answer: the first pieces reach the client while the link
     behind the gateway still holds the rest back."""
-    gate = Gate()
-    with _genuine_enclave_behind(system, after=6, then="wait", gate=gate):
+    link = Link(after=6, then="wait")
+    gate = link.gate
+    with enclave_behind(system, link):
         client = PrivateProcessingClient.from_state(system.client_dir)
         stream = client.chat_stream(LONG, max_tokens=120)
         first = next(stream)

@@ -37,7 +37,7 @@ import httpx
 from privproc.attest.amd import TrustAnchors, TrustedChain
 from privproc.attest.appraisal import AttestationPolicy, AttestationRejectedError, ratls_verifier
 from privproc.attest.evidence import EvidenceBundle
-from privproc.attest.snp import SigningKey
+from privproc.attest.snp import Product, SigningKey, TcbParts
 from privproc.attest.verify import VerificationReport
 from privproc.client.controls import ReportEntry, Settings, UsageReport
 from privproc.client.http import new_client
@@ -53,6 +53,7 @@ from privproc.errors import (
     PrivprocError,
     StreamTruncatedError,
     TransportError,
+    UsageError,
 )
 from privproc.ohttp import bhttp, bhttp_stream
 from privproc.ohttp.keys import KeyConfig, decode_key_configs
@@ -62,6 +63,7 @@ from privproc.tlog.client import AcceptedCheckpoint, LogClient, LogPolicy, http_
 from privproc.tlog.entries import IssuerTokenKey, OhttpKeyConfigSet, decode_entry
 from privproc.tlog.note import parse_note
 from privproc.tokens.auth import TOKEN_TYPE_BLIND_RSA, TokenChallenge
+from privproc.wire import load_json
 
 __all__ = [
     "AsyncPrivateProcessingClient",
@@ -70,6 +72,7 @@ __all__ = [
     "NotLoggedError",
     "PrivateProcessingClient",
     "StreamedAnswer",
+    "TargetedKeyError",
 ]
 
 T = TypeVar("T")
@@ -78,10 +81,18 @@ GATEWAY_AUTHORITY = "https://gateway.invalid"
 MAX_ROUNDS = 8
 CHALLENGE_TTL = 600.0  # seconds before the issuer's name and keys are looked up again
 REFILL = 16  # tokens fetched at once when the wallet runs dry
+# An issuer has at most three keys live at once: the previous epoch's (still verifying), the
+# current one and the next (announced with not-before). More could be keys per user.
+MAX_LIVE_ISSUER_KEYS = 3
 
 
 class NotLoggedError(CryptoError):
     """A key the client was handed is not in the transparency log: it could be for it alone."""
+
+
+class TargetedKeyError(CryptoError):
+    """The log shows the issuer with more live keys than rotation needs: it could be giving
+    users keys of their own, to recognise their tokens."""
 
 
 class EnclaveLostError(TransportError):
@@ -101,11 +112,14 @@ class ClientConfig:
     witness_quorum: int
     hardware_roots: tuple[str, ...] = ()  # extra ASK+ARK PEM texts (a virtual SNP's)
     allow_amd_roots: bool = True
+    # The lowest firmware each product may run: {"Milan": {"bootloader": 3, "tee": 0, "snp":
+    # 8, "microcode": 115}, ...}; a product not named gets no minimum (the check is skipped).
+    min_tcb: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = ()
 
     @classmethod
     def load(cls, path: Path) -> ClientConfig:
         try:
-            doc = json.loads(path.read_text())
+            doc = load_json(path.read_bytes(), str(path))
             return cls(
                 relay_url=doc["relay_url"],
                 keys_url=doc["keys_url"],
@@ -118,8 +132,12 @@ class ClientConfig:
                 witness_quorum=int(doc["log"]["quorum"]),
                 hardware_roots=tuple(doc.get("hardware_roots", ())),
                 allow_amd_roots=bool(doc.get("allow_amd_roots", True)),
+                min_tcb=tuple(
+                    (str(product), tuple((str(k), int(v)) for k, v in spls.items()))
+                    for product, spls in doc.get("policy", {}).get("min_tcb", {}).items()
+                ),
             )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, PrivprocError) as exc:
             raise DecodeError(f"{path} is not a privproc client configuration: {exc}") from None
 
     def to_json(self) -> str:
@@ -138,6 +156,7 @@ class ClientConfig:
                 },
                 "hardware_roots": list(self.hardware_roots),
                 "allow_amd_roots": self.allow_amd_roots,
+                "policy": {"min_tcb": {product: dict(spls) for product, spls in self.min_tcb}},
             },
             indent=2,
         )
@@ -154,14 +173,33 @@ class ClientConfig:
         log = LogPolicy.from_keys(
             self.log_origin, self.log_keys, self.witness_keys, self.witness_quorum
         )
-        return AttestationPolicy(roots=roots, log=log)
+        try:
+            min_tcb = {}
+            for name, spls in self.min_tcb:
+                product, levels = Product.parse(name), dict(spls)
+                if set(levels) - _SPLS:
+                    raise UsageError(f"the security patch levels are {', '.join(sorted(_SPLS))}")
+                min_tcb[product] = TcbParts(
+                    product,
+                    levels.get("bootloader", 0),
+                    levels.get("tee", 0),
+                    levels.get("snp", 0),
+                    levels.get("microcode", 0),
+                    fmc=levels.get("fmc", 0) if product is Product.TURIN else None,
+                )
+        except PrivprocError as exc:
+            raise DecodeError(f"client.json's policy.min_tcb is not valid: {exc}") from None
+        return AttestationPolicy(roots=roots, log=log, min_tcb=min_tcb)
+
+
+_SPLS = frozenset({"bootloader", "tee", "snp", "microcode", "fmc"})
 
 
 def _refused(what: str, status: int, content: bytes) -> PeerRejectedError:
     """The gateway's refusal, with its reason and whether to retry when it gave them."""
     reason, retry = "", False
-    with contextlib.suppress(ValueError, AttributeError, KeyError, TypeError):
-        doc = json.loads(content)
+    with contextlib.suppress(PrivprocError, AttributeError, KeyError, TypeError):
+        doc = load_json(content, "the gateway's refusal")
         reason, retry = f": {doc['error']}", bool(doc.get("retry"))
     hint = "; try again shortly" if retry else ""
     return PeerRejectedError(f"{what} ({status}{reason}){hint}", status)
@@ -225,7 +263,7 @@ class PrivateProcessingClient:
             http_fetcher(config.log_url, self._http),
             AcceptedCheckpoint(state_dir / "log-checkpoint.json"),
         )
-        self._logged: tuple[int, set[bytes], set[bytes]] | None = None
+        self._logged: tuple[int, set[bytes], list[IssuerTokenKey]] | None = None
         self._key_config: KeyConfig | None = None
         self._session: _Session | None = None
         self._step = on_step or (lambda _message: None)
@@ -252,7 +290,7 @@ class PrivateProcessingClient:
 
     # --- The wire: OHTTP through the relay ---------------------------------------------------
 
-    def _logged_keys(self) -> tuple[set[bytes], set[bytes]]:
+    def _logged_keys(self) -> tuple[set[bytes], list[IssuerTokenKey]]:
         """(OHTTP key-config documents, issuer token keys) the witnessed log holds.
 
         The checkpoint must be consistent with the last one this device accepted; every entry
@@ -261,13 +299,13 @@ class PrivateProcessingClient:
         current = self._log.update()
         if self._logged is None or self._logged[0] != current.size:
             configs: set[bytes] = set()
-            token_keys: set[bytes] = set()
+            token_keys: list[IssuerTokenKey] = []
             for index in range(current.size):
                 entry = decode_entry(self._log.entry(index))
                 if isinstance(entry, OhttpKeyConfigSet):
                     configs.add(entry.key_configs)
                 elif isinstance(entry, IssuerTokenKey):
-                    token_keys.add(entry.token_key)
+                    token_keys.append(entry)
             self._logged = (current.size, configs, token_keys)
             cosigners = ", ".join(current.cosigners)
             self._step(f"log checkpoint size {current.size}, cosigned by {cosigners}")
@@ -306,8 +344,7 @@ class PrivateProcessingClient:
             with IssuerClient(self.config.issuer_url, self._secret(), http=self._http) as issuer:
                 key_set = issuer.key_set()
                 key = issuer.directory().preferred(now).token_key
-                if key not in self._logged_keys()[1]:
-                    raise NotLoggedError("the issuer's token key is not in the log")
+                self._check_token_key(key_set.issuer_name, key, now)
                 self.wallet.refill(
                     issuer, challenge, key, key_set, threshold=1, target=REFILL, now=now
                 )
@@ -316,6 +353,23 @@ class PrivateProcessingClient:
             raise PrivprocError("no Privacy Pass token could be obtained")
         self._step("a Privacy Pass token from the wallet (unlinkable to the account)")
         return token
+
+    def _check_token_key(self, issuer: str, key: bytes, now: float) -> None:
+        """The issuer's key must be logged, live now, and one of the few the issuer has live:
+        an issuer that logged a key per user (to recognise their tokens) shows as too many."""
+        entries = [e for e in self._logged_keys()[1] if e.issuer == issuer]
+        mine = [e for e in entries if e.token_key == key]
+        if not mine:
+            raise NotLoggedError("the issuer's token key is not in the log")
+        if not any(e.not_before <= now < e.expires for e in mine):
+            raise NotLoggedError("the issuer's token key is logged, but not for now")
+        live = {e.token_key for e in entries if e.not_before <= now < e.expires}
+        if len(live) > MAX_LIVE_ISSUER_KEYS:
+            raise TargetedKeyError(
+                f"the log holds {len(live)} keys of {issuer} live at once (at most "
+                f"{MAX_LIVE_ISSUER_KEYS} are needed for rotation): keys that could single users "
+                "out; no token is fetched"
+            )
 
     def _secret(self) -> str:
         path = self.state_dir / "account.secret"
@@ -378,6 +432,8 @@ class PrivateProcessingClient:
 
     def _send_http(self, method: str, path: str, doc: object | None) -> _Session:
         """Queue one HTTP request inside the session's TLS (opening a session if needed)."""
+        if self._session is not None and self._session.http.our_state is not h11.IDLE:
+            self._drop(self._session)  # never reuse a session left mid-exchange
         session = self._session or self._open()
         self._session = session
         body = b"" if doc is None else json.dumps(doc).encode()
@@ -392,22 +448,39 @@ class PrivateProcessingClient:
     def request(self, method: str, path: str, doc: object | None = None) -> tuple[int, Any]:
         """One API request to the enclave over the private path; (status, JSON answer)."""
         session = self._send_http(method, path, doc)
+        try:
+            return self._answer(session)
+        except BaseException:
+            self._drop(session)  # a request left without its whole answer ends the session
+            raise
+
+    def _answer(self, session: _Session) -> tuple[int, Any]:
         status, chunks = 0, bytearray()
         for _ in range(MAX_ROUNDS):
             self._exchange(session)
-            session.http.receive_data(session.tls.read())
-            while True:
-                event = session.http.next_event()
-                if event is h11.NEED_DATA:
-                    break
+            for event in self._http_read(session):
                 if isinstance(event, h11.Response):
                     status = event.status_code
                 elif isinstance(event, h11.Data):
                     chunks += event.data
                 elif isinstance(event, h11.EndOfMessage):
                     session.http.start_next_cycle()
-                    return status, json.loads(chunks) if chunks else None
+                    answer = load_json(bytes(chunks), "the enclave's answer") if chunks else None
+                    return status, answer
         raise PrivprocError("the enclave did not answer in time")
+
+    @staticmethod
+    def _http_read(session: _Session) -> Iterator[object]:
+        """The HTTP events in what TLS has decrypted so far (none for no new bytes: an empty
+        read is not the end of the connection)."""
+        data = session.tls.read()
+        try:
+            if data:
+                session.http.receive_data(data)
+            while (event := session.http.next_event()) is not h11.NEED_DATA:
+                yield event
+        except h11.ProtocolError:
+            raise TransportError("the enclave's HTTP answer is malformed") from None
 
     def _streamed_records(self, session: _Session) -> Iterator[bytes]:
         """Send what TLS has queued as a chunked OHTTP request; yield the enclave's records as
@@ -490,12 +563,7 @@ class PrivateProcessingClient:
         answer does, the answer was cut: `StreamTruncatedError`."""
         for piece in records:
             session.tls.receive(piece)
-            try:
-                session.http.receive_data(session.tls.read())
-                while (event := session.http.next_event()) is not h11.NEED_DATA:
-                    yield event
-            except h11.RemoteProtocolError:
-                raise TransportError("the enclave's HTTP answer is malformed") from None
+            yield from self._http_read(session)
         raise StreamTruncatedError(
             "the enclave's answer ended before its authenticated end (the last HTTP chunk inside "
             "TLS); what arrived is not the whole answer"
@@ -683,9 +751,11 @@ def _deltas(answer: StreamedAnswer) -> Iterator[str]:
                 done = True
                 continue
             try:
-                doc = json.loads(data)
-            except ValueError:
+                doc = load_json(data, "an event")
+            except DecodeError:
                 raise TransportError("the enclave's stream is not JSON events") from None
+            if not isinstance(doc, dict):
+                raise TransportError("the enclave's stream is not JSON events")
             if "error" in doc:
                 raise PeerRejectedError(f"the model failed mid-answer: {doc['error']}", 503)
             for choice in doc.get("choices", ()):

@@ -85,8 +85,12 @@ def create_relay_app(
                 raise StreamAborted from None
             finally:
                 await answer.aclose()
-                done(answer.status_code, outcome, size, started)
+                duration = round((time.perf_counter() - started) * 1000, 3)
+                logs.event(PARTY, "stream-end", outcome=outcome, size=sent, duration_ms=duration)
 
+        # The forward is logged when it starts (what was forwarded is known then); the stream's
+        # end, with how it ended, when it ends.
+        done(answer.status_code, "streaming", size, started)
         kind = answer.headers.get("content-type", MEDIA_TYPE_CHUNKED_RESPONSE)
         return StreamedBody(pieces(), kind, {"cache-control": "no-store"})
 

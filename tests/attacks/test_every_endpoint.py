@@ -1,0 +1,79 @@
+"""Oversized and malformed input at every endpoint of every party, against the real processes.
+
+Actor: a malicious client (or anyone who can reach a service). What must hold: every answer is
+a clear 4xx (or, where garbage is a well-formed request of its kind, an ordinary answer), never a
+5xx, never a hang; afterwards every party still serves a genuine private request.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from privproc.client.private import PrivateProcessingClient
+from privproc.system import System
+
+GARBAGE = os.urandom(1024)
+HUGE = b"\x00" * (4 << 20)
+
+
+def _base(system: System, name: str) -> str:
+    url = next(p.url for p in system.parties if p.name == name)
+    return url.split("/.well-known")[0].rstrip("/")
+
+
+def _endpoints(system: System) -> Iterator[tuple[str, str, str, str]]:
+    """(party, method, url, content-type) for every endpoint a request can reach."""
+    issuer, witness = _base(system, "issuer"), _base(system, "witness")
+    gateway, relay = _base(system, "gateway"), _base(system, "relay")
+    cdn, enclave = _base(system, "cdn"), _base(system, "enclave")
+    session = "/sessions/" + "5a" * 16
+    yield "issuer", "POST", issuer + "/token-request", "application/private-token-request"
+    yield "issuer", "GET", issuer + "/.well-known/private-token-issuer-directory", ""
+    yield "issuer", "GET", issuer + "/v1/token-keys", ""
+    yield "witness", "POST", witness + "/add-checkpoint", "text/plain"
+    yield "witness", "GET", witness + "/" + "ab" * 32 + "/checkpoint", ""
+    for kind in ("message/ohttp-req", "message/ohttp-chunked-req", "text/plain"):
+        yield "gateway", "POST", gateway + "/.well-known/ohttp-gateway", kind
+        yield "relay", "POST", relay + "/", kind
+    yield "gateway", "GET", gateway + "/.well-known/ohttp-gateway", ""
+    yield "cdn", "GET", cdn + "/checkpoint", ""
+    yield "cdn", "GET", cdn + "/tile/0/x001/../../../etc/passwd", ""
+    yield "cdn", "POST", cdn + "/checkpoint", "text/plain"
+    for method in ("PUT", "POST"):
+        yield "enclave", method, enclave + session, "application/octet-stream"
+    yield "enclave", "POST", enclave + session + "/stream", "application/octet-stream"
+    yield "enclave", "DELETE", enclave + session, ""
+    for party in ("issuer", "witness", "gateway", "relay", "cdn", "enclave"):
+        yield party, "GET", _base(system, party) + "/metrics", ""
+
+
+@pytest.mark.parametrize("body", ["empty", "garbage", "huge", "many-headers"])
+def test_bad_input_anywhere_is_a_clear_4xx(system: System, body: str) -> None:
+    content = {"empty": b"", "garbage": GARBAGE, "huge": HUGE, "many-headers": GARBAGE}[body]
+    extra = {f"x-flood-{i}": "v" * 1000 for i in range(64)} if body == "many-headers" else {}
+    with httpx.Client(timeout=30) as http:
+        for party, method, url, kind in _endpoints(system):
+            headers = {"content-type": kind, **extra} if kind else extra
+            send = content if method in ("POST", "PUT") else None
+            answer = http.request(method, url, content=send, headers=headers)
+            assert answer.status_code < 500, (party, method, url, body, answer.status_code)
+            if body == "huge" and method in ("POST", "PUT") and party != "cdn":
+                assert answer.status_code in (400, 401, 405, 413, 415), (
+                    party,
+                    url,
+                    answer.status_code,
+                )
+            assert b"Traceback" not in answer.content
+
+
+def test_every_party_still_serves_afterwards(system: System) -> None:
+    client = PrivateProcessingClient.from_state(system.client_dir)
+    chat = [{"sender": "A", "time": "1", "text": "the picnic moved to Sunday at noon"}]
+    assert client.summarize(chat).text
+    client.close()
+    for party in system.parties:
+        assert party.process.poll() is None, party.name  # none of them died
