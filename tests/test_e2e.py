@@ -32,7 +32,11 @@ class RecordingClient(PrivateProcessingClient):
     def _token(self) -> str:
         token = super()._token()
         self.spent = [*getattr(self, "spent", []), token]
+        SPENT.append(token)
         return token
+
+
+SPENT: list[str] = []  # every token this module's recording clients spent
 
 
 def _client(system: System, **kw: object) -> RecordingClient:
@@ -392,3 +396,26 @@ def test_the_async_sdk(system: System) -> None:
     assert rewritten
     assert "paris" in answer.lower()
     assert "paris" in streamed.lower()
+
+
+def test_after_everything_no_file_or_log_line_holds_content_tokens_or_addresses(
+    system: System,
+) -> None:
+    """The leak scan, after every test above: each file the parties wrote (their logs are
+    files too) and the device's state. No canary content, no client address, no spent token
+    (as sent, or its nonce)."""
+    for party in system.parties:
+        party.logs()  # copy what waits in the pipes
+    assert SPENT
+    secrets_ = [CANARY.encode(), b"X1234567", b"127.0.0.2"]
+    for token in SPENT:
+        value = token.split('"')[1]
+        secrets_ += [value.encode(), base64.urlsafe_b64decode(value)[2:34]]
+    scanned = 0
+    for root in (system.system_dir, system.client_dir):
+        for path in _files(root):
+            data = path.read_bytes()
+            scanned += 1
+            for secret in secrets_:
+                assert secret not in data, (path, secret[:12])
+    assert scanned > 20

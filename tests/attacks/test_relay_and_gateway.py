@@ -13,8 +13,10 @@ sits between the real gateway and the genuine enclave build, which runs in this 
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -40,11 +42,35 @@ CHAT = [
 ]
 
 
+SPENT: list[str] = []  # every token the attacks' clients spent, to search for at the end
+LOGGED: list[str] = []  # every log line of the parties running in this process
+
+
+class _Recording(PrivateProcessingClient):
+    def _token(self) -> str:
+        token = super()._token()
+        SPENT.append(token)
+        return token
+
+
 def _client(system: System, **changes: Any) -> PrivateProcessingClient:
     """The real client, connecting from 127.0.0.2 (so its address can be searched for)."""
     config = dataclasses.replace(ClientConfig.load(system.client_dir / "client.json"), **changes)
     http = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=300)
-    return PrivateProcessingClient(config, system.client_dir, http=http)
+    return _Recording(config, system.client_dir, http=http)
+
+
+class _Keep(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        LOGGED.append(record.getMessage())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _keep_logs() -> Iterator[None]:
+    handler, logger = _Keep(), logging.getLogger("privproc")
+    logger.addHandler(handler)
+    yield
+    logger.removeHandler(handler)
 
 
 def _served(caplog: pytest.LogCaptureFixture) -> int:
@@ -356,10 +382,20 @@ def test_a_simulated_enclave_is_refused_without_permission(system: System) -> No
 
 
 def test_nothing_the_attacks_touched_holds_the_content(system: System) -> None:
-    """After every attack above: the parties' files and logs, and the client's state, hold no
-    canary, no door code and no client address."""
+    """After every attack above: the parties' files and logs (the processes' log files and the
+    log lines of the enclaves run here), and the client's state, hold no canary, no door code, no
+    client address, and none of the tokens spent (as sent, or their nonces)."""
+    assert SPENT  # the attacks did spend tokens
+    secrets_ = [CANARY.encode(), b"7351", b"127.0.0.2"]
+    for token in SPENT:
+        value = token.split('"')[1]
+        secrets_ += [value.encode(), base64.urlsafe_b64decode(value)[2:34]]
+    logged = "\n".join(LOGGED).encode()
+    assert logged
+    for secret in secrets_:
+        assert secret not in logged, secret[:12]
     for root in (system.system_dir, system.client_dir):
         for path in (p for p in root.rglob("*") if p.is_file()):
             data = path.read_bytes()
-            for secret in (CANARY.encode(), b"7351", b"127.0.0.2"):
-                assert secret not in data, (path, secret)
+            for secret in secrets_:
+                assert secret not in data, (path, secret[:12])
