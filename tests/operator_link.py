@@ -120,7 +120,7 @@ def genuine_provider(system: System, platform: VirtualSnp | None = None) -> Evid
 
 @contextmanager
 def enclave_behind(
-    system: System, link: Link, provider: EvidenceProvider | None = None
+    system: System, link: Link, provider: Callable[[bytes], bytes] | None = None
 ) -> Iterator[str]:
     """The enclave (genuine unless `provider` says otherwise) in this process, behind `link` on
     the enclave's port; the system's own enclave is stopped meanwhile and restarted after.

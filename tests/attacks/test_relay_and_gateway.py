@@ -355,6 +355,44 @@ def test_the_gateway_routes_to_an_enclave_launched_unsafely(
         client.close()
 
 
+def test_the_gateway_routes_to_an_unlogged_build(
+    system: System, enclave_log: pytest.LogCaptureFixture
+) -> None:
+    """Genuine hardware, genuine evidence, but another build (here: another configuration) than
+    the logged release: log.release fails and nothing reaches its API."""
+    from privproc.attest.provider import EvidenceProvider
+    from privproc.enclave.workload import enclave_config, enclave_manifest
+    from privproc.inference.backends import MODEL_NAME, locate_smollm2
+
+    genuine = genuine_provider(system)
+    other = enclave_manifest(locate_smollm2(), enclave_config(MODEL_NAME, 9))
+    provider = EvidenceProvider(genuine.platform, other, genuine.release)
+    with enclave_behind(system, Link(), provider):
+        client = _client(system)
+        with pytest.raises(AttestationRejectedError) as err:
+            client.summarize(CHAT)
+        assert [c.id for c in err.value.report.failures] == ["log.release"]
+        assert _served(enclave_log) == 0
+        client.close()
+
+
+def test_the_gateway_staples_evidence_from_another_session(
+    system: System, enclave_log: pytest.LogCaptureFixture
+) -> None:
+    """The operator replays evidence the genuine enclave produced for another session."""
+    import os
+
+    genuine = genuine_provider(system)
+    recorded = genuine(os.urandom(64))
+    with enclave_behind(system, Link(), lambda report_data: recorded):
+        client = _client(system)
+        with pytest.raises(AttestationRejectedError) as err:
+            client.summarize(CHAT)
+        assert [c.id for c in err.value.report.failures] == ["policy.report-data"]
+        assert _served(enclave_log) == 0
+        client.close()
+
+
 def test_an_enclave_below_the_clients_minimum_tcb_is_refused(system: System) -> None:
     platform = VirtualSnp.load(system.system_dir / "platform")
     tcb = platform.tcb
