@@ -182,6 +182,17 @@ def _witness_latest(system: System) -> bytes:
     return answer.content
 
 
+def _refused_with(
+    system: System, device: Path, served: dict[str, bytes], error: type[Exception], match: str
+) -> None:
+    """The CDN serves `served` to the device: the client refuses with `error`, sends nothing."""
+    client = _attack(device)
+    with _nothing_sent(system), _cdn_serves(system, served):
+        with pytest.raises(error, match=match):
+            client.summarize(CHAT)
+        client.close()
+
+
 def _assert_evidence(
     error: RollbackError | SplitViewError, accepted: bytes, offered: bytes
 ) -> None:
@@ -390,11 +401,7 @@ def test_the_log_operator_shows_a_forked_checkpoint_that_no_witness_cosigns(
     device = _device(system, tmp_path)
     AcceptedCheckpoint(device / "log-checkpoint.json").save(served)
     fork = _log_signed(system, _forked_same_size(system, genuine)).encode()
-    client = _attack(device)
-    with _nothing_sent(system), _cdn_serves(system, {"checkpoint": fork}):
-        with pytest.raises(QuorumNotMetError, match="0 witness cosignatures"):
-            client.summarize(CHAT)
-        client.close()
+    _refused_with(system, device, {"checkpoint": fork}, QuorumNotMetError, "0 witness cosignatures")
     assert AcceptedCheckpoint(device / "log-checkpoint.json").load() == served
     _no_trace(system.system_dir, device)
 
@@ -531,11 +538,13 @@ def test_a_cosignature_by_a_witness_key_the_client_does_not_know(
     impostor = Signer.generate(WITNESS_NAME, SIG_COSIGNATURE_V1)
     offered = _relabelled(served, [impostor.sign(checkpoint.text(), int(time.time()))])
     device = _device(system, tmp_path)
-    client = _attack(device)
-    with _nothing_sent(system), _cdn_serves(system, {"checkpoint": offered}):
-        with pytest.raises(QuorumNotMetError, match="0 witness cosignatures, the policy needs 1"):
-            client.summarize(CHAT)
-        client.close()
+    _refused_with(
+        system,
+        device,
+        {"checkpoint": offered},
+        QuorumNotMetError,
+        "0 witness cosignatures, the policy needs 1",
+    )
     _no_trace(system.system_dir, device)
 
 
@@ -548,11 +557,9 @@ def test_a_forged_cosignature_under_the_witness_key(system: System, tmp_path: Pa
     forged[-1] ^= 0x01
     offered = _relabelled(served, [Signature(genuine.name, genuine.key_id, bytes(forged))])
     device = _device(system, tmp_path)
-    client = _attack(device)
-    with _nothing_sent(system), _cdn_serves(system, {"checkpoint": offered}):
-        with pytest.raises(CheckpointRejectedError, match="signatures do not hold"):
-            client.summarize(CHAT)
-        client.close()
+    _refused_with(
+        system, device, {"checkpoint": offered}, CheckpointRejectedError, "signatures do not hold"
+    )
     _no_trace(system.system_dir, device)
 
 
@@ -593,9 +600,11 @@ def test_one_witness_cosigning_twice_is_not_a_quorum_of_two(system: System, tmp_
     _with_config(
         device, witness_keys=[*config.witness_keys, second.verifier.encode()], witness_quorum=2
     )
-    client = _attack(device)
-    with _nothing_sent(system), _cdn_serves(system, {"checkpoint": offered}):
-        with pytest.raises(QuorumNotMetError, match="1 witness cosignatures, the policy needs 2"):
-            client.summarize(CHAT)
-        client.close()
+    _refused_with(
+        system,
+        device,
+        {"checkpoint": offered},
+        QuorumNotMetError,
+        "1 witness cosignatures, the policy needs 2",
+    )
     _no_trace(system.system_dir, device)

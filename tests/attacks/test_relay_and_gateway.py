@@ -84,6 +84,27 @@ def enclave_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     return caplog
 
 
+def _refused_before_any_request(
+    system: System,
+    enclave_log: pytest.LogCaptureFixture,
+    link: Link,
+    provider: Any = None,
+    failed: list[str] | None = None,
+) -> None:
+    """The attack behind `link` (and `provider`) stops the client with a typed error before
+    any request reaches the enclave's API; with `failed`, it is exactly these attestation
+    checks that failed."""
+    with enclave_behind(system, link, provider):
+        client = _client(system)
+        with pytest.raises(AttestationRejectedError if failed else PrivprocError) as err:
+            client.summarize(CHAT)
+        if failed is not None:
+            assert isinstance(err.value, AttestationRejectedError)
+            assert [c.id for c in err.value.report.failures] == failed
+        assert _served(enclave_log) == 0  # no request was ever sent
+        client.close()
+
+
 # --- The relay ---------------------------------------------------------------------------------
 
 
@@ -200,12 +221,7 @@ def test_the_gateway_reorders_the_enclaves_records(
             parts[0], parts[1] = parts[1], parts[0]
         return b"".join(parts)
 
-    with enclave_behind(system, Link(to_gateway=swap)):
-        client = _client(system)
-        with pytest.raises(PrivprocError):
-            client.summarize(CHAT)
-        assert _served(enclave_log) == 0  # no request was ever sent
-        client.close()
+    _refused_before_any_request(system, enclave_log, Link(to_gateway=swap))
 
 
 def test_the_gateway_replays_a_request(
@@ -279,12 +295,7 @@ def test_the_gateway_downgrades_the_cipher_suite(
         suites = [data[i : i + 2] for i in range(start, start + length, 2)]
         return data[:start] + b"".join(reversed(suites)) + data[start + length :]
 
-    with enclave_behind(system, Link(to_enclave=weaken)):
-        client = _client(system)
-        with pytest.raises(PrivprocError):
-            client.summarize(CHAT)
-        assert _served(enclave_log) == 0
-        client.close()
+    _refused_before_any_request(system, enclave_log, Link(to_enclave=weaken))
 
 
 def test_the_gateway_offers_only_tls_1_2(
@@ -294,12 +305,7 @@ def test_the_gateway_offers_only_tls_1_2(
         # supported_versions (0x002b) lists TLS 1.3 (0x0304): make it TLS 1.2 (0x0303).
         return data.replace(b"\x00\x2b\x00\x03\x02\x03\x04", b"\x00\x2b\x00\x03\x02\x03\x03")
 
-    with enclave_behind(system, Link(to_enclave=tls12)):
-        client = _client(system)
-        with pytest.raises(PrivprocError):
-            client.summarize(CHAT)
-        assert _served(enclave_log) == 0
-        client.close()
+    _refused_before_any_request(system, enclave_log, Link(to_enclave=tls12))
 
 
 # --- The operator: enclaves the client must refuse ---------------------------------------------
@@ -346,13 +352,7 @@ def test_the_gateway_routes_to_an_enclave_launched_unsafely(
     system: System, enclave_log: pytest.LogCaptureFixture, launch: dict[str, Any], failed: str
 ) -> None:
     provider = genuine_provider(system, _platform(system, **launch))
-    with enclave_behind(system, Link(), provider):
-        client = _client(system)
-        with pytest.raises(AttestationRejectedError) as err:
-            client.summarize(CHAT)
-        assert [c.id for c in err.value.report.failures] == [failed]
-        assert _served(enclave_log) == 0
-        client.close()
+    _refused_before_any_request(system, enclave_log, Link(), provider, [failed])
 
 
 def test_the_gateway_routes_to_an_unlogged_build(
@@ -367,13 +367,7 @@ def test_the_gateway_routes_to_an_unlogged_build(
     genuine = genuine_provider(system)
     other = enclave_manifest(locate_smollm2(), enclave_config(MODEL_NAME, 9))
     provider = EvidenceProvider(genuine.platform, other, genuine.release)
-    with enclave_behind(system, Link(), provider):
-        client = _client(system)
-        with pytest.raises(AttestationRejectedError) as err:
-            client.summarize(CHAT)
-        assert [c.id for c in err.value.report.failures] == ["log.release"]
-        assert _served(enclave_log) == 0
-        client.close()
+    _refused_before_any_request(system, enclave_log, Link(), provider, ["log.release"])
 
 
 def test_the_gateway_staples_evidence_from_another_session(
@@ -384,13 +378,9 @@ def test_the_gateway_staples_evidence_from_another_session(
 
     genuine = genuine_provider(system)
     recorded = genuine(os.urandom(64))
-    with enclave_behind(system, Link(), lambda report_data: recorded):
-        client = _client(system)
-        with pytest.raises(AttestationRejectedError) as err:
-            client.summarize(CHAT)
-        assert [c.id for c in err.value.report.failures] == ["policy.report-data"]
-        assert _served(enclave_log) == 0
-        client.close()
+    _refused_before_any_request(
+        system, enclave_log, Link(), lambda report_data: recorded, ["policy.report-data"]
+    )
 
 
 def test_an_enclave_below_the_clients_minimum_tcb_is_refused(system: System) -> None:
