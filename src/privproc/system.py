@@ -196,19 +196,24 @@ class System:
     def stop_party(self, name: str) -> None:
         for party in [p for p in self.parties if p.name == name]:
             party.process.terminate()
-            party.wait(10)
+            self._reap(party)
             self.parties.remove(party)
 
     def stop(self) -> None:
         for party in reversed(self.parties):
             party.process.terminate()
         for party in self.parties:
-            try:
-                party.wait(10)
-            except subprocess.TimeoutExpired:
-                party.process.kill()
-                party.wait(10)
+            self._reap(party)
         self.parties.clear()
+
+    @staticmethod
+    def _reap(party: Party) -> None:
+        """Wait for a party asked to stop; one that does not within 10 s is killed."""
+        try:
+            party.wait(10)
+        except subprocess.TimeoutExpired:
+            party.process.kill()
+            party.wait(10)
 
     def start(self) -> ClientConfig:
         shutil.rmtree(self.system_dir, ignore_errors=True)

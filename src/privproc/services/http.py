@@ -172,6 +172,7 @@ def make_server(
         lifespan="on" if lifespan else "off",
         limit_concurrency=limit_concurrency,
         timeout_keep_alive=10,
+        timeout_graceful_shutdown=5,  # a stop is not held up by a stream that never ends
         h11_max_incomplete_event_size=16 * 1024,
     )
     return _Server(config)
