@@ -12,7 +12,12 @@ from __future__ import annotations
 
 
 class PrivprocError(Exception):
-    """Base class of every error privproc raises on purpose."""
+    """Base class of every error privproc raises on purpose.
+
+    `retryable` is true where the same request may well succeed if sent again shortly: the
+    failure was a party restarting or a session lost, and says nothing against the request."""
+
+    retryable: bool = False
 
 
 # --- Malformed or out-of-bounds input ---------------------------------------------------------
@@ -79,14 +84,22 @@ class TransportError(PrivprocError):
     """A party could not be reached, or answered outside the protocol."""
 
 
-class PeerRejectedError(TransportError):
-    """A party answered with an HTTP error status; `status` holds it."""
+# A party restarting or overloaded, or a relay that cannot reach the party behind it.
+RETRYABLE_STATUSES = frozenset({502, 503, 504})
 
-    def __init__(self, message: str, status: int) -> None:
+
+class PeerRejectedError(TransportError):
+    """A party answered with an HTTP error status; `status` holds it. It is `retryable` when the
+    status says the party is unavailable for now (502, 503, 504), unless the caller knows better."""
+
+    def __init__(self, message: str, status: int, *, retryable: bool | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retryable = status in RETRYABLE_STATUSES if retryable is None else retryable
 
 
 class StreamTruncatedError(TransportError):
     """A streamed answer ended before its authenticated end: what arrived is not the whole
     answer (a relay, the gateway or the network cut it). Send the request again."""
+
+    retryable = True

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from privproc.client.private import PrivateProcessingClient
 from privproc.system import System
+from tests.servers import privproc_process
 
 GARBAGE = os.urandom(1024)
 HUGE = b"\x00" * (4 << 20)
@@ -68,6 +70,27 @@ def test_bad_input_anywhere_is_a_clear_4xx(system: System, body: str) -> None:
                     answer.status_code,
                 )
             assert b"Traceback" not in answer.content
+
+
+def test_bad_input_at_the_local_proxy(system: System, tmp_path: Path) -> None:
+    """`privproc proxy` (the device's local OpenAI endpoint) answers bad input with 4xx too."""
+    args = ["proxy", "--port", "0", "--state", str(system.state)]
+    with (
+        privproc_process(args, "ready proxy ", tmp_path) as proxy,
+        httpx.Client(timeout=30) as http,
+    ):
+        url = proxy.url.rstrip("/")
+        cases = [
+            ("POST", url + "/chat/completions", GARBAGE, 400),
+            ("POST", url + "/chat/completions", b"[" * 5000, 400),
+            ("POST", url + "/chat/completions", HUGE, 413),
+            ("POST", url + "/chat/completions", b'{"messages": []}', 400),
+            ("GET", url.removesuffix("/v1") + "/admin", b"", 404),
+        ]
+        for method, target, body, status in cases:
+            answer = http.request(method, target, content=body)
+            assert answer.status_code == status, (target, body[:20], answer.status_code)
+        assert proxy.process.poll() is None
 
 
 def test_every_party_still_serves_afterwards(system: System) -> None:

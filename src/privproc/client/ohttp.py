@@ -71,6 +71,19 @@ def choose_config(configs: Sequence[KeyConfig], kem: hpke.Kem | None = None) -> 
     raise UnsupportedError(f"the gateway offers no key configuration for {wanted}")
 
 
+def gateway_refused(status: int) -> PeerRejectedError:
+    """The relay's or the gateway's refusal of an encapsulated request, saying what to do."""
+    if status in (502, 504):
+        why = "the relay could not reach the gateway; try again shortly"
+    elif status == 503:
+        why = "the gateway is unavailable; try again shortly"
+    elif status in (400, 401, 422):
+        why = "the gateway could not decapsulate it; if its keys rotated, fetch them again"
+    else:
+        why = "the gateway refused it"
+    return PeerRejectedError(f"{why} ({status})", status)
+
+
 class OhttpClient:
     """A blocking OHTTP client. One instance may be reused for many requests."""
 
@@ -130,10 +143,7 @@ class OhttpClient:
             headers={"content-type": MEDIA_TYPE_REQUEST, "accept": MEDIA_TYPE_RESPONSE},
         )
         if answer.status != 200:
-            raise PeerRejectedError(
-                f"the gateway answered {answer.status}; if its keys rotated, fetch them again",
-                answer.status,
-            )
+            raise gateway_refused(answer.status)
         if answer.media_type != MEDIA_TYPE_RESPONSE:
             raise TransportError(f"the gateway did not answer with {MEDIA_TYPE_RESPONSE}")
         return context.decapsulate_response(answer.body, max_size=self.max_response)
@@ -156,11 +166,7 @@ class OhttpClient:
         try:
             with self._http.stream("POST", gateway_url, content=bytes(body), headers=headers) as r:
                 if r.status_code != 200:
-                    raise PeerRejectedError(
-                        f"the gateway answered {r.status_code}; if its keys rotated, fetch them "
-                        "again",
-                        r.status_code,
-                    )
+                    raise gateway_refused(r.status_code)
                 kind = r.headers.get("content-type", "").split(";", 1)[0].strip().lower()
                 if kind != MEDIA_TYPE_CHUNKED_RESPONSE:
                     raise TransportError(

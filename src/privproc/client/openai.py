@@ -37,7 +37,7 @@ from starlette.routing import Route
 from privproc.client.controls import AIDisabledError
 from privproc.client.private import PrivateProcessingClient, StreamedAnswer
 from privproc.errors import PrivprocError
-from privproc.services.http import StreamAborted, StreamedBody
+from privproc.services.http import BodyError, StreamAborted, StreamedBody, read_body
 from privproc.wire import load_json
 
 __all__ = ["AsyncPrivateTransport", "PrivateTransport", "create_proxy_app"]
@@ -97,7 +97,10 @@ def forward(
     except AIDisabledError as exc:
         return _error(403, str(exc), "permission_error")
     except (PrivprocError, ValueError) as exc:
-        return _error(502, f"the private path failed: {exc}", "api_error")
+        # 503 for a failure worth retrying shortly (a party restarting, a session lost), which
+        # OpenAI clients retry on their own; 502 for the rest.
+        retryable = isinstance(exc, PrivprocError) and exc.retryable
+        return _error(503 if retryable else 502, f"the private path failed: {exc}", "api_error")
     finally:
         if not kept:
             lock.release()
@@ -201,7 +204,10 @@ def create_proxy_app(client: PrivateProcessingClient) -> Starlette:
             await asyncio.to_thread(answer.release)
 
     async def endpoint(request: Request) -> Response:
-        body = await request.body()
+        try:
+            body = await read_body(request, MAX_BODY)
+        except BodyError as exc:
+            return exc.response
         answer = await asyncio.to_thread(
             forward, client, lock, request.method, request.url.path, body
         )
