@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 from privproc.client.issuer import IssuerClient, QuotaExhaustedError
 from privproc.client.wallet import Wallet
-from privproc.errors import DecodeError
+from privproc.errors import DecodeError, UsageError
 from privproc.tokens.auth import Token, TokenChallenge, parse_authorization
 from privproc.tokens.directory import KeySet
 from tests.servers import Running
@@ -112,6 +113,69 @@ def test_quota_refusal_keeps_what_was_fetched(issuer: tuple[Running, Path], tmp_
         other = Wallet(tmp_path / "empty")
         with pytest.raises(QuotaExhaustedError):
             other.refill(client, challenge, token_key, key_set, threshold=1, target=1, now=now)
+
+
+def test_clients_sharing_an_empty_wallet_fetch_once_and_each_get_a_token(
+    issuer: tuple[Running, Path], tmp_path: Path
+) -> None:
+    """Eight threads of one device find its wallet empty at once: one fetches a batch (keeping
+    the first token for itself, never stored), the others wait for it and take theirs. Without
+    the refill lock they race: several fetch (more tokens than uses), or one is left with none."""
+    running, state = issuer
+    secret = add_account(state, "shared-device")
+    challenge, token_key, key_set = _setup(running)
+    wallet_dir = tmp_path / "device"
+    got: list[str] = []
+    fetches: list[int] = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def use() -> None:
+        wallet = Wallet(wallet_dir)
+        start.wait()
+        token = wallet.take(challenge, time.time())
+        if token is None:
+            with wallet.refilling():
+                token = wallet.take(challenge, time.time())
+                if token is None:
+                    with IssuerClient(running.url, secret) as client:
+                        token = wallet.fetch(client, challenge, token_key, key_set, count=8)
+                    with lock:
+                        fetches.append(1)
+        with lock:
+            got.append(token)
+
+    threads = [threading.Thread(target=use) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(got) == 8
+    assert len(set(got)) == 8  # eight different tokens, each spendable
+    for authorization in got:
+        Token.decode(parse_authorization(authorization))
+    assert fetches == [1]  # one batch for all
+    assert Wallet(wallet_dir).count(challenge, time.time()) == 0  # 8 fetched, 8 used
+
+
+def test_the_fetched_token_never_enters_the_file(
+    issuer: tuple[Running, Path], tmp_path: Path
+) -> None:
+    running, state = issuer
+    secret = add_account(state, "one-token")
+    challenge, token_key, key_set = _setup(running)
+    wallet = Wallet(tmp_path / "client")
+    with IssuerClient(running.url, secret) as client:
+        authorization = wallet.fetch(client, challenge, token_key, key_set, count=1)
+        Token.decode(parse_authorization(authorization))
+        assert wallet.count(challenge, time.time()) == 0
+        assert not wallet.path.exists() or authorization.split('"')[1] not in (
+            wallet.path.read_text()
+        )
+        with pytest.raises(UsageError):
+            wallet.fetch(client, challenge, token_key, key_set, count=0)
+        with pytest.raises(UsageError, match="not in the issuer's key set"):
+            wallet.fetch(client, challenge, b"another key", key_set, count=1)
 
 
 def test_expired_tokens_are_dropped_and_corruption_is_reported(tmp_path: Path) -> None:

@@ -7,12 +7,17 @@ AI (Advanced Chat Privacy), and the Private Processing report of every use.
   and checkpoint size of its release, and the outcome. Never any content.
 
 Rules: a refused feature or a private chat stops the request before anything leaves the device
-(`AIDisabledError`, saying how to turn it on); both files are written atomically and privately.
+(`AIDisabledError`, saying how to turn it on); both files are private (0600). The settings are
+rewritten atomically; the report is appended to, one whole line per use under a lock, so that
+clients sharing a device's state never lose each other's entries (a line torn by a crash is
+skipped when read, and the next line starts on its own).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +31,7 @@ __all__ = ["FEATURES", "AIDisabledError", "ReportEntry", "Settings", "UsageRepor
 
 FEATURES = ("summaries", "writing-help", "chat")
 MAX_CHAT_ID = 128
+MAX_REPORT_LINE = 4096  # far above any entry (a few hundred bytes)
 
 
 class AIDisabledError(PrivprocError):
@@ -113,15 +119,28 @@ class UsageReport:
         self.path = state_dir / "report.jsonl"
 
     def add(self, entry: ReportEntry) -> None:
-        line = json.dumps(entry.to_dict(), sort_keys=True) + "\n"
-        existing = self.path.read_bytes() if self.path.exists() else b""
-        write_atomically(self.path, existing + line.encode(), private=True)
+        line = (json.dumps(entry.to_dict(), sort_keys=True) + "\n").encode()
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # one writer at a time: whole lines, none lost
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                # A line torn by a crash mid-write: cut it off, so the file holds whole lines.
+                tail = os.pread(fd, min(size, MAX_REPORT_LINE), size - min(size, MAX_REPORT_LINE))
+                os.ftruncate(fd, size - len(tail) + tail.rfind(b"\n") + 1)
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def entries(self) -> list[ReportEntry]:
         try:
-            lines = self.path.read_bytes().splitlines()
+            data = self.path.read_bytes()
         except FileNotFoundError:
             return []
+        lines = data.splitlines()
+        if lines and not data.endswith(b"\n"):
+            lines.pop()  # torn by a crash mid-write: not an entry
         out = []
         for line in lines:
             try:

@@ -1,15 +1,21 @@
 """The client's token wallet: tokens fetched ahead of time, each used at most once.
 
     wallet = Wallet(state_dir)
-    wallet.refill(issuer, challenge, key_set, threshold=5, target=20)
+    wallet.refill(issuer, challenge, key, key_set, threshold=5, target=20, now=now)
     authorization = wallet.take(challenge, now)       # None when empty
+    with wallet.refilling():                          # one fetcher at a time
+        authorization = wallet.take(challenge, now) or wallet.fetch(issuer, ..., count=16)
 
 Rules of this module:
 - Tokens live in `STATE/tokens.json`, mode 0600, keyed by the challenge they answer (RFC 9577
   §2.1.4: a cached token matches one challenge exactly) and stamped with their key's expiry.
 - A token leaves the file before it is handed out: `take` rewrites the file (write, fsync, rename)
   and only then returns the token, so a crash can lose a token but never reuse one. A lock file
-  serialises processes that share the state directory.
+  serialises processes (and threads) that share the state directory.
+- Fetching is serialised too (`refilling`, a second lock held while tokens are fetched): clients
+  sharing one wallet that find it empty wait for one of them to fill it instead of racing, and
+  the one that fetches keeps the first token for itself (never stored), so it cannot be left
+  empty-handed by the others.
 - Expired tokens are dropped; nothing else about a token (where or when it was used) is recorded.
 """
 
@@ -35,6 +41,7 @@ __all__ = ["Wallet"]
 
 WALLET_FILE = "tokens.json"
 _LOCK_FILE = "tokens.lock"
+_REFILL_LOCK_FILE = "tokens.refill.lock"
 _MAX_PER_CHALLENGE = 1000
 _VERSION = 1
 
@@ -55,19 +62,33 @@ class Wallet:
         self.path = state_dir / WALLET_FILE
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[dict[str, list[dict[str, Any]]]]:
-        """The wallet's contents under an exclusive lock; changes are written back on exit."""
+    def _lock(self, name: str) -> Iterator[None]:
+        """An exclusive lock on STATE/name, against other processes and other threads (each
+        holder opens the file anew: flock locks belong to the open file)."""
         self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.state_dir / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.state_dir / name, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, list[dict[str, Any]]]]:
+        """The wallet's contents under an exclusive lock; changes are written back on exit."""
+        with self._lock(_LOCK_FILE):
             contents = self._read()
             before = json.dumps(contents, sort_keys=True)
             yield contents
             if json.dumps(contents, sort_keys=True) != before:
                 self._write(contents)
-        finally:
-            os.close(fd)
+
+    @contextlib.contextmanager
+    def refilling(self) -> Iterator[None]:
+        """Held while tokens are fetched, so that one client sharing this wallet fetches while
+        the others wait (and then find the tokens). Not reentrant: `refill` takes it itself."""
+        with self._lock(_REFILL_LOCK_FILE):
+            yield
 
     def _read(self) -> dict[str, list[dict[str, Any]]]:
         try:
@@ -144,17 +165,54 @@ class Wallet:
         is left empty."""
         if not 0 <= threshold <= target <= _MAX_PER_CHALLENGE:
             raise UsageError("0 <= threshold <= target <= 1000")
-        have = self.count(challenge, now)
-        if have >= threshold:
-            return 0
+        with self.refilling():
+            have = self.count(challenge, now)
+            if have >= threshold:
+                return 0
+            return self._fetch_into(issuer, challenge, token_key, key_set, target - have, have)
+
+    def fetch(
+        self,
+        issuer: IssuerClient,
+        challenge: bytes,
+        token_key: bytes,
+        key_set: KeySet,
+        *,
+        count: int,
+    ) -> str:
+        """Fetch `count` tokens: the first is returned (its Authorization value; it never enters
+        the file), the rest are stored. Call it holding `refilling()`. If the quota runs out
+        before the first, `QuotaExhaustedError`; after it, the tokens obtained are kept."""
+        if not 1 <= count <= _MAX_PER_CHALLENGE:
+            raise UsageError("1 <= count <= 1000")
+        self._expiry(token_key, key_set)  # a key the set lists, before anything is fetched
+        first = issuer.fetch_token(challenge, token_key)
+        self._fetch_into(issuer, challenge, token_key, key_set, count - 1, 1)
+        return format_authorization(first.encode())
+
+    @staticmethod
+    def _expiry(token_key: bytes, key_set: KeySet) -> int:
         key_id = token_key_id(token_key)
         expiry = next(
             (k.expires for k in key_set.keys if token_key_id(k.token_key) == key_id), None
         )
         if expiry is None:
             raise UsageError("the token key is not in the issuer's key set")
-        # One at a time, each stored as it arrives: a quota refusal midway keeps what came.
-        for fetched in range(target - have):
+        return expiry
+
+    def _fetch_into(
+        self,
+        issuer: IssuerClient,
+        challenge: bytes,
+        token_key: bytes,
+        key_set: KeySet,
+        count: int,
+        have: int,
+    ) -> int:
+        """Fetch up to `count` tokens into the wallet, one at a time, each stored as it arrives:
+        a quota refusal midway keeps what came (and is raised only if nothing is held at all)."""
+        expiry = self._expiry(token_key, key_set)
+        for fetched in range(count):
             try:
                 token = issuer.fetch_token(challenge, token_key)
             except QuotaExhaustedError:
@@ -162,4 +220,4 @@ class Wallet:
                     raise
                 return fetched
             self.add(challenge, [(token, expiry)])
-        return target - have
+        return count
