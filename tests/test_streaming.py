@@ -26,6 +26,7 @@ from tests.operator_link import Link, enclave_behind
 from tests.servers import app_in_thread
 
 LONG = "Write a long story about a red kite and a windy beach."
+FRANCE = "What is the capital of France?"  # asked greedily (temperature 0): not the sampler's luck
 
 
 def _party_url(system: System, name: str) -> str:
@@ -47,19 +48,19 @@ def _read(stream: Iterator[str], into: list[str]) -> None:
 
 def test_a_streamed_answer_arrives_piece_by_piece_and_whole(system: System) -> None:
     client = PrivateProcessingClient.from_state(system.client_dir)
-    pieces = list(client.chat_stream("What is the capital of France?", max_tokens=30))
+    pieces = list(client.chat_stream(FRANCE, temperature=0))
     assert len(pieces) > 3
     assert "paris" in "".join(pieces).lower()
     assert UsageReport(system.client_dir).entries()[-1].outcome == "ok"
     # The session carries on after a stream: a plain request and another stream on it.
-    assert "paris" in client.chat("What is the capital of France?").text.lower()
+    assert "paris" in client.chat(FRANCE, temperature=0).text.lower()
     assert list(client.chat_stream("Say hello.", max_tokens=8))
     # Reading part of a stream and stopping is allowed; the next request gets a new session.
     partial = client.chat_stream(LONG, max_tokens=200)
     assert next(partial)
     assert next(partial)
     partial.close()  # type: ignore[attr-defined]
-    assert "paris" in client.chat("What is the capital of France?").text.lower()
+    assert "paris" in client.chat(FRANCE, temperature=0).text.lower()
     client.close()
 
 
@@ -134,7 +135,7 @@ def test_a_stream_cut_by_the_relay_is_an_error(system: System, keep: int, abrupt
         client.config = dataclasses.replace(
             client.config, relay_url=ClientConfig.load(system.client_dir / "client.json").relay_url
         )
-        assert "paris" in client.chat("What is the capital of France?").text.lower()
+        assert "paris" in client.chat(FRANCE, temperature=0).text.lower()
         client.close()
     if keep == 1500:
         assert received  # pieces arrived before the cut, and still it is no answer
@@ -181,7 +182,7 @@ def test_a_stream_cut_behind_the_gateway_is_an_error(
 ) -> None:
     with enclave_behind(system, Link(after=6, then=then)):
         client = PrivateProcessingClient.from_state(system.client_dir)
-        assert "paris" in client.chat("What is the capital of France?").text.lower()  # genuine
+        assert "paris" in client.chat(FRANCE, temperature=0).text.lower()  # genuine
         received: list[str] = []
         with pytest.raises(StreamTruncatedError, match=reported):
             _read(client.chat_stream(LONG, max_tokens=300), received)

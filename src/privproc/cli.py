@@ -151,7 +151,11 @@ def serve() -> None:
     help="Where spent tokens are remembered: sqlite:PATH or redis://HOST:PORT/DB (shared by "
     "several gateways) [default: sqlite:STATE/spent.sqlite3].",
 )
-@_state_option("State directory for the default spent-token store.", required=False)
+@_state_option(
+    "State directory: the gateway's OHTTP keys (STATE/ohttp-keys, kept across restarts) and the "
+    "default spent-token store.",
+    required=False,
+)
 @_fail_cleanly
 def serve_gateway(
     host: str,
@@ -164,14 +168,16 @@ def serve_gateway(
     state_dir: Path | None,
     enclaves: tuple[str, ...],
 ) -> None:
-    """The Oblivious HTTP gateway (RFC 9458) with fresh keys.
+    """The Oblivious HTTP gateway (RFC 9458).
 
     Serves its key configurations at GET /.well-known/ohttp-gateway (RFC 9540) and the gateway
-    resource at POST /.well-known/ohttp-gateway. The keys live in memory only. With --issuer,
-    every inner request must redeem a Privacy Pass token (RFC 9577) issued for this gateway.
+    resource at POST /.well-known/ohttp-gateway. With --state, its keys are kept in
+    STATE/ohttp-keys (made at the first start, mode 0600) so that the published and logged key
+    configurations stay valid across restarts; without it, fresh keys live in memory only. With
+    --issuer, every inner request must redeem a Privacy Pass token (RFC 9577) issued for this
+    gateway.
     """
-    from privproc.ohttp.keys import KeyRing
-    from privproc.services.gateway import KEYS_PATH, create_gateway_app
+    from privproc.services.gateway import KEYS_PATH, create_gateway_app, gateway_key_ring
     from privproc.services.http import bind, serve
 
     if issuer_url is None and (spent_store or name):
@@ -181,7 +187,7 @@ def serve_gateway(
             raise click.UsageError("with --issuer, give --state DIR or --spent-store SPEC")
         spent_store = f"sqlite:{state_dir / 'spent.sqlite3'}"
     logs.configure()
-    keys = KeyRing.generate()
+    keys = gateway_key_ring(state_dir)
     sock = bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
 
@@ -1485,6 +1491,13 @@ def rewrite(
 @click.option(
     "--max-tokens", type=click.IntRange(1, 512), default=None, help="Longest answer, in tokens."
 )
+@click.option(
+    "--temperature",
+    type=click.FloatRange(0, 2),
+    default=None,
+    help="Sampling temperature, 0 to 2 [default: the enclave's, 0.2]; 0 always picks the "
+    "likeliest next token.",
+)
 def chat(
     prompt: str,
     state_dir: Path | None,
@@ -1492,14 +1505,20 @@ def chat(
     chat_id: str | None,
     stream: bool,
     max_tokens: int | None,
+    temperature: float | None,
 ) -> None:
     """Ask the model PROMPT, privately."""
     client = _client(state_dir, verbose)
+    options: dict[str, Any] = {
+        "chat_id": chat_id,
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+    }
     try:
         if not stream:
-            click.echo(client.chat(prompt, chat_id=chat_id, max_tokens=max_tokens).text)
+            click.echo(client.chat(prompt, **options).text)
             return
-        for piece in client.chat_stream(prompt, chat_id=chat_id, max_tokens=max_tokens):
+        for piece in client.chat_stream(prompt, **options):
             click.echo(piece, nl=False)
             sys.stdout.flush()
         click.echo()

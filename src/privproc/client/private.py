@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
@@ -97,6 +98,8 @@ class TargetedKeyError(CryptoError):
 
 class EnclaveLostError(TransportError):
     """The enclave holding the session is gone; a new request will open a new session."""
+
+    retryable = True
 
 
 @dataclass(frozen=True)
@@ -341,18 +344,19 @@ class PrivateProcessingClient:
         challenge = self._challenge[0]
         token = self.wallet.take(challenge, now)
         if token is None:
-            with IssuerClient(self.config.issuer_url, self._secret(), http=self._http) as issuer:
-                key_set = issuer.key_set()
-                key = issuer.directory().preferred(now).token_key
-                self._check_token_key(key_set.issuer_name, key, now)
-                self.wallet.refill(
-                    issuer, challenge, key, key_set, threshold=1, target=REFILL, now=now
-                )
-            token = self.wallet.take(challenge, now)
-        if token is None:
-            raise PrivprocError("no Privacy Pass token could be obtained")
+            # One client of a shared wallet fetches; the others wait for it, then take theirs.
+            with self.wallet.refilling():
+                token = self.wallet.take(challenge, now) or self._fetch_tokens(challenge, now)
         self._step("a Privacy Pass token from the wallet (unlinkable to the account)")
         return token
+
+    def _fetch_tokens(self, challenge: bytes, now: float) -> str:
+        """A batch of tokens from the issuer, under a logged key: one to use now, the rest kept."""
+        with IssuerClient(self.config.issuer_url, self._secret(), http=self._http) as issuer:
+            key_set = issuer.key_set()
+            key = issuer.directory().preferred(now).token_key
+            self._check_token_key(key_set.issuer_name, key, now)
+            return self.wallet.fetch(issuer, challenge, key, key_set, count=REFILL)
 
     def _check_token_key(self, issuer: str, key: bytes, now: float) -> None:
         """The issuer's key must be logged, live now, and one of the few the issuer has live:
@@ -690,11 +694,14 @@ class PrivateProcessingClient:
         *,
         chat_id: str | None = None,
         max_tokens: int | None = None,
+        temperature: float | None = None,
     ) -> ChatReply:
-        """The model's answer to `prompt` (or to a list of OpenAI-style messages)."""
+        """The model's answer to `prompt` (or to a list of OpenAI-style messages). `temperature`
+        (0 to 2, the enclave's default 0.2): 0 always picks the likeliest next token."""
+        body = _chat_body(prompt, max_tokens, temperature)
 
         def call() -> ChatReply:
-            doc = self._task("/v1/chat/completions", _chat_body(prompt, max_tokens), "answer")
+            doc = self._task("/v1/chat/completions", body, "answer")
             choice, usage = doc["choices"][0], doc.get("usage") or {}
             return ChatReply(
                 str(choice["message"]["content"]),
@@ -712,10 +719,11 @@ class PrivateProcessingClient:
         *,
         chat_id: str | None = None,
         max_tokens: int | None = None,
+        temperature: float | None = None,
     ) -> Iterator[str]:
         """The model's answer as it is produced, piece by piece. The iteration ends at the
         answer's authenticated end; a cut stream raises `StreamTruncatedError`."""
-        doc = {**_chat_body(prompt, max_tokens), "stream": True}
+        doc = {**_chat_body(prompt, max_tokens, temperature), "stream": True}
         answer = self.call_stream("POST", "/v1/chat/completions", doc, feature="chat",
                                   chat_id=chat_id)  # fmt: skip
         if answer.status != 200:
@@ -724,11 +732,15 @@ class PrivateProcessingClient:
         return _deltas(answer)
 
 
-def _chat_body(prompt: str | list[dict[str, str]], max_tokens: int | None) -> dict[str, Any]:
+def _chat_body(
+    prompt: str | list[dict[str, str]], max_tokens: int | None, temperature: float | None
+) -> dict[str, Any]:
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
     doc: dict[str, Any] = {"messages": messages}
     if max_tokens is not None:
         doc["max_tokens"] = max_tokens
+    if temperature is not None:
+        doc["temperature"] = temperature
     return doc
 
 
@@ -810,10 +822,13 @@ class AsyncPrivateProcessingClient:
         *,
         chat_id: str | None = None,
         max_tokens: int | None = None,
+        temperature: float | None = None,
     ) -> ChatReply:
         async with self._lock:
             return await asyncio.to_thread(
-                self.sync.chat, prompt, chat_id=chat_id, max_tokens=max_tokens
+                functools.partial(self.sync.chat, max_tokens=max_tokens, temperature=temperature),
+                prompt,
+                chat_id=chat_id,
             )
 
     async def chat_stream(
@@ -822,11 +837,16 @@ class AsyncPrivateProcessingClient:
         *,
         chat_id: str | None = None,
         max_tokens: int | None = None,
+        temperature: float | None = None,
     ) -> AsyncIterator[str]:
         """The answer as it is produced; the session is held until the stream ends."""
         async with self._lock:
             pieces = await asyncio.to_thread(
-                self.sync.chat_stream, prompt, chat_id=chat_id, max_tokens=max_tokens
+                functools.partial(
+                    self.sync.chat_stream, max_tokens=max_tokens, temperature=temperature
+                ),
+                prompt,
+                chat_id=chat_id,
             )
             try:
                 while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
