@@ -2,7 +2,8 @@
 
 Order (each party a real `privproc serve ...` process; fresh keys every time):
 1. the issuer (with an account for the local user) and a witness;
-2. the gateway (OHTTP keys made at its start; token verifier; session router to the enclave);
+2. the gateway (OHTTP keys made at its first start, kept in its state directory; token verifier;
+   session router to the enclave);
 3. the log: the enclave's release (its measured manifest), the gateway's OHTTP key configs and
    the issuer's token keys appended, published with the witness's cosignature;
 4. the enclave (a virtual SEV-SNP, its release proof stapled), the relay and the CDN;
@@ -10,6 +11,10 @@ Order (each party a real `privproc serve ...` process; fresh keys every time):
 
 Rules: every party gets its own state under `STATE/system` (wiped at start: fresh keys); the
 client's directory `STATE/client` keeps only what a device keeps; stopping stops every process.
+A party can be restarted (`restart_party`, after a clean stop or a SIGKILL): it comes back with
+the same arguments, so on the same port (the gateway and the enclave get fixed ports chosen at
+start; the relay and the client point at them) and with the same state (the gateway keeps its
+logged OHTTP keys in its state directory).
 Every party's standard error is a pipe that this process copies to `STATE/system/NAME.log` (the
 enclave cannot write files: privproc.enclave.hardening); the enclave gets only the environment
 variables its measured allowlist accepts.
@@ -75,7 +80,7 @@ class LogDrain:
         self._pipe = pipe
         self._fd = pipe.fileno()
         os.set_blocking(self._fd, False)
-        self._out = path.open("wb")
+        self._out = path.open("ab")  # a restarted party's log follows its previous life's
         self._lock = threading.Lock()
         self._done = False
         self._thread = threading.Thread(target=self._run, name=f"drain-{path.name}", daemon=True)
@@ -117,6 +122,7 @@ class Party:
     process: subprocess.Popen[str]
     log_path: Path
     drain: LogDrain | None = field(default=None, repr=False, compare=False)
+    log_offset: int = 0  # where this life's lines start in the log (a restart appends)
 
     def wait(self, timeout: float) -> None:
         self.process.wait(timeout)
@@ -124,10 +130,11 @@ class Party:
             self.drain.join()
 
     def logs(self) -> str:
-        """Everything the party has logged so far (what waits in its pipe is copied first)."""
+        """Everything this party (this process) has logged so far (what waits in its pipe is
+        copied first)."""
         if self.drain is not None:
             self.drain.sync()
-        return self.log_path.read_text()
+        return self.log_path.read_bytes()[self.log_offset :].decode()
 
 
 def free_port(host: str) -> int:
@@ -143,6 +150,10 @@ class System:
     parties: list[Party] = field(default_factory=list)
     enclave_args: list[str] = field(default_factory=list)
     quota: int = 200  # tokens per account and day, as the issuer's default
+    # How each party was started (arguments, ready marker, environment): what a restart repeats.
+    launches: dict[str, tuple[list[str], str, dict[str, str] | None]] = field(
+        default_factory=dict, repr=False
+    )
 
     @property
     def system_dir(self) -> Path:
@@ -161,6 +172,7 @@ class System:
         env: dict[str, str] | None = None,
     ) -> Party:
         log_path = self.system_dir / f"{name}.log"
+        log_offset = log_path.stat().st_size if log_path.exists() else 0
         process = subprocess.Popen(  # noqa: S603 (our own CLI, arguments we built)
             [sys.executable, "-m", "privproc.cli", *args],
             stdout=subprocess.PIPE,
@@ -178,8 +190,10 @@ class System:
                 drain.join()  # the whole of its last words in the log
                 raise SystemError(f"the {name} stopped at start; see {log_path}")
             if line.startswith(marker):
-                party = Party(name, line[len(marker) :].split()[0], process, log_path, drain)
+                url = line[len(marker) :].split()[0]
+                party = Party(name, url, process, log_path, drain, log_offset)
                 self.parties.append(party)
+                self.launches[name] = (list(args), marker, env)
                 return party
         process.kill()
         process.wait()
@@ -193,11 +207,39 @@ class System:
         # Only what the enclave's measured allowlist accepts (it refuses anything else).
         return self._start("enclave", args, "ready enclave ", env=enclave_environment(os.environ))
 
+    def party(self, name: str) -> Party:
+        """The running party called `name`."""
+        for party in self.parties:
+            if party.name == name:
+                return party
+        raise SystemError(f"no {name} is running")
+
     def stop_party(self, name: str) -> None:
         for party in [p for p in self.parties if p.name == name]:
             party.process.terminate()
             self._reap(party)
             self.parties.remove(party)
+
+    def kill_party(self, name: str) -> None:
+        """SIGKILL the party (no clean shutdown: a crash) and reap it."""
+        for party in [p for p in self.parties if p.name == name]:
+            party.process.kill()
+            party.wait(10)
+            self.parties.remove(party)
+
+    def restart_party(self, name: str, *, kill: bool = False) -> Party:
+        """Stop the party (SIGTERM, or SIGKILL if `kill`) and start it again as it was started:
+        same arguments, so the same state directory and, for the gateway and the enclave (fixed
+        ports), the same URL; the others listen on `--port 0` and come back elsewhere."""
+        try:
+            args, marker, env = self.launches[name]
+        except KeyError:
+            raise SystemError(f"the {name} was never started") from None
+        if kill:
+            self.kill_party(name)
+        else:
+            self.stop_party(name)
+        return self._start(name, args, marker, env=env)
 
     def stop(self) -> None:
         for party in reversed(self.parties):
@@ -237,11 +279,13 @@ class System:
             "ready witness ",
         )
         log.add_witness(witness_vkey, witness.url)
-        # 2. The gateway, routing sessions to the enclave's port chosen now.
+        # 2. The gateway (on a port of its own, kept across restarts; its keys kept in its state
+        # directory), routing sessions to the enclave's port chosen now.
         enclave_port = free_port(host)
         gateway = self._start(
             "gateway",
-            ["serve", "gateway", "--host", host, "--port", "0", "--issuer", issuer.url,
+            ["serve", "gateway", "--host", host, "--port", str(free_port(host)),
+             "--issuer", issuer.url,
              "--state", str(sysdir / "gateway"), "--name", "gateway.privproc.local",
              "--enclave", f"http://{host}:{enclave_port}"],
             "ready gateway ",

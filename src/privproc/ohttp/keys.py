@@ -12,18 +12,28 @@ Rules of this module:
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from privproc import hpke
-from privproc.errors import DecodeError, InvalidKeyError, TrailingDataError, UnsupportedError
+from privproc.errors import (
+    DecodeError,
+    InvalidKeyError,
+    PrivprocError,
+    TrailingDataError,
+    UnsupportedError,
+)
 from privproc.wire import Reader
 
 __all__ = [
     "DEFAULT_CONFIG_SPECS",
     "GatewayKey",
     "KeyConfig",
+    "KeyFileError",
     "KeyRing",
     "SymmetricSuite",
     "decode_key_configs",
@@ -33,6 +43,13 @@ __all__ = [
 MEDIA_TYPE_KEYS = "application/ohttp-keys"
 MAX_KEYS_DOCUMENT = 64 * 1024
 MAX_SUITES_PER_CONFIG = 64
+KEY_FILE_FORMAT = "privproc-ohttp-keys"
+KEY_FILE_VERSION = 1
+MAX_KEY_FILE = 1 << 20
+
+
+class KeyFileError(DecodeError):
+    """A gateway key file that is not a well-formed, consistent key ring."""
 
 
 @dataclass(frozen=True)
@@ -283,3 +300,60 @@ class KeyRing:
     def keys_document(self) -> bytes:
         """The `application/ohttp-keys` body for the advertised configurations."""
         return encode_key_configs(self.advertised)
+
+    # --- The gateway's own key file -----------------------------------------------------------
+
+    def to_file_bytes(self) -> bytes:
+        """Every live key, private halves included, as a versioned JSON document: advertised keys
+        first, in their advertised order, then the keys kept live for rotation. For the gateway's
+        own state directory only (write it 0600)."""
+        order = self._advertised + [i for i in self._live if i not in self._advertised]
+        keys = [
+            {
+                "config": base64.b64encode(self._live[i].config.encode()).decode(),
+                "private_key": base64.b64encode(self._live[i].private_key.to_bytes()).decode(),
+                "advertised": i in self._advertised,
+            }
+            for i in order
+        ]
+        doc = {"format": KEY_FILE_FORMAT, "version": KEY_FILE_VERSION, "keys": keys}
+        return (json.dumps(doc, indent=1) + "\n").encode()
+
+    @classmethod
+    def from_file_bytes(cls, data: bytes) -> KeyRing:
+        """The key ring `to_file_bytes` wrote; `KeyFileError` for anything else (not JSON, another
+        format or version, a malformed or unsupported configuration, a private key that does not
+        match its configuration, a repeated key id, nothing advertised)."""
+        if len(data) > MAX_KEY_FILE:
+            raise KeyFileError(f"the key file exceeds {MAX_KEY_FILE} bytes")
+        try:
+            doc = json.loads(data)
+        except (UnicodeDecodeError, ValueError):
+            raise KeyFileError("the key file is not JSON") from None
+        if not isinstance(doc, dict) or doc.get("format") != KEY_FILE_FORMAT:
+            raise KeyFileError(f"the key file is not a {KEY_FILE_FORMAT} document")
+        if doc.get("version") != KEY_FILE_VERSION:
+            raise KeyFileError(f"key file version {doc.get('version')!r} is not supported")
+        entries = doc.get("keys")
+        if not isinstance(entries, list) or not entries:
+            raise KeyFileError("the key file holds no keys")
+        ring = cls()
+        for n, entry in enumerate(entries):
+            try:
+                if not isinstance(entry, dict) or not isinstance(entry.get("advertised"), bool):
+                    raise KeyFileError("not an object with config, private_key, advertised")
+                config = KeyConfig.decode(
+                    base64.b64decode(entry["config"], validate=True), skip_unknown_suites=False
+                )
+                raw = base64.b64decode(entry["private_key"], validate=True)
+                key = GatewayKey(config, config.kem.deserialize_private_key(raw))
+                ring.add(key, advertise=entry["advertised"])
+            except KeyFileError as exc:
+                raise KeyFileError(f"key file entry {n}: {exc}") from None
+            except (KeyError, TypeError, binascii.Error) as exc:
+                raise KeyFileError(f"key file entry {n} is malformed ({exc!r})") from None
+            except (PrivprocError, ValueError) as exc:
+                raise KeyFileError(f"key file entry {n}: {exc}") from None
+        if not ring.advertised:
+            raise KeyFileError("the key file advertises no key")
+        return ring

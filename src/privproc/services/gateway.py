@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import httpx
 from starlette.applications import Starlette
@@ -46,7 +48,7 @@ from privproc.ohttp.chunked import (
     ChunkedRequestDecoder,
     ChunkedResponseEncoder,
 )
-from privproc.ohttp.keys import MEDIA_TYPE_KEYS, KeyRing
+from privproc.ohttp.keys import MEDIA_TYPE_KEYS, KeyFileError, KeyRing
 from privproc.ohttp.messages import (
     DEFAULT_MAX_MESSAGE,
     MEDIA_TYPE_REQUEST,
@@ -64,6 +66,7 @@ from privproc.services.http import (
 )
 from privproc.services.metrics import instrument, metrics_of
 from privproc.services.router import SessionRouter
+from privproc.storage import create_private_file
 from privproc.tokens.directory import KEY_SET_PATH, MAX_DOCUMENT, KeySet
 from privproc.tokens.spent import StoreUnavailableError
 from privproc.tokens.verifier import TokenRejectedError, TokenVerifier
@@ -89,6 +92,50 @@ def streaming(handler: InnerHandler) -> StreamingHandler:
 
 KEY_REFRESH_SECONDS = 60
 SEALED_CHUNK = 1 << 14
+KEY_FILE = "ohttp-keys"
+
+
+def gateway_key_ring(state_dir: Path | None) -> KeyRing:
+    """The gateway's OHTTP keys: without a state directory, fresh ones held in memory only; with
+    one, those kept in `STATE/ohttp-keys`, made and saved there (mode 0600, from the first byte)
+    at the first start, so that the configurations published and logged stay valid across
+    restarts. A key file that is malformed, or readable by anyone but its owner, is refused
+    with a `KeyFileError` (the gateway does not start)."""
+    if state_dir is None:
+        return KeyRing.generate()
+    path = state_dir / KEY_FILE
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        # Written whole under a private name, then linked into place: a crash leaves no partial
+        # key file, and of two gateways starting at once on one directory, both use the first.
+        tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        create_private_file(tmp, KeyRing.generate().to_file_bytes())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+        dir_fd = os.open(state_dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    try:
+        mode = path.stat().st_mode
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read the gateway's key file {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise KeyFileError(
+            f"the gateway's key file {path} is readable by others (mode {mode & 0o777:o}); "
+            "it holds private keys: make it 0600"
+        )
+    try:
+        return KeyRing.from_file_bytes(data)
+    except KeyFileError as exc:
+        raise KeyFileError(f"the gateway's key file {path} is refused: {exc}") from None
 
 
 def _error_response(status: int, headers: tuple[tuple[str, str], ...] = ()) -> bytes:

@@ -1,0 +1,215 @@
+"""Restarts: the gateway keeps its logged OHTTP keys across restarts (its key file), and a client
+keeps working across a gateway restart and an enclave crash (real processes)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from privproc.client.ohttp import gateway_refused
+from privproc.client.private import PrivateProcessingClient
+from privproc.errors import PeerRejectedError
+from privproc.ohttp.keys import KeyFileError, KeyRing
+from privproc.services.gateway import KEY_FILE, gateway_key_ring
+from privproc.system import System
+from tests.servers import privproc_process
+
+GATEWAY = ["serve", "gateway", "--host", "127.0.0.1", "--port", "0"]
+
+
+# --- The key file (units) ----------------------------------------------------------------------
+
+
+def test_a_key_ring_survives_its_file() -> None:
+    ring = KeyRing.generate()
+    old = ring.rotate()  # the first set stays live, no longer advertised
+    again = KeyRing.from_file_bytes(ring.to_file_bytes())
+    assert again.keys_document() == ring.keys_document()
+    assert again.live_ids == ring.live_ids
+    for key_id in old:
+        kept = again.get(key_id)
+        original = ring.get(key_id)
+        assert kept is not None
+        assert original is not None
+        assert kept.private_key.to_bytes() == original.private_key.to_bytes()
+
+
+def _doc() -> dict[str, object]:
+    return json.loads(KeyRing.generate().to_file_bytes())  # type: ignore[no-any-return]
+
+
+def _keys(doc: dict[str, object]) -> list[dict[str, object]]:
+    keys = doc["keys"]
+    assert isinstance(keys, list)
+    return keys
+
+
+def _mutations() -> list[tuple[str, bytes]]:
+    out: list[tuple[str, bytes]] = [("not json", b"\x00garbage"), ("a list", b"[]")]
+
+    def case(name: str, change: object) -> None:
+        doc = _doc()
+        change(doc)  # type: ignore[operator]
+        out.append((name, json.dumps(doc).encode()))
+
+    case("another format", lambda d: d.update(format="something-else"))
+    case("another version", lambda d: d.update(version=2))
+    case("no keys", lambda d: d.update(keys=[]))
+    case("not base64", lambda d: _keys(d)[0].update(private_key="!!"))
+    case("no private key", lambda d: _keys(d)[0].pop("private_key"))
+    case("short private key", lambda d: _keys(d)[0].update(private_key="AAAA"))
+    case("truncated config", lambda d: _keys(d)[0].update(config="AQAg"))
+    case("advertised not a flag", lambda d: _keys(d)[0].update(advertised="yes"))
+    case("nothing advertised", lambda d: [k.update(advertised=False) for k in _keys(d)])
+
+    def swapped(d: dict[str, object]) -> None:  # X25519 private key under another X25519 config
+        other = _keys(_doc())[0]
+        _keys(d)[0]["private_key"] = other["private_key"]
+
+    case("a private key of another config", swapped)
+    case("a repeated key id", lambda d: _keys(d).append(_keys(d)[0]))
+    return out
+
+
+@pytest.mark.parametrize(("name", "data"), _mutations(), ids=[n for n, _ in _mutations()])
+def test_a_malformed_key_file_is_refused(name: str, data: bytes) -> None:
+    with pytest.raises(KeyFileError):
+        KeyRing.from_file_bytes(data)
+
+
+def test_the_key_file_is_private_and_kept(tmp_path: Path) -> None:
+    first = gateway_key_ring(tmp_path / "gw")
+    path = tmp_path / "gw" / KEY_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert gateway_key_ring(tmp_path / "gw").keys_document() == first.keys_document()
+    assert gateway_key_ring(None).keys_document() != first.keys_document()  # memory only
+    assert [p.name for p in (tmp_path / "gw").iterdir()] == [KEY_FILE]  # no temporary left
+    path.chmod(0o644)
+    with pytest.raises(KeyFileError, match="readable by others"):
+        gateway_key_ring(tmp_path / "gw")
+
+
+# --- What a client is told to retry -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "retryable", "says"),
+    [
+        (502, True, "could not reach the gateway; try again shortly"),
+        (504, True, "could not reach the gateway; try again shortly"),
+        (503, True, "unavailable; try again shortly"),
+        (400, False, "could not decapsulate it; if its keys rotated, fetch them again"),
+        (403, False, "refused it"),
+    ],
+)
+def test_a_refused_encapsulated_request_says_whether_to_retry(
+    status: int, retryable: bool, says: str
+) -> None:
+    refused = gateway_refused(status)
+    assert refused.status == status
+    assert refused.retryable is retryable
+    assert says in str(refused)
+    assert PeerRejectedError("x", status, retryable=not retryable).retryable is not retryable
+
+
+# --- `privproc serve gateway --state` (real processes) -----------------------------------------
+
+
+def test_the_gateways_keys_survive_a_restart(tmp_path: Path) -> None:
+    state = tmp_path / "gateway"
+    documents = []
+    for _ in range(2):
+        with privproc_process([*GATEWAY, "--state", str(state)], "ready gateway ", tmp_path) as gw:
+            answer = httpx.get(gw.url)
+            assert answer.headers["content-type"] == "application/ohttp-keys"
+            documents.append(answer.content)
+    assert documents[0] == documents[1]
+    assert stat.S_IMODE((state / KEY_FILE).stat().st_mode) == 0o600
+    with privproc_process(GATEWAY, "ready gateway ", tmp_path) as gw:  # no state: fresh keys
+        assert httpx.get(gw.url).content != documents[0]
+
+
+def _serve_fails(state: Path) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "privproc.cli", *GATEWAY, "--state", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "ready gateway" not in done.stdout
+    return " ".join(done.stderr.split())
+
+
+def test_a_corrupt_key_file_stops_the_gateway_with_a_clear_error(tmp_path: Path) -> None:
+    state = tmp_path / "gateway"
+    state.mkdir()
+    doc = _doc()
+    _keys(doc)[0]["private_key"] = base64.b64encode(b"\x01" * 7).decode()
+    fd = os.open(state / KEY_FILE, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, json.dumps(doc).encode())
+    os.close(fd)
+    message = _serve_fails(state)
+    assert "key file" in message
+    assert "KeyFileError" in message
+    assert "entry 0" in message
+    (state / KEY_FILE).write_bytes(KeyRing.generate().to_file_bytes())
+    (state / KEY_FILE).chmod(0o640)
+    assert "readable by others" in _serve_fails(state)
+
+
+# --- A client across restarts (the whole system) -----------------------------------------------
+
+
+def _models(client: PrivateProcessingClient) -> None:
+    status, doc = client.call("GET", "/v1/models", None, feature="chat")
+    assert status == 200
+    assert doc["data"][0]["id"] == "SmolLM2-135M-Instruct"
+
+
+def test_a_client_keeps_working_across_a_gateway_restart(system: System) -> None:
+    client = PrivateProcessingClient.from_state(system.client_dir)
+    try:
+        _models(client)
+        before = system.party("gateway").url
+        keys = httpx.get(before).content
+        for kill in (False, True):
+            system.restart_party("gateway", kill=kill)
+            assert system.party("gateway").url == before  # the same port: the relay's target
+            assert httpx.get(before).content == keys  # the logged keys, still
+            _models(client)  # its session is gone (404): the SDK opens a new one
+            _models(client)
+        # While the gateway is down, the relay answers 502: a typed error that says to retry.
+        system.stop_party("gateway")
+        with pytest.raises(PeerRejectedError, match="try again shortly") as refused:
+            client.call("GET", "/v1/models", None, feature="chat")
+        assert refused.value.status == 502
+        assert refused.value.retryable
+        system.restart_party("gateway")
+        _models(client)
+    finally:
+        client.close()
+
+
+def test_a_client_keeps_working_across_an_enclave_crash(system: System) -> None:
+    client = PrivateProcessingClient.from_state(system.client_dir)
+    try:
+        _models(client)
+        system.kill_party("enclave")  # SIGKILL: no clean shutdown
+        system.start_enclave()
+        _models(client)  # the lost session is retried once on a new one
+        _models(client)
+        enclave = system.restart_party("enclave", kill=True)  # the same, through restart_party
+        assert enclave.name == "enclave"
+        _models(client)
+    finally:
+        client.close()
