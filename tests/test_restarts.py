@@ -3,22 +3,31 @@ keeps working across a gateway restart and an enclave crash (real processes)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import stat
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 
 from privproc.client.ohttp import gateway_refused
 from privproc.client.private import PrivateProcessingClient
 from privproc.errors import PeerRejectedError
 from privproc.ohttp.keys import KeyFileError, KeyRing
 from privproc.services.gateway import KEY_FILE, gateway_key_ring
+from privproc.services.http import bind, make_server, url_of
 from privproc.system import System
 from tests.servers import privproc_process
 
@@ -213,3 +222,67 @@ def test_a_client_keeps_working_across_an_enclave_crash(system: System) -> None:
         _models(client)
     finally:
         client.close()
+
+
+# --- A party stopping mid-request --------------------------------------------------------------
+
+
+async def _slow(request: Request) -> Response:
+    request.app.state.entered.set()
+    await asyncio.sleep(60)
+    return Response(b"too late")
+
+
+async def _stream(request: Request) -> Response:
+    async def pieces() -> AsyncIterator[bytes]:
+        yield b"first piece"
+        request.app.state.entered.set()
+        await asyncio.sleep(60)
+        yield b"never"
+
+    return StreamingResponse(pieces())
+
+
+@pytest.mark.parametrize(
+    ("path", "outcome"),
+    [
+        ("/slow", (503, "1")),
+        ("/stream", "RemoteProtocolError"),  # begun: cut, never passed off as whole
+    ],
+)
+def test_a_request_cut_by_a_stopping_server_gets_503_not_500(path: str, outcome: object) -> None:
+    """uvicorn cancels what still runs when the graceful shutdown's time is up, and would answer
+    500; our servers answer 503 with retry-after (the party is restarting, not broken)."""
+    app = Starlette(routes=[Route("/slow", _slow), Route("/stream", _stream)])
+    app.state.entered = threading.Event()
+    sock = bind("127.0.0.1", 0)
+    server = make_server(app, graceful_shutdown=1)
+    loop = asyncio.new_event_loop()
+
+    def run() -> None:
+        loop.run_until_complete(server.serve(sockets=[sock]))
+        loop.run_until_complete(asyncio.sleep(0.2))  # the closes it scheduled (a process exits)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    got: list[object] = []
+
+    def call() -> None:
+        try:
+            with httpx.Client(timeout=30) as http:
+                answer = http.get(url_of(sock) + path)
+            got.append((answer.status_code, answer.headers.get("retry-after")))
+        except httpx.HTTPError as exc:
+            got.append(type(exc).__name__)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    assert app.state.entered.wait(10)
+    server.should_exit = True  # what SIGTERM does
+    caller.join(20)
+    thread.join(20)
+    sock.close()
+    loop.close()
+    assert got == [outcome]

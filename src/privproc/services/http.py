@@ -20,7 +20,7 @@ from typing import Any
 import uvicorn
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 BODY_READ_TIMEOUT = 15.0
 
@@ -160,11 +160,46 @@ class _Server(uvicorn.Server):
         self.should_exit = True
 
 
+class UnavailableWhenStopping:
+    """ASGI middleware: a request still running when the graceful shutdown's time is up is
+    cancelled by uvicorn, which would then answer 500. That is a party stopping, not a fault in
+    the request: it gets `503` with `retry-after: 1` instead (a new process is usually coming).
+    An answer already under way is cut, as it must be (the client sees it end early)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def noting_start(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_start)
+        except asyncio.CancelledError:
+            if started:
+                raise
+            headers = [(b"retry-after", b"1"), (b"content-length", b"0")]
+            with contextlib.suppress(Exception):  # the connection may be gone already
+                await send({"type": "http.response.start", "status": 503, "headers": headers})
+                await send({"type": "http.response.body", "body": b""})
+
+
 def make_server(
-    app: ASGIApp, *, limit_concurrency: int = 1024, lifespan: bool = False
+    app: ASGIApp,
+    *,
+    limit_concurrency: int = 1024,
+    lifespan: bool = False,
+    graceful_shutdown: int = 5,
 ) -> uvicorn.Server:
     config = uvicorn.Config(
-        app,
+        UnavailableWhenStopping(app),
         access_log=False,
         server_header=False,
         date_header=True,
@@ -172,7 +207,7 @@ def make_server(
         lifespan="on" if lifespan else "off",
         limit_concurrency=limit_concurrency,
         timeout_keep_alive=10,
-        timeout_graceful_shutdown=5,  # a stop is not held up by a stream that never ends
+        timeout_graceful_shutdown=graceful_shutdown,  # a stream that never ends can't hold a stop
         h11_max_incomplete_event_size=16 * 1024,
     )
     return _Server(config)
