@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +170,9 @@ class Wallet:
             have = self.count(challenge, now)
             if have >= threshold:
                 return 0
-            return self._fetch_into(issuer, challenge, token_key, key_set, target - have, have)
+            expiry = self._expiry(token_key, key_set)
+            fetch_one = functools.partial(issuer.fetch_token, challenge, token_key)
+            return self._store_fetched(challenge, fetch_one, expiry, target - have, have)
 
     def fetch(
         self,
@@ -185,9 +188,10 @@ class Wallet:
         before the first, `QuotaExhaustedError`; after it, the tokens obtained are kept."""
         if not 1 <= count <= _MAX_PER_CHALLENGE:
             raise UsageError("1 <= count <= 1000")
-        self._expiry(token_key, key_set)  # a key the set lists, before anything is fetched
-        first = issuer.fetch_token(challenge, token_key)
-        self._fetch_into(issuer, challenge, token_key, key_set, count - 1, 1)
+        expiry = self._expiry(token_key, key_set)  # a key the set lists, before any fetch
+        fetch_one = functools.partial(issuer.fetch_token, challenge, token_key)
+        first = fetch_one()
+        self._store_fetched(challenge, fetch_one, expiry, count - 1, 1)
         return format_authorization(first.encode())
 
     @staticmethod
@@ -200,21 +204,14 @@ class Wallet:
             raise UsageError("the token key is not in the issuer's key set")
         return expiry
 
-    def _fetch_into(
-        self,
-        issuer: IssuerClient,
-        challenge: bytes,
-        token_key: bytes,
-        key_set: KeySet,
-        count: int,
-        have: int,
+    def _store_fetched(
+        self, challenge: bytes, fetch_one: Callable[[], Token], expiry: int, count: int, have: int
     ) -> int:
         """Fetch up to `count` tokens into the wallet, one at a time, each stored as it arrives:
         a quota refusal midway keeps what came (and is raised only if nothing is held at all)."""
-        expiry = self._expiry(token_key, key_set)
         for fetched in range(count):
             try:
-                token = issuer.fetch_token(challenge, token_key)
+                token = fetch_one()
             except QuotaExhaustedError:
                 if fetched == 0 and have == 0:
                     raise
