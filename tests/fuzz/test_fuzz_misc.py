@@ -160,17 +160,17 @@ def test_wallet_file(data: bytes) -> None:
     parses(lambda c: wallet.take(c, 0), b"\x00\x02\x00\x00")
 
 
-# --- Regressions found by these tests (left failing until the package is fixed) ----------------
+# --- Regressions found by these tests (fixed; kept so that they stay fixed) -------------------
 
 
 def test_regression_api_deeply_nested_body() -> None:
-    # BUG (fuzz, issue 8): enclave/api.py `_load`: json.loads raises RecursionError on deep
+    # Fixed (fuzz, issue 8): enclave/api.py `_load`: json.loads raises RecursionError on deep
     # nesting, which escapes `handle` (it must answer 400). 5000 bytes, under MAX_BODY.
     _answer("POST", "/v1/chat/completions", b"[" * 5000)
 
 
 def test_regression_api_huge_temperature() -> None:
-    # BUG (fuzz, issue 8): enclave/api.py `_chat_completion` does float(temperature); an integer
+    # Fixed (fuzz, issue 8): enclave/api.py `_chat_completion` does float(temperature); an integer
     # above ~1.8e308 raises OverflowError, which escapes `handle` (both streamed and not).
     for stream in (b"false", b"true"):
         body = b'{"messages":[{"role":"user","content":"x"}],"temperature":1%s,"stream":%s}' % (
@@ -181,14 +181,14 @@ def test_regression_api_huge_temperature() -> None:
 
 
 def test_regression_settings_of_the_wrong_shape() -> None:
-    # BUG (fuzz, issue 8): client/controls.py `Settings.load`: `features` not an object gives
+    # Fixed (fuzz, issue 8): client/controls.py `Settings.load`: `features` not an object gives
     # AttributeError, `private_chats` not a list gives TypeError, deep nesting RecursionError.
     for body in (b'{"features": []}', b'{"private_chats": 5}', b"[" * 5000):
         assert parses(Settings.load, _in_state_dir("settings.json", body)) is None
 
 
 def test_regression_report_with_huge_time() -> None:
-    # BUG (fuzz, issue 8): client/controls.py `UsageReport.entries`: float() of a 400-digit
+    # Fixed (fuzz, issue 8): client/controls.py `UsageReport.entries`: float() of a 400-digit
     # integer raises OverflowError (not caught); deep nesting raises RecursionError; a file that
     # is not UTF-8 raises UnicodeDecodeError from read_text(), outside the try.
     for body in (
@@ -201,7 +201,7 @@ def test_regression_report_with_huge_time() -> None:
 
 
 def test_regression_wallet_of_the_wrong_shape() -> None:
-    # BUG (fuzz, issue 8): client/wallet.py: entries that are not lists of objects give
+    # Fixed (fuzz, issue 8): client/wallet.py: entries that are not lists of objects give
     # AttributeError in `_live`; an entry without "token" gives KeyError in `take`; deep nesting
     # gives RecursionError in `_read`.
     for body in (
