@@ -22,8 +22,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from privproc.client.issuer import IssuerClient
 from privproc.client.ohttp import gateway_refused
-from privproc.client.private import PrivateProcessingClient
+from privproc.client.private import NotLoggedError, PrivateProcessingClient
 from privproc.errors import PeerRejectedError
 from privproc.ohttp.keys import KeyFileError, KeyRing
 from privproc.services.gateway import KEY_FILE, gateway_key_ring
@@ -286,3 +287,37 @@ def test_a_request_cut_by_a_stopping_server_gets_503_not_500(path: str, outcome:
     sock.close()
     loop.close()
     assert got == [outcome]
+
+
+# --- A long-running system: the issuer's keys rotate --------------------------------------------
+
+
+def test_the_issuers_new_keys_are_logged_so_clients_keep_fetching_tokens(tmp_path: Path) -> None:
+    """The issuer makes a key an epoch, announced an epoch ahead; clients take only logged keys.
+    Two epochs after the start, the issuer signs with a key the start did not log: a client
+    refuses it (NotLoggedError) until the system logs the new keys, witnessed, as `up` does
+    every minute. (2 s epochs here; a day by default.)"""
+    system = System(tmp_path, epoch_seconds=2)
+    config = system.start()
+    try:
+        client = PrivateProcessingClient.from_state(system.client_dir)
+        try:
+            assert client._token()  # a token under a logged key
+            with IssuerClient(config.issuer_url) as issuer:
+                logged = {k.token_key for k in issuer.key_set().keys}
+                deadline = time.monotonic() + 30
+                while issuer.directory().preferred(time.time()).token_key in logged:
+                    assert time.monotonic() < deadline, "the issuer did not rotate its key"
+                    time.sleep(0.2)
+            client.wallet.path.unlink()  # the refill asks the issuer's current key
+            with pytest.raises(NotLoggedError, match="not in the log"):
+                client._token()
+            assert system.log_new_issuer_keys() >= 1
+            assert client._token()  # the same client, now with the key logged
+            system.log_new_issuer_keys()
+            logged_keys = [k.token_key for k in client._logged_keys()[1]]
+            assert len(logged_keys) == len(set(logged_keys))  # each key logged once
+        finally:
+            client.close()
+    finally:
+        system.stop()

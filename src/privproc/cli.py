@@ -1329,6 +1329,9 @@ def _default_state() -> Path:
     return Path(base) / "privproc"
 
 
+RELOG_SECONDS = 60  # how often `up` logs the issuer's new token keys (it makes one an epoch)
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address to use.")
 @click.option(
@@ -1344,10 +1347,13 @@ def up(host: str, state_dir: Path | None, once: bool) -> None:
     """Start every party on loopback (issuer, witness, gateway, enclave, relay, CDN) with fresh
     keys and a virtual SEV-SNP, log the release, key configs and issuer keys with a witness
     cosignature, write the client's trust anchors, send a sample chat for a private summary by
-    the embedded model, print `ready`, and serve until Ctrl-C.
+    the embedded model, print `ready`, and serve until Ctrl-C. While it serves, the issuer's new
+    token keys (one an epoch) are logged every minute, so that clients can go on fetching tokens.
     """
     import signal
     import time
+
+    import httpx
 
     from privproc.client.private import PrivateProcessingClient
     from privproc.system import System
@@ -1393,10 +1399,19 @@ def up(host: str, state_dir: Path | None, once: bool) -> None:
         out.print(f"client trust anchors: {system.client_dir / 'client.json'}")
         click.echo("ready" + ("" if once else " (Ctrl-C stops)"))
         sys.stdout.flush()
+        relogged = time.monotonic()
         while not once:
             time.sleep(1)
             if any(p.process.poll() is not None for p in system.parties):
                 raise PrivprocError("a party stopped unexpectedly; see its log in STATE/system")
+            if time.monotonic() - relogged >= RELOG_SECONDS:
+                # The issuer makes a token key an epoch; clients take only logged keys.
+                relogged = time.monotonic()
+                try:
+                    if added := system.log_new_issuer_keys():
+                        out.print(f"logged {added} new issuer token key(s), witnessed")
+                except (PrivprocError, httpx.HTTPError) as exc:
+                    out.print(f"[yellow]could not log the issuer's new keys (will retry): {exc}")
     except KeyboardInterrupt:
         pass
     finally:

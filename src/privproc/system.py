@@ -45,6 +45,7 @@ from privproc.enclave.workload import enclave_config, enclave_manifest
 from privproc.errors import PrivprocError
 from privproc.inference.backends import MODEL_NAME, locate_smollm2
 from privproc.issuer.store import IssuerStore
+from privproc.storage import create_private_file, write_atomically
 from privproc.tlog.entries import (
     EnclaveRelease,
     IssuerTokenKey,
@@ -150,6 +151,9 @@ class System:
     parties: list[Party] = field(default_factory=list)
     enclave_args: list[str] = field(default_factory=list)
     quota: int = 200  # tokens per account and day, as the issuer's default
+    epoch_seconds: int | None = None  # the issuer's epoch (its default, a day, when None)
+    _issuer_url: str = field(default="", repr=False)
+    _logged_token_keys: set[bytes] = field(default_factory=set, repr=False)
     # How each party was started (arguments, ready marker, environment): what a restart repeats.
     launches: dict[str, tuple[list[str], str, dict[str, str] | None]] = field(
         default_factory=dict, repr=False
@@ -241,6 +245,45 @@ class System:
             self.stop_party(name)
         return self._start(name, args, marker, env=env)
 
+    def _log_issuer_keys(self, log: TransparencyLog, cdn_dir: Path) -> int:
+        """Append the issuer's token keys that the log does not hold yet, and mirror its public
+        documents on the CDN (the request URI made absolute, since a relative one would resolve
+        against the CDN). Returns how many keys were appended (publish them)."""
+        key_set_bytes = httpx.get(self._issuer_url + "/v1/token-keys").content
+        key_set = KeySet.decode(key_set_bytes)
+        directory = json.loads(httpx.get(self._issuer_url + WELL_KNOWN_DIRECTORY).content)
+        directory["issuer-request-uri"] = self._issuer_url + directory["issuer-request-uri"]
+        added = 0
+        for key in key_set.keys:
+            if key.token_key in self._logged_token_keys:
+                continue
+            entry = IssuerTokenKey(
+                key_set.issuer_name, 2, key.token_key, key.not_before, key.expires
+            )
+            log.append(encode_entry(entry))
+            self._logged_token_keys.add(key.token_key)
+            added += 1
+        document = cdn_dir / WELL_KNOWN_DIRECTORY.lstrip("/")
+        document.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(document, json.dumps(directory, indent=2).encode())
+        (cdn_dir / "v1").mkdir(exist_ok=True)
+        write_atomically(cdn_dir / "v1" / "token-keys", key_set_bytes)
+        return added
+
+    def log_new_issuer_keys(self) -> int:
+        """Log the token keys the issuer has made since the last call (it makes one an epoch,
+        announced an epoch ahead), witnessed and published to the CDN, so that clients, which
+        take only logged keys, can go on fetching tokens. Run it at least once an epoch (`up`
+        runs it every minute); returns how many keys it logged."""
+        log = TransparencyLog(self.system_dir / "log")
+        try:
+            added = self._log_issuer_keys(log, self.system_dir / "cdn")
+            if added:
+                publish(log, self.system_dir / "cdn", 1)
+        finally:
+            log.close()
+        return added
+
     def stop(self) -> None:
         for party in reversed(self.parties):
             party.process.terminate()
@@ -267,6 +310,8 @@ class System:
         store.close()
         issuer_args = ["serve", "issuer", "--host", host, "--port", "0"]
         issuer_args += ["--state", str(sysdir / "issuer"), "--quota", str(self.quota)]
+        if self.epoch_seconds is not None:
+            issuer_args += ["--epoch-seconds", str(self.epoch_seconds)]
         issuer = self._start("issuer", issuer_args, "ready issuer ")
         log = TransparencyLog.init(sysdir / "log", LOG_ORIGIN)
         witness_store = Witness.init(sysdir / "witness", "witness.privproc.local/w1")
@@ -309,21 +354,9 @@ class System:
         )
         release_index = log.append(encode_entry(release))
         log.append(encode_entry(OhttpKeyConfigSet("gateway.privproc.local", keys, now)))
-        key_set_bytes = httpx.get(issuer.url + "/v1/token-keys").content
-        key_set = KeySet.decode(key_set_bytes)
-        # The CDN mirrors the issuer's public documents (the request URI made absolute, since a
-        # relative one would resolve against the CDN).
-        directory = json.loads(httpx.get(issuer.url + WELL_KNOWN_DIRECTORY).content)
-        directory["issuer-request-uri"] = issuer.url + directory["issuer-request-uri"]
-        (cdn_dir / ".well-known").mkdir()
-        (cdn_dir / WELL_KNOWN_DIRECTORY.lstrip("/")).write_text(json.dumps(directory, indent=2))
-        (cdn_dir / "v1").mkdir()
-        (cdn_dir / "v1" / "token-keys").write_bytes(key_set_bytes)
-        for key in key_set.keys:
-            entry = IssuerTokenKey(
-                key_set.issuer_name, 2, key.token_key, key.not_before, key.expires
-            )
-            log.append(encode_entry(entry))
+        self._issuer_url = issuer.url
+        self._logged_token_keys.clear()
+        self._log_issuer_keys(log, cdn_dir)
         note, _ = publish(log, cdn_dir, 1)
         proof = ReleaseProof(
             encode_entry(release),
@@ -378,8 +411,6 @@ class System:
         (self.client_dir / "client.json").write_text(config.to_json())
         secret_path = self.client_dir / "account.secret"
         secret_path.unlink(missing_ok=True)
-        from privproc.storage import create_private_file
-
         create_private_file(secret_path, secret.encode())
         (self.client_dir / "tokens.json").unlink(missing_ok=True)
         return config
