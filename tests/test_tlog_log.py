@@ -216,3 +216,32 @@ def test_commit_refuses_foreign_or_smaller_checkpoints(tmp_path: Path) -> None:
     assert Verifier.parse(log.verifier.encode()) == log.verifier
     log.close()
     other.close()
+
+
+def test_each_entry_type_is_described_field_by_field() -> None:
+    from privproc.ohttp.keys import KeyRing
+    from privproc.tlog.entries import (
+        EnclaveRelease,
+        OhttpKeyConfigSet,
+        decode_entry,
+        describe_entry,
+        encode_entry,
+    )
+
+    release = EnclaveRelease(b"\x01" * 48, b"\x02" * 32, b"\x03" * 32, b"\x04" * 32, "rev", 7)
+    keys = KeyRing.generate().keys_document()
+    configs = OhttpKeyConfigSet("gw.example", keys, 9)
+    for entry, expected in [
+        (
+            release,
+            {"type": "enclave-release", "measurement": "01" * 48, "image_digest": "02" * 32,
+             "model_digest": "03" * 32, "config_digest": "04" * 32, "source_revision": "rev",
+             "time": 7},
+        ),
+        (
+            configs,
+            {"type": "ohttp-key-configs", "gateway": "gw.example", "key_configs": keys.hex(),
+             "not_before": 9},
+        ),
+    ]:  # fmt: skip
+        assert json.loads(describe_entry(decode_entry(encode_entry(entry)))) == expected

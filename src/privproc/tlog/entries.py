@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import ClassVar
 
 from privproc.errors import DecodeError, PrivprocError, TrailingDataError, UsageError
@@ -124,16 +124,6 @@ class EnclaveRelease:
             r.uint(8, "time"),
         )
 
-    def describe(self) -> dict[str, object]:
-        return {
-            "measurement": self.measurement.hex(),
-            "image_digest": self.image_digest.hex(),
-            "model_digest": self.model_digest.hex(),
-            "config_digest": self.config_digest.hex(),
-            "source_revision": self.source_revision,
-            "time": self.time,
-        }
-
 
 @dataclass(frozen=True)
 class OhttpKeyConfigSet:
@@ -173,13 +163,6 @@ class OhttpKeyConfigSet:
             r.read(r.uint(2, "key configs length"), "key configs"),
             r.uint(8, "not-before"),
         )
-
-    def describe(self) -> dict[str, object]:
-        return {
-            "gateway": self.gateway,
-            "key_configs": self.key_configs.hex(),
-            "not_before": self.not_before,
-        }
 
 
 @dataclass(frozen=True)
@@ -230,15 +213,6 @@ class IssuerTokenKey:
             r.uint(8, "expires"),
         )
 
-    def describe(self) -> dict[str, object]:
-        return {
-            "issuer": self.issuer,
-            "token_type": self.token_type,
-            "token_key": self.token_key.hex(),
-            "not_before": self.not_before,
-            "expires": self.expires,
-        }
-
 
 LogEntry = EnclaveRelease | OhttpKeyConfigSet | IssuerTokenKey
 _TYPES: dict[int, type[EnclaveRelease] | type[OhttpKeyConfigSet] | type[IssuerTokenKey]] = {
@@ -274,4 +248,6 @@ def decode_entry(data: bytes) -> LogEntry:
 
 def describe_entry(entry: LogEntry) -> str:
     """One JSON line for people: the entry's type and fields (hex for bytes)."""
-    return json.dumps({"type": entry.NAME, **entry.describe()}, sort_keys=False)
+    values = {f.name: getattr(entry, f.name) for f in fields(entry)}
+    readable = {k: v.hex() if isinstance(v, bytes) else v for k, v in values.items()}
+    return json.dumps({"type": entry.NAME, **readable}, sort_keys=False)
