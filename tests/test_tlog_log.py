@@ -222,6 +222,7 @@ def test_each_entry_type_is_described_field_by_field() -> None:
     from privproc.ohttp.keys import KeyRing
     from privproc.tlog.entries import (
         EnclaveRelease,
+        LogEntry,
         OhttpKeyConfigSet,
         decode_entry,
         describe_entry,
@@ -231,7 +232,7 @@ def test_each_entry_type_is_described_field_by_field() -> None:
     release = EnclaveRelease(b"\x01" * 48, b"\x02" * 32, b"\x03" * 32, b"\x04" * 32, "rev", 7)
     keys = KeyRing.generate().keys_document()
     configs = OhttpKeyConfigSet("gw.example", keys, 9)
-    for entry, expected in [
+    cases: list[tuple[LogEntry, dict[str, object]]] = [
         (
             release,
             {"type": "enclave-release", "measurement": "01" * 48, "image_digest": "02" * 32,
@@ -243,5 +244,6 @@ def test_each_entry_type_is_described_field_by_field() -> None:
             {"type": "ohttp-key-configs", "gateway": "gw.example", "key_configs": keys.hex(),
              "not_before": 9},
         ),
-    ]:  # fmt: skip
+    ]  # fmt: skip
+    for entry, expected in cases:
         assert json.loads(describe_entry(decode_entry(encode_entry(entry)))) == expected
