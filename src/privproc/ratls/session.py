@@ -192,6 +192,14 @@ def transition(table: Mapping[State, frozenset[State]], current: State, target: 
 # --- Sessions ------------------------------------------------------------------------------------
 
 
+def _check_bounds(max_evidence: int, max_buffer: int) -> None:
+    """Both sides' limits: evidence within the protocol's bound, and a buffer that holds it."""
+    if not 0 <= max_evidence <= MAX_EVIDENCE:
+        raise UsageError(f"max_evidence is at most {MAX_EVIDENCE} bytes")
+    if max_buffer < max_evidence + _LENGTH_SIZE:
+        raise UsageError("max_buffer must hold a whole evidence frame")
+
+
 class _Session(Generic[State]):
     """What both sides share: the TLS endpoint, the state and failing closed."""
 
@@ -205,8 +213,6 @@ class _Session(Generic[State]):
         initial: State,
         max_evidence: int,
     ) -> None:
-        if not 0 <= max_evidence <= MAX_EVIDENCE:
-            raise UsageError(f"max_evidence is at most {MAX_EVIDENCE} bytes")
         self._tls = tls
         self._table: Mapping[State, frozenset[State]] = table
         self._state: State = initial
@@ -294,8 +300,7 @@ class ClientSession(_Session[ClientState]):
         max_evidence: int = MAX_EVIDENCE,
         max_buffer: int = DEFAULT_MAX_BUFFER,
     ) -> None:
-        if max_buffer < max_evidence + _LENGTH_SIZE:
-            raise UsageError("max_buffer must hold a whole evidence frame")
+        _check_bounds(max_evidence, max_buffer)
         super().__init__(
             TlsEndpoint.client(max_buffer=max_buffer),
             CLIENT_TRANSITIONS,
@@ -386,8 +391,7 @@ class ServerSession(_Session[ServerState]):
         max_evidence: int = MAX_EVIDENCE,
         max_buffer: int = DEFAULT_MAX_BUFFER,
     ) -> None:
-        if max_buffer < max_evidence + _LENGTH_SIZE:
-            raise UsageError("max_buffer must hold a whole evidence frame")
+        _check_bounds(max_evidence, max_buffer)
         super().__init__(
             TlsEndpoint.server(identity, max_buffer=max_buffer),
             SERVER_TRANSITIONS,
