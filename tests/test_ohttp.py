@@ -18,6 +18,7 @@ from privproc.errors import (
     TrailingDataError,
     UnknownKeyError,
     UnsupportedError,
+    UsageError,
 )
 from privproc.ohttp.keys import (
     GatewayKey,
@@ -215,3 +216,14 @@ def test_property_random_responses(data: bytes) -> None:
     _, client = encapsulate_request(RING.advertised[0], b"payload")
     with pytest.raises(PrivprocError):
         client.decapsulate_response(data)
+
+
+def test_a_given_response_nonce_must_have_the_suites_length() -> None:
+    body, client = encapsulate_request(RING.advertised[0], b"payload")
+    _, server = decapsulate_request(RING, body)
+    n = max(server.suite.aead.nn, server.suite.aead.nk)
+    with pytest.raises(UsageError, match=f"must be {n} bytes"):
+        server.encapsulate_response(b"answer", response_nonce=b"\x00" * (n - 1))
+    answer = server.encapsulate_response(b"answer", response_nonce=b"\x07" * n)
+    assert answer[:n] == b"\x07" * n
+    assert client.decapsulate_response(answer) == b"answer"

@@ -29,8 +29,6 @@ Rules of this module:
 
 from __future__ import annotations
 
-import os
-
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
@@ -48,6 +46,7 @@ from privproc.ohttp.keys import GatewayKey, KeyConfig, KeyRing, SymmetricSuite
 from privproc.ohttp.messages import (
     HEADER_LENGTH,
     key_for_header,
+    new_response_nonce,
     request_header,
     response_keys,
     response_nonce_length,
@@ -308,8 +307,7 @@ class ChunkedResponseDecoder(_ChunkDecoder):
             return False
         response_nonce = bytes(self._buf[:n])
         del self._buf[:n]
-        secret = self._context.export(RESPONSE_LABEL, n)
-        key, nonce = response_keys(self._suite, secret, self._enc, response_nonce)
+        key, nonce = response_keys(self._context, RESPONSE_LABEL, self._enc, response_nonce)
         self._cipher = self._suite.aead.cipher(key)
         self._nonce_int = int.from_bytes(nonce, "big")
         return True
@@ -423,13 +421,8 @@ class ChunkedResponseEncoder(_ChunkEncoder):
         max_chunk_size: int = DEFAULT_MAX_CHUNK,
     ) -> None:
         suite = context.suite
-        n = response_nonce_length(suite)
-        if response_nonce is None:
-            response_nonce = os.urandom(n)
-        elif len(response_nonce) != n:
-            raise UsageError(f"the response nonce must be {n} bytes")
-        secret = context.export(RESPONSE_LABEL, n)
-        key, nonce = response_keys(suite, secret, enc, response_nonce)
+        response_nonce = new_response_nonce(suite, response_nonce)
+        key, nonce = response_keys(context, RESPONSE_LABEL, enc, response_nonce)
         self._response_nonce = response_nonce
         self._cipher = suite.aead.cipher(key)
         self._nn = suite.aead.nn

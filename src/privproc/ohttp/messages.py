@@ -18,7 +18,14 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 
 from privproc import hpke
-from privproc.errors import DecodeError, OpenError, TooLargeError, UnknownKeyError, UnsupportedError
+from privproc.errors import (
+    DecodeError,
+    OpenError,
+    TooLargeError,
+    UnknownKeyError,
+    UnsupportedError,
+    UsageError,
+)
 from privproc.ohttp.keys import GatewayKey, KeyConfig, KeyRing, SymmetricSuite
 
 __all__ = [
@@ -49,12 +56,25 @@ def request_header(key_id: int, suite: hpke.CipherSuite) -> bytes:
 
 
 def response_keys(
-    suite: hpke.CipherSuite, secret: bytes, enc: bytes, response_nonce: bytes
+    context: hpke.Context, label: bytes, enc: bytes, response_nonce: bytes
 ) -> tuple[bytes, bytes]:
-    """RFC 9458 §4.4: the AEAD key and nonce for the response."""
+    """RFC 9458 §4.4: the AEAD key and nonce for the response, from the request's HPKE context
+    (its secret exported under `label`), the request's `enc` and the response nonce."""
+    suite = context.suite
     kdf, aead = suite.kdf, suite.aead
+    secret = context.export(label, response_nonce_length(suite))
     prk = kdf.extract(enc + response_nonce, secret)
     return kdf.expand(prk, b"key", aead.nk), kdf.expand(prk, b"nonce", aead.nn)
+
+
+def new_response_nonce(suite: hpke.CipherSuite, given: bytes | None = None) -> bytes:
+    """A random response nonce; `given` (for known-answer tests only) if it has the length."""
+    n = response_nonce_length(suite)
+    if given is None:
+        return os.urandom(n)
+    if len(given) != n:
+        raise UsageError(f"the response nonce must be {n} bytes")
+    return given
 
 
 def key_for_header(keys: KeyRing, hdr: bytes) -> tuple[GatewayKey, hpke.CipherSuite]:
@@ -99,8 +119,7 @@ class ClientContext:
         if len(data) < n + suite.aead.nt:
             raise DecodeError("encapsulated response is too short")
         response_nonce, ct = data[:n], data[n:]
-        secret = self._context.export(self.response_label, n)
-        key, nonce = response_keys(suite, secret, self._enc, response_nonce)
+        key, nonce = response_keys(self._context, self.response_label, self._enc, response_nonce)
         try:
             return suite.aead.cipher(key).decrypt(nonce, ct, b"")
         except InvalidTag:
@@ -125,13 +144,8 @@ class ServerContext:
     ) -> bytes:
         """`response_nonce` is for known-answer tests only; it is random otherwise."""
         suite = self.suite
-        n = response_nonce_length(suite)
-        if response_nonce is None:
-            response_nonce = os.urandom(n)
-        elif len(response_nonce) != n:
-            raise ValueError(f"the response nonce must be {n} bytes")
-        secret = self._context.export(self.response_label, n)
-        key, nonce = response_keys(suite, secret, self._enc, response_nonce)
+        response_nonce = new_response_nonce(suite, response_nonce)
+        key, nonce = response_keys(self._context, self.response_label, self._enc, response_nonce)
         return response_nonce + suite.aead.cipher(key).encrypt(nonce, response, b"")
 
 
