@@ -1332,6 +1332,33 @@ def _default_state() -> Path:
 RELOG_SECONDS = 60  # how often `up` logs the issuer's new token keys (it makes one an epoch)
 
 
+def _next_steps(state: Path, default_state: bool) -> list[str]:
+    """The commands to try next, written so that they work pasted into a new terminal: with the
+    path to `privproc` when it is not on the PATH, the sample chat by its full path, and each
+    feature turned on before it is used (every one is off until the user turns it on)."""
+    import os
+    import shlex
+    import shutil
+
+    bin_dir = Path(sys.executable).parent
+    steps = []
+    found = shutil.which("privproc")
+    if found is None or Path(found).resolve() != (bin_dir / "privproc").resolve():
+        steps.append(f"source {shlex.quote(str(bin_dir / 'activate'))}   # puts privproc on PATH")
+    where = "" if default_state else f" --state {shlex.quote(str(state))}"
+    sample = Path(os.getcwd()) / "examples" / "chat.json"
+    if sample.is_file():
+        steps.append(f"privproc summarize {shlex.quote(str(sample))} --verbose{where}")
+    steps += [
+        f"privproc settings enable writing-help{where}",
+        f'privproc rewrite --style professional "thx, c u tmrw"{where}',
+        f"privproc settings enable chat{where}",
+        f'privproc chat "What is the capital of France?"{where}',
+        f"privproc report{where}",
+    ]
+    return steps
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Loopback address to use.")
 @click.option(
@@ -1342,13 +1369,23 @@ RELOG_SECONDS = 60  # how often `up` logs the issuer's new token keys (it makes 
     help="Where the parties and the client keep their state [default: ~/.local/state/privproc].",
 )
 @click.option("--once", is_flag=True, help="Stop after the sample request instead of serving on.")
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="Start over: new log, keys, platform and account, and reset the client's trust state "
+    "with them (its anchors, remembered checkpoint, tokens and secret; settings and report kept).",
+)
 @_fail_cleanly
-def up(host: str, state_dir: Path | None, once: bool) -> None:
-    """Start every party on loopback (issuer, witness, gateway, enclave, relay, CDN) with fresh
-    keys and a virtual SEV-SNP, log the release, key configs and issuer keys with a witness
-    cosignature, write the client's trust anchors, send a sample chat for a private summary by
-    the embedded model, print `ready`, and serve until Ctrl-C. While it serves, the issuer's new
-    token keys (one an epoch) are logged every minute, so that clients can go on fetching tokens.
+def up(host: str, state_dir: Path | None, once: bool, fresh: bool) -> None:
+    """Start every party on loopback (issuer, witness, gateway, enclave, relay, CDN) with a
+    virtual SEV-SNP, log the release, key configs and issuer keys with a witness cosignature,
+    write the client's trust anchors, send a sample chat for a private summary by the embedded
+    model, print `ready` and the commands to try next, and serve until Ctrl-C.
+
+    A second `up` on the same state resumes it: the same log (its new checkpoint extends the one
+    the client remembers), keys and account. `--fresh` starts over. While it serves, the issuer's
+    new token keys (one an epoch) are logged every minute, so that clients can go on fetching
+    tokens.
     """
     import signal
     import time
@@ -1359,16 +1396,25 @@ def up(host: str, state_dir: Path | None, once: bool) -> None:
     from privproc.system import System
 
     state = state_dir or _default_state()
-    system = System(state, host)
     out = Console()
+    system = System(state, host, say=lambda step: out.print(f"  {escape(step)}"))
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        out.print(f"starting the parties on {host} (state in {state}) ...")
-        system.start()
+        if fresh:
+            out.print(f"starting over in {state}: new log, keys and account (--fresh)")
+        elif (system.system_dir / "complete").exists():
+            out.print(
+                f"resuming the system in {state}: same log, keys and account "
+                "(`privproc up --fresh` starts over)"
+            )
+        else:
+            out.print(f"starting a new system in {state}")
+        out.print(f"starting the parties on {host} ...")
+        system.start(fresh=fresh)
         table = Table(title="privproc parties")
         table.add_column("party")
         table.add_column("URL")
@@ -1384,19 +1430,24 @@ def up(host: str, state_dir: Path | None, once: bool) -> None:
             out.print(
                 "turned on AI summaries for the sample (`privproc settings disable summaries`)"
             )
+        out.print("sample chat:")
+        for line in SAMPLE_CHAT:
+            out.print(f"  {escape(line['sender'])}: {escape(line['text'])}")
+        out.print("  asking the enclave for a private summary (a few seconds) ...")
         client = PrivateProcessingClient.from_state(system.client_dir)
         try:
             summary = client.summarize(SAMPLE_CHAT)
         finally:
             client.close()
-        out.print("sample chat:")
-        for line in SAMPLE_CHAT:
-            out.print(f"  {line['sender']}: {line['text']}")
         out.print(
             "[bold]private summary[/bold] (attested enclave, via relay and gateway): "
             + escape(summary.text)
         )
         out.print(f"client trust anchors: {system.client_dir / 'client.json'}")
+        if not once:
+            out.print("next, in another terminal:")
+            for step in _next_steps(state, state_dir is None):
+                out.print(f"  {escape(step)}", highlight=False)
         click.echo("ready" + ("" if once else " (Ctrl-C stops)"))
         sys.stdout.flush()
         relogged = time.monotonic()
@@ -1550,16 +1601,23 @@ def proxy(host: str, port: int, state_dir: Path | None) -> None:
     tools that only take a base URL. Streamed completions (`stream: true`) arrive as the model
     produces them; one cut on the way is cut here too, never passed off as complete. Chat needs
     `privproc settings enable chat`. Listens on loopback only unless --host says otherwise."""
+    import threading
+
     from privproc.client.openai import create_proxy_app
     from privproc.services.http import bind, serve
 
     client = _client(state_dir, verbose=False)
-    app = create_proxy_app(client)
+    session = threading.Lock()
+    app = create_proxy_app(client, session)
     sock = bind(host, port)
     try:
-        _run_until_stopped(serve(app, sock, _ready("proxy", "/v1")))
+        # A stop cuts the streams under way after a second: Ctrl-C is answered at once.
+        _run_until_stopped(serve(app, sock, _ready("proxy", "/v1"), graceful_shutdown=1))
     finally:
-        client.close()
+        # End the attested session, unless a call cut by the stop still holds it (its thread
+        # ends with the process; the gateway and the enclave let go of the session alone).
+        if session.acquire(timeout=0.5):
+            client.close()
 
 
 # --- the user's controls and the Private Processing report -------------------------------------

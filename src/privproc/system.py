@@ -1,15 +1,21 @@
 """The whole system on loopback, one process per party: what `privproc up` runs.
 
-Order (each party a real `privproc serve ...` process; fresh keys every time):
+Order (each party a real `privproc serve ...` process):
 1. the issuer (with an account for the local user) and a witness;
 2. the gateway (OHTTP keys made at its first start, kept in its state directory; token verifier;
    session router to the enclave);
 3. the log: the enclave's release (its measured manifest), the gateway's OHTTP key configs and
-   the issuer's token keys appended, published with the witness's cosignature;
+   the issuer's token keys appended (each only if the log does not hold it yet), published with
+   the witness's cosignature;
 4. the enclave (a virtual SEV-SNP, its release proof stapled), the relay and the CDN;
 5. the client's trust anchors (`client.json`) and account secret, in the user's state directory.
 
-Rules: every party gets its own state under `STATE/system` (wiped at start: fresh keys); the
+Rules: every party gets its own state under `STATE/system`. A start on a state that a complete
+start left (marked by `STATE/system/complete`) resumes it: the same log, witness, keys, platform and
+account, so the client's remembered checkpoint stays consistent (the new one extends it). A start
+with `fresh=True`, or on a state that never completed, begins anew and resets the client's trust
+state with it (its anchors, checkpoint, tokens and secret; never its settings or report): a new
+log cannot extend the old one. One system at a time per state (`STATE/system.lock`). The
 client's directory `STATE/client` keeps only what a device keeps; stopping stops every process.
 A party can be restarted (`restart_party`, after a clean stop or a SIGKILL): it comes back with
 the same arguments, so on the same port (the gateway and the enclave get fixed ports chosen at
@@ -22,6 +28,8 @@ variables its measured allowlist accepts.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import select
@@ -31,6 +39,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -44,12 +53,13 @@ from privproc.enclave.hardening import enclave_environment
 from privproc.enclave.workload import enclave_config, enclave_manifest
 from privproc.errors import PrivprocError
 from privproc.inference.backends import MODEL_NAME, locate_smollm2
-from privproc.issuer.store import IssuerStore
+from privproc.issuer.store import AccountError, IssuerStore
 from privproc.storage import create_private_file, write_atomically
 from privproc.tlog.entries import (
     EnclaveRelease,
     IssuerTokenKey,
     OhttpKeyConfigSet,
+    decode_entry,
     encode_entry,
 )
 from privproc.tlog.log import TransparencyLog
@@ -61,8 +71,14 @@ from privproc.tokens.issuance import WELL_KNOWN_DIRECTORY
 __all__ = ["LogDrain", "Party", "System"]
 
 LOG_ORIGIN = "log.privproc.local"
+WITNESS_NAME = "witness.privproc.local/w1"
+GATEWAY_NAME = "gateway.privproc.local"
+ISSUER_NAME = "issuer.privproc.local"  # not its address: that changes at every start
 ACCOUNT = "local-user"
 MAX_SESSIONS = 256
+COMPLETE = "complete"  # in STATE/system once a start has finished: what a later start resumes
+# What the client holds because of this system (reset with it); settings and report stay.
+CLIENT_TRUST_FILES = ("client.json", "log-checkpoint.json", "tokens.json", "account.secret")
 
 
 class SystemError(PrivprocError):
@@ -152,7 +168,10 @@ class System:
     enclave_args: list[str] = field(default_factory=list)
     quota: int = 200  # tokens per account and day, as the issuer's default
     epoch_seconds: int | None = None  # the issuer's epoch (its default, a day, when None)
+    say: Callable[[str], None] = field(default=lambda _step: None, repr=False)  # progress
+    resumed: bool = False  # whether the last start resumed a previous one's state
     _issuer_url: str = field(default="", repr=False)
+    _lock_fd: int | None = field(default=None, repr=False)
     _logged_token_keys: set[bytes] = field(default_factory=set, repr=False)
     # How each party was started (arguments, ready marker, environment): what a restart repeats.
     launches: dict[str, tuple[list[str], str, dict[str, str] | None]] = field(
@@ -290,6 +309,7 @@ class System:
         for party in self.parties:
             self._reap(party)
         self.parties.clear()
+        self._unlock_state()
 
     @staticmethod
     def _reap(party: Party) -> None:
@@ -300,78 +320,155 @@ class System:
             party.process.kill()
             party.wait(10)
 
-    def start(self) -> ClientConfig:
+    # --- Starting: anew or on the state a previous start left ------------------------------------
+
+    def _lock_state(self) -> None:
+        """Hold `STATE/system.lock` while this system runs: two systems on one state would fight
+        over its ports, log and keys."""
+        self.state.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.state / "system.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SystemError(
+                f"another privproc system is running on {self.state}; stop it first (Ctrl-C in "
+                "its terminal), or give this one another --state"
+            ) from None
+        self._lock_fd = fd
+
+    def _unlock_state(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
+
+    def reset(self) -> list[str]:
+        """Forget the system and the client's trust in it (`up --fresh`): the parties' state, and
+        the client's anchors, checkpoint, tokens and secret. The client's settings and report
+        stay. Returns the client files removed."""
         shutil.rmtree(self.system_dir, ignore_errors=True)
-        self.system_dir.mkdir(parents=True)
+        removed = []
+        for name in CLIENT_TRUST_FILES:
+            path = self.client_dir / name
+            if path.exists():
+                path.unlink()
+                removed.append(name)
+        return removed
+
+    def start(self, *, fresh: bool = False) -> ClientConfig:
+        """Start every party: on the state a previous complete start left (the same log, keys and
+        account), or anew when `fresh` or when there is none (the client's trust state reset).
+        `self.resumed` says which; `self.say` hears each step as it begins."""
+        self._lock_state()
+        try:
+            self.resumed = not fresh and (self.system_dir / COMPLETE).exists()
+            if not self.resumed:
+                removed = self.reset()
+                if removed:
+                    self.say(
+                        "starting a new system: the client's trust in the old one is reset "
+                        f"({', '.join(removed)} removed; settings and report kept)"
+                    )
+            self.system_dir.mkdir(parents=True, exist_ok=True)
+            config = self._start_parties()
+            (self.system_dir / COMPLETE).touch()
+            return config
+        except BaseException:
+            self.stop()
+            raise
+
+    def _account_secret(self) -> str | None:
+        """The local user's account secret: the client's, if the issuer still knows it; else a
+        new account (a new secret, written to the client's directory)."""
+        store = IssuerStore(self.system_dir / "issuer")
+        try:
+            path = self.client_dir / "account.secret"
+            with_secret = path.read_text().strip() if path.exists() else ""
+            if with_secret and store.authenticate(with_secret) == ACCOUNT:
+                return None
+            with contextlib.suppress(AccountError):  # none yet, on a first start
+                store.remove_account(ACCOUNT)
+            return store.add_account(ACCOUNT, time.time())
+        finally:
+            store.close()
+
+    def _start_parties(self) -> ClientConfig:
         sysdir, host = self.system_dir, self.host
         # 1. Issuer (with the local user's account) and a witness.
-        store = IssuerStore(sysdir / "issuer")
-        secret = store.add_account(ACCOUNT, time.time())
-        store.close()
-        issuer_args = ["serve", "issuer", "--host", host, "--port", "0"]
+        secret = self._account_secret()
+        issuer_args = ["serve", "issuer", "--host", host, "--port", "0", "--name", ISSUER_NAME]
         issuer_args += ["--state", str(sysdir / "issuer"), "--quota", str(self.quota)]
         if self.epoch_seconds is not None:
             issuer_args += ["--epoch-seconds", str(self.epoch_seconds)]
+        self.say(
+            "starting the issuer ..."
+            if self.resumed
+            else "starting the issuer (it makes its first token keys, 2048-bit RSA) ..."
+        )
         issuer = self._start("issuer", issuer_args, "ready issuer ")
-        log = TransparencyLog.init(sysdir / "log", LOG_ORIGIN)
-        witness_store = Witness.init(sysdir / "witness", "witness.privproc.local/w1")
-        witness_store.add_log(LOG_ORIGIN, [log.verifier.encode()])
+        if self.resumed:
+            log = TransparencyLog(sysdir / "log")
+            witness_store = Witness(sysdir / "witness")
+        else:
+            log = TransparencyLog.init(sysdir / "log", LOG_ORIGIN)
+            witness_store = Witness.init(sysdir / "witness", WITNESS_NAME)
+            witness_store.add_log(LOG_ORIGIN, [log.verifier.encode()])
         witness_vkey = witness_store.verifier.encode()
         witness_store.close()
-        witness = self._start(
-            "witness",
-            ["serve", "witness", "--host", host, "--port", "0", "--state", str(sysdir / "witness")],
-            "ready witness ",
-        )
-        log.add_witness(witness_vkey, witness.url)
-        # 2. The gateway (on a port of its own, kept across restarts; its keys kept in its state
-        # directory), routing sessions to the enclave's port chosen now.
-        enclave_port = free_port(host)
-        gateway = self._start(
-            "gateway",
-            ["serve", "gateway", "--host", host, "--port", str(free_port(host)),
-             "--issuer", issuer.url,
-             "--state", str(sysdir / "gateway"), "--name", "gateway.privproc.local",
-             "--enclave", f"http://{host}:{enclave_port}"],
-            "ready gateway ",
-        )  # fmt: skip
-        keys = httpx.get(gateway.url).content
-        # 3. The log: the release, the key configs, the issuer's keys; published, witnessed.
-        cdn_dir = sysdir / "cdn"
-        cdn_dir.mkdir()
-        (cdn_dir / "ohttp-keys").write_bytes(keys)
-        platform = VirtualSnp.generate()
-        platform.save(sysdir / "platform")
-        manifest = enclave_manifest(locate_smollm2(), enclave_config(MODEL_NAME, MAX_SESSIONS))
-        now = int(time.time())
-        release = EnclaveRelease(
-            manifest.measurement,
-            manifest.digest_of("code"),
-            manifest.digest_of("model"),
-            manifest.digest_of("config"),
-            "local",
-            now,
-        )
-        release_index = log.append(encode_entry(release))
-        log.append(encode_entry(OhttpKeyConfigSet("gateway.privproc.local", keys, now)))
-        self._issuer_url = issuer.url
-        self._logged_token_keys.clear()
-        self._log_issuer_keys(log, cdn_dir)
-        note, _ = publish(log, cdn_dir, 1)
-        proof = ReleaseProof(
-            encode_entry(release),
-            release_index,
-            tuple(log.inclusion_proof(release_index, log.size)),
-            note.encode(),
-        )
-        log.close()
+        try:
+            witness = self._start(
+                "witness",
+                ["serve", "witness", "--host", host, "--port", "0",
+                 "--state", str(sysdir / "witness")],
+                "ready witness ",
+            )  # fmt: skip
+            log.add_witness(witness_vkey, witness.url)  # its URL is new at every start
+            # 2. The gateway (keys kept in its state directory), routing sessions to the enclave's
+            # port chosen now.
+            enclave_port = free_port(host)
+            self.say("starting the gateway ...")
+            gateway = self._start(
+                "gateway",
+                ["serve", "gateway", "--host", host, "--port", str(free_port(host)),
+                 "--issuer", issuer.url,
+                 "--state", str(sysdir / "gateway"), "--name", GATEWAY_NAME,
+                 "--enclave", f"http://{host}:{enclave_port}"],
+                "ready gateway ",
+            )  # fmt: skip
+            keys = httpx.get(gateway.url).content
+            # 3. The log: what it does not hold yet of the release, key configs and issuer keys.
+            cdn_dir = sysdir / "cdn"
+            cdn_dir.mkdir(exist_ok=True)
+            (cdn_dir / "ohttp-keys").write_bytes(keys)
+            platform_dir = sysdir / "platform"
+            if self.resumed:
+                platform = VirtualSnp.load(platform_dir)
+            else:
+                platform = VirtualSnp.generate()
+                platform.save(platform_dir)
+            self.say("measuring the enclave's code, model and configuration ...")
+            manifest = enclave_manifest(locate_smollm2(), enclave_config(MODEL_NAME, MAX_SESSIONS))
+            release_index, release = self._log_release_and_keys(log, manifest, keys, issuer.url)
+            self.say("publishing the log with the witness's cosignature ...")
+            note, _ = publish(log, cdn_dir, 1)
+            proof = ReleaseProof(
+                encode_entry(release),
+                release_index,
+                tuple(log.inclusion_proof(release_index, log.size)),
+                note.encode(),
+            )
+            log_vkey = log.verifier.encode()
+        finally:
+            log.close()
         (sysdir / "release-proof.json").write_text(proof.to_json())
         # 4. The enclave, the relay, the CDN.
         self.enclave_args = [
             "serve", "enclave", "--host", host, "--port", str(enclave_port), "--platform",
-            str(sysdir / "platform"), "--release-proof", str(sysdir / "release-proof.json"),
+            str(platform_dir), "--release-proof", str(sysdir / "release-proof.json"),
         ]  # fmt: skip
+        self.say("starting the enclave (hardens itself, loads the model: a few seconds) ...")
         self.start_enclave()
+        self.say("starting the relay and the CDN ...")
         relay = self._start(
             "relay",
             ["serve", "relay", "--host", host, "--port", "0", "--gateway", gateway.url],
@@ -383,14 +480,70 @@ class System:
             "ready cdn ",
         )
         # 5. The client's trust anchors and account.
-        config = ClientConfig(
-            relay_url=relay.url,
-            keys_url=cdn.url + "ohttp-keys",
-            log_url=cdn.url,
-            issuer_url=issuer.url,
-            gateway_origin="gateway.privproc.local",
+        config = self._client_config(relay.url, cdn.url, issuer.url, log_vkey, witness_vkey,
+                                     platform)  # fmt: skip
+        self.client_dir.mkdir(parents=True, exist_ok=True)
+        write_atomically(self.client_dir / "client.json", config.to_json().encode())
+        if secret is not None:
+            secret_path = self.client_dir / "account.secret"
+            secret_path.unlink(missing_ok=True)
+            create_private_file(secret_path, secret.encode())
+            (self.client_dir / "tokens.json").unlink(missing_ok=True)
+        return config
+
+    def _log_release_and_keys(
+        self, log: TransparencyLog, manifest: Any, keys: bytes, issuer_url: str
+    ) -> tuple[int, EnclaveRelease]:
+        """Append what the log does not hold yet: this build's release (a changed code, model or
+        configuration is a new one), the gateway's key configs, the issuer's token keys. Returns
+        the release's index and entry."""
+        release_at: tuple[int, EnclaveRelease] | None = None
+        configs: set[bytes] = set()
+        self._logged_token_keys.clear()
+        for index in range(log.size):
+            entry = decode_entry(log.entry(index))
+            if isinstance(entry, EnclaveRelease) and entry.measurement == manifest.measurement:
+                release_at = (index, entry)
+            elif isinstance(entry, OhttpKeyConfigSet) and entry.gateway == GATEWAY_NAME:
+                configs.add(entry.key_configs)
+            elif isinstance(entry, IssuerTokenKey):
+                self._logged_token_keys.add(entry.token_key)
+        now = int(time.time())
+        if release_at is None:
+            release = EnclaveRelease(
+                manifest.measurement,
+                manifest.digest_of("code"),
+                manifest.digest_of("model"),
+                manifest.digest_of("config"),
+                "local",
+                now,
+            )
+            release_at = (log.append(encode_entry(release)), release)
+            if self.resumed:
+                self.say("the enclave's build changed since the last start: logged its release")
+        if keys not in configs:
+            log.append(encode_entry(OhttpKeyConfigSet(GATEWAY_NAME, keys, now)))
+        self._issuer_url = issuer_url
+        self._log_issuer_keys(log, self.system_dir / "cdn")
+        return release_at
+
+    def _client_config(
+        self,
+        relay_url: str,
+        cdn_url: str,
+        issuer_url: str,
+        log_vkey: str,
+        witness_vkey: str,
+        platform: VirtualSnp,
+    ) -> ClientConfig:
+        return ClientConfig(
+            relay_url=relay_url,
+            keys_url=cdn_url + "ohttp-keys",
+            log_url=cdn_url,
+            issuer_url=issuer_url,
+            gateway_origin=GATEWAY_NAME,
             log_origin=LOG_ORIGIN,
-            log_keys=(TransparencyLog(sysdir / "log").verifier.encode(),),
+            log_keys=(log_vkey,),
             witness_keys=(witness_vkey,),
             witness_quorum=1,
             hardware_roots=(platform.chain_pem().decode(),),
@@ -407,10 +560,3 @@ class System:
                 ),
             ),
         )
-        self.client_dir.mkdir(parents=True, exist_ok=True)
-        (self.client_dir / "client.json").write_text(config.to_json())
-        secret_path = self.client_dir / "account.secret"
-        secret_path.unlink(missing_ok=True)
-        create_private_file(secret_path, secret.encode())
-        (self.client_dir / "tokens.json").unlink(missing_ok=True)
-        return config

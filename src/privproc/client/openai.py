@@ -17,16 +17,20 @@ from the transport, a connection closed mid-body from the proxy), never a short 
 
 Rules: only `/v1/...` paths are served; the answer is the enclave's status and JSON (or its
 event stream); one request at a time goes through one client's attested session (a stream holds
-it until it is read to the end or closed).
+it until it is read to the end or closed, or its reader leaves; a call waits at most `LOCK_WAIT`
+for it, then gets 503). The proxy's blocking work runs in daemon threads, so a stop never waits
+for the enclave.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import threading
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import httpx
 from starlette.applications import Starlette
@@ -43,24 +47,73 @@ from privproc.wire import load_json
 __all__ = ["AsyncPrivateTransport", "PrivateTransport", "create_proxy_app"]
 
 MAX_BODY = 256 * 1024
+T = TypeVar("T")
+
+
+LOCK_WAIT = 120.0  # how long a call waits for the session another call's answer holds
 
 
 @dataclass
 class Forwarded:
-    """The enclave's answer to one API request: JSON, or an event stream to read to its end.
-    `release` must be called once the answer is consumed (it frees the session for the next)."""
+    """The enclave's answer to one API request: JSON, or an event stream read with `next_piece`.
+    `release` frees the session for the next request; it may be called from any thread, at any
+    time, as often as wanted: while another thread waits for a piece, that thread finishes the
+    release when its piece arrives (a generator cannot be closed while it runs), so a reader that
+    leaves half-way never leaves the session locked."""
 
     status: int
     doc: Any = None
     stream: StreamedAnswer | None = None
     lock: threading.Lock | None = None
+    _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _pieces: Iterator[bytes] | None = field(default=None, repr=False)
+    _reading: bool = field(default=False, repr=False)
+    _released: bool = field(default=False, repr=False)
+    _finished: bool = field(default=False, repr=False)
+
+    def next_piece(self) -> bytes | None:
+        """The next piece of the streamed answer; None at its end or once it is released.
+        Blocks until the piece arrives: call it from a worker thread, one at a time."""
+        with self._guard:
+            if self._released or self.stream is None:
+                return None
+            if self._pieces is None:
+                self._pieces = iter(self.stream)
+            pieces, self._reading = self._pieces, True
+        try:
+            piece = next(pieces, None)
+        except BaseException:
+            with self._guard:
+                self._reading = False
+            self.release()
+            raise
+        with self._guard:
+            self._reading = False
+            released = self._released
+        if released:  # released while the piece was on its way: this thread finishes it
+            self._finish()
+            return None
+        return piece
 
     def release(self) -> None:
-        lock, self.lock = self.lock, None
-        if self.stream is not None:
-            self.stream.close()
-        if lock is not None:
-            lock.release()
+        with self._guard:
+            self._released = True
+            if self._reading:
+                return  # the reading thread finishes the release as soon as its piece arrives
+        self._finish()
+
+    def _finish(self) -> None:
+        with self._guard:
+            if self._finished:
+                return
+            self._finished = True
+            stream, lock, self.lock = self.stream, self.lock, None
+        try:
+            if stream is not None:
+                stream.close()
+        finally:
+            if lock is not None:
+                lock.release()
 
 
 def _error(status: int, message: str, kind: str) -> Forwarded:
@@ -82,7 +135,8 @@ def forward(
         return _error(400, "the request body is not JSON", "invalid_request_error")
     streamed = isinstance(doc, dict) and bool(doc.get("stream"))
     feature = "chat"
-    lock.acquire()
+    if not lock.acquire(timeout=LOCK_WAIT):
+        return _error(503, "another request holds the private session; try again", "api_error")
     kept = False
     try:
         if streamed:
@@ -114,9 +168,9 @@ class _Body(httpx.SyncByteStream):
         self.answer = answer
 
     def __iter__(self) -> Iterator[bytes]:
-        assert self.answer.stream is not None
         try:
-            yield from self.answer.stream
+            while (piece := self.answer.next_piece()) is not None:
+                yield piece
         except PrivprocError as exc:
             raise httpx.RemoteProtocolError(str(exc)) from exc
         finally:
@@ -131,10 +185,8 @@ class _AsyncBody(httpx.AsyncByteStream):
         self.answer = answer
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        assert self.answer.stream is not None
-        pieces = iter(self.answer.stream)
         try:
-            while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+            while (piece := await asyncio.to_thread(self.answer.next_piece)) is not None:
                 yield piece
         except PrivprocError as exc:
             raise httpx.RemoteProtocolError(str(exc)) from exc
@@ -188,28 +240,61 @@ class AsyncPrivateTransport(httpx.AsyncBaseTransport):
         self.client.close()
 
 
-def create_proxy_app(client: PrivateProcessingClient) -> Starlette:
-    """A local OpenAI-compatible endpoint (`privproc proxy`) that forwards privately."""
-    lock = threading.Lock()
+async def _in_daemon_thread(fn: Callable[[], T]) -> T:
+    """`fn()` in a daemon thread of its own: unlike the default executor's threads, one still
+    blocked (on the enclave, or waiting for the session) never holds up the proxy's exit."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():
+            outcome()
+
+    def run() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:  # handed to the awaiting task, whatever it is
+            error = exc
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody awaits it
+                loop.call_soon_threadsafe(settle, lambda: future.set_exception(error))
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, lambda: future.set_result(result))
+
+    threading.Thread(target=run, name="privproc-proxy-call", daemon=True).start()
+    return await future
+
+
+def _release_later(answer: Forwarded) -> None:
+    """Release in the background: closing a stream ends its session with a request of its own,
+    which a handler that is being cancelled (a client gone, the proxy stopping) cannot wait for."""
+    threading.Thread(target=answer.release, name="privproc-proxy-release", daemon=True).start()
+
+
+def create_proxy_app(
+    client: PrivateProcessingClient, lock: threading.Lock | None = None
+) -> Starlette:
+    """A local OpenAI-compatible endpoint (`privproc proxy`) that forwards privately. `lock`
+    (held while a request uses the client's attested session) lets the caller wait for the
+    session to be free before it closes the client."""
+    session = lock or threading.Lock()
 
     async def events(answer: Forwarded) -> AsyncIterator[bytes]:
-        assert answer.stream is not None
-        pieces = iter(answer.stream)
         try:
-            while (piece := await asyncio.to_thread(next, pieces, None)) is not None:
+            while (piece := await _in_daemon_thread(answer.next_piece)) is not None:
                 yield piece
         except PrivprocError:
             raise StreamAborted from None  # cut the local answer too: never a short one
         finally:
-            await asyncio.to_thread(answer.release)
+            _release_later(answer)
 
     async def endpoint(request: Request) -> Response:
         try:
             body = await read_body(request, MAX_BODY)
         except BodyError as exc:
             return exc.response
-        answer = await asyncio.to_thread(
-            forward, client, lock, request.method, request.url.path, body
+        answer = await _in_daemon_thread(
+            functools.partial(forward, client, session, request.method, request.url.path, body)
         )
         if answer.stream is not None:
             headers = {"cache-control": "no-store"}

@@ -219,13 +219,15 @@ async def serve(
     on_ready: Callable[[str], Awaitable[bool | None] | bool | None] | None = None,
     *,
     lifespan: bool = False,
+    graceful_shutdown: int = 5,
 ) -> None:
     """Serve `app` on `sock` until the server is asked to exit (Ctrl-C or SIGTERM).
 
     `on_ready` runs once the socket accepts connections; if it returns False the server stops.
     `lifespan` runs the app's startup and shutdown hooks (a failing startup stops the server).
+    `graceful_shutdown`: seconds that requests under way get to finish once asked to stop.
     """
-    server = make_server(app, lifespan=lifespan)
+    server = make_server(app, lifespan=lifespan, graceful_shutdown=graceful_shutdown)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():

@@ -272,6 +272,7 @@ class TransparencyLog:
     # --- Witnesses -----------------------------------------------------------------------------
 
     def add_witness(self, vkey: str, url: str) -> Verifier:
+        """Add a witness, or give a known one its new URL (what it last cosigned is kept)."""
         verifier = Verifier.parse(vkey)
         if verifier.sig_type != SIG_COSIGNATURE_V1:
             raise UsageError("a witness key is a cosignature/v1 (type 0x04) verifier key")
@@ -279,7 +280,8 @@ class TransparencyLog:
             raise UsageError("a witness URL is http:// or https://")
         with self._transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO witnesses (vkey, url, size) VALUES (?, ?, 0)",
+                "INSERT INTO witnesses (vkey, url, size) VALUES (?, ?, 0) "
+                "ON CONFLICT (vkey) DO UPDATE SET url = excluded.url",
                 (verifier.encode(), url.rstrip("/")),
             )
         return verifier
