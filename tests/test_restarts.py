@@ -321,3 +321,26 @@ def test_the_issuers_new_keys_are_logged_so_clients_keep_fetching_tokens(tmp_pat
             client.close()
     finally:
         system.stop()
+
+
+def test_a_client_asking_as_the_issuers_key_changes_never_fails(tmp_path: Path) -> None:
+    """Back-to-back token batches over several key changes (2 s epochs): whichever batch is under
+    way when the issuer's epoch turns must still succeed (the key's grace, the client asking
+    again with the new key). The system logs the new keys ahead of their use, as `up` does."""
+    system = System(tmp_path, epoch_seconds=2, quota=100_000)
+    system.start()
+    try:
+        client = PrivateProcessingClient.from_state(system.client_dir)
+        epochs = set()
+        try:
+            deadline = time.monotonic() + 7  # three turns of the epoch, at least
+            while time.monotonic() < deadline:
+                system.log_new_issuer_keys()
+                client.wallet.path.unlink(missing_ok=True)  # every call fetches a new batch
+                epochs.add(int(time.time()) // 2)
+                assert client._token()
+        finally:
+            client.close()
+        assert len(epochs) >= 3
+    finally:
+        system.stop()

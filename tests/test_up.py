@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from privproc.client.controls import Settings
-from privproc.system import COMPLETE, System, SystemError
 from privproc.ohttp.keys import KeyRing
+from privproc.system import COMPLETE, System, SystemError
 from privproc.tlog import merkle
 from privproc.tlog.checkpoint import Checkpoint
 from privproc.tlog.entries import OhttpKeyConfigSet, encode_entry
@@ -23,7 +23,7 @@ from privproc.tlog.note import parse_note
 
 
 def _up(state: Path, *extra: str) -> str:
-    done = subprocess.run(  # noqa: S603 (our own CLI)
+    done = subprocess.run(
         [sys.executable, "-m", "privproc.cli", "up", "--once", "--state", str(state), *extra],
         capture_output=True,
         text=True,

@@ -17,7 +17,7 @@ import pytest
 
 from privproc.client.issuer import IssuerClient, QuotaExhaustedError
 from privproc.client.wallet import Wallet
-from privproc.errors import DecodeError, UsageError
+from privproc.errors import DecodeError, PeerRejectedError, UsageError
 from privproc.tokens.auth import Token, TokenChallenge, parse_authorization
 from privproc.tokens.directory import KeySet
 from tests.servers import Running
@@ -240,3 +240,46 @@ def test_tokens_cli(issuer: tuple[Running, Path], tmp_path: Path) -> None:
     assert "Traceback" not in wrong.stderr
     accounts = _cli("issuer", "accounts", "--state", str(state), "--json")
     assert {"name": "cli-user", "used": 3} in json.loads(accounts.stdout)
+
+
+def test_a_key_that_stops_signing_midway_keeps_what_came(tmp_path: Path) -> None:
+    """The issuer's epoch turns in the middle of a batch: its key stops signing (422, unknown
+    key). The tokens fetched before are kept and the first is handed out; no error. (The real
+    issuer app, its clock turned after the third token request.)"""
+    from privproc.issuer.store import IssuerStore
+    from privproc.services.issuer import create_issuer_app
+    from tests.servers import app_in_thread
+
+    epoch = 3600
+    store = IssuerStore(tmp_path / "issuer", epoch_seconds=epoch)
+    start = (int(time.time()) // epoch) * epoch + 10
+    secret = store.add_account("turning", start)
+    store.rotate(start)
+    requests = 0
+    after_turn = start + epoch + store.skew + 1  # the next epoch, its grace over
+
+    def clock() -> float:
+        return start if requests <= 3 else after_turn
+
+    with app_in_thread(create_issuer_app(store, "issuer.example", clock=clock)) as url:
+        with IssuerClient(url, secret) as client:
+            key_set = client.key_set()
+            token_key = client.directory().preferred(start).token_key
+            challenge = TokenChallenge(2, key_set.issuer_name, b"", ("gw.example",)).encode()
+
+            def counted(challenge: bytes, key: bytes) -> Token:
+                nonlocal requests
+                requests += 1
+                return IssuerClient.fetch_token(client, challenge, key)
+
+            client.fetch_token = counted  # type: ignore[method-assign]
+            wallet = Wallet(tmp_path / "client")
+            first = wallet.fetch(client, challenge, token_key, key_set, count=10)
+            assert parse_authorization(first)
+            assert wallet.count(challenge, start) == 2  # the second and third; then the turn
+            assert requests == 4
+            other = Wallet(tmp_path / "other")  # an empty wallet asking after the turn: refused
+            with pytest.raises(PeerRejectedError) as refused:
+                other.fetch(client, challenge, token_key, key_set, count=2)
+            assert refused.value.status == 422
+    store.close()

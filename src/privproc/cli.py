@@ -1329,9 +1329,6 @@ def _default_state() -> Path:
     return Path(base) / "privproc"
 
 
-RELOG_SECONDS = 60  # how often `up` logs the issuer's new token keys (it makes one an epoch)
-
-
 def _next_steps(state: Path, default_state: bool) -> list[str]:
     """The commands to try next, written so that they work pasted into a new terminal: with the
     path to `privproc` when it is not on the PATH, the sample chat by its full path, and each
@@ -1455,7 +1452,7 @@ def up(host: str, state_dir: Path | None, once: bool, fresh: bool) -> None:
             time.sleep(1)
             if any(p.process.poll() is not None for p in system.parties):
                 raise PrivprocError("a party stopped unexpectedly; see its log in STATE/system")
-            if time.monotonic() - relogged >= RELOG_SECONDS:
+            if time.monotonic() - relogged >= system.relog_seconds:
                 # The issuer makes a token key an epoch; clients take only logged keys.
                 relogged = time.monotonic()
                 try:

@@ -303,6 +303,13 @@ class System:
             log.close()
         return added
 
+    @property
+    def relog_seconds(self) -> float:
+        """How often to log the issuer's new keys: every minute, or four times an epoch when
+        epochs are shorter (the issuer makes each key two epochs before it signs), so that every
+        key is logged before it is used."""
+        return min(60.0, self.epoch_seconds / 4) if self.epoch_seconds else 60.0
+
     def stop(self) -> None:
         for party in reversed(self.parties):
             party.process.terminate()

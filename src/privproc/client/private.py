@@ -64,6 +64,7 @@ from privproc.tlog.client import AcceptedCheckpoint, LogClient, LogPolicy, http_
 from privproc.tlog.entries import IssuerTokenKey, OhttpKeyConfigSet, decode_entry
 from privproc.tlog.note import parse_note
 from privproc.tokens.auth import TOKEN_TYPE_BLIND_RSA, TokenChallenge
+from privproc.tokens.directory import IssuerDirectory
 from privproc.wire import load_json
 
 __all__ = [
@@ -351,12 +352,44 @@ class PrivateProcessingClient:
         return token
 
     def _fetch_tokens(self, challenge: bytes, now: float) -> str:
-        """A batch of tokens from the issuer, under a logged key: one to use now, the rest kept."""
+        """A batch of tokens from the issuer, under a logged key: one to use now, the rest kept.
+
+        The key is the directory's current one, or, for a device whose clock is behind the
+        issuer's as the key changes, the logged next one. A key refused as unknown (the issuer's
+        epoch turned between the directory and the request) is asked once more, with the key the
+        directory names then: a client asking at the moment of a key change never fails."""
         with IssuerClient(self.config.issuer_url, self._secret(), http=self._http) as issuer:
-            key_set = issuer.key_set()
-            key = issuer.directory().preferred(now).token_key
-            self._check_token_key(key_set.issuer_name, key, now)
-            return self.wallet.fetch(issuer, challenge, key, key_set, count=REFILL)
+            try:
+                return self._fetch_batch(issuer, challenge, now)
+            except PeerRejectedError as exc:
+                if exc.status != 422:
+                    raise
+            self._step("the issuer's token key changed as it was asked; asking again")
+            return self._fetch_batch(issuer, challenge, time.time())
+
+    def _fetch_batch(self, issuer: IssuerClient, challenge: bytes, now: float) -> str:
+        key_set = issuer.key_set()
+        key = self._token_key(key_set.issuer_name, issuer.directory(), now)
+        return self.wallet.fetch(issuer, challenge, key, key_set, count=REFILL)
+
+    def _token_key(self, issuer: str, directory: IssuerDirectory, now: float) -> bytes:
+        """The directory's preferred key (RFC 9578 §4), checked against the log; when none is
+        usable yet by this device's clock, its first key if the log holds it as the next one."""
+        try:
+            key = directory.preferred(now).token_key
+        except DecodeError:
+            key = directory.keys[0].token_key
+            upcoming = sorted(
+                (e for e in self._logged_keys()[1] if e.issuer == issuer and now < e.not_before),
+                key=lambda e: e.not_before,
+            )
+            if not upcoming or upcoming[0].token_key != key:
+                raise NotLoggedError(
+                    "the issuer's token key is neither live now nor the logged next one"
+                ) from None
+            now = upcoming[0].not_before  # checked as of the moment it begins
+        self._check_token_key(issuer, key, now)
+        return key
 
     def _check_token_key(self, issuer: str, key: bytes, now: float) -> None:
         """The issuer's key must be logged, live now, and one of the few the issuer has live:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from privproc.client.issuer import IssuerClient, QuotaExhaustedError
-from privproc.errors import DecodeError, UsageError
+from privproc.errors import DecodeError, PeerRejectedError, UsageError
 from privproc.storage import write_atomically
 from privproc.tokens.auth import Token, b64url_decode, b64url_encode, format_authorization
 from privproc.tokens.directory import KeySet
@@ -208,12 +208,19 @@ class Wallet:
         self, challenge: bytes, fetch_one: Callable[[], Token], expiry: int, count: int, have: int
     ) -> int:
         """Fetch up to `count` tokens into the wallet, one at a time, each stored as it arrives:
-        a quota refusal midway keeps what came (and is raised only if nothing is held at all)."""
+        a quota or key refusal midway keeps what came (and is raised only if nothing is held at
+        all)."""
         for fetched in range(count):
             try:
                 token = fetch_one()
             except QuotaExhaustedError:
                 if fetched == 0 and have == 0:
+                    raise
+                return fetched
+            except PeerRejectedError as exc:
+                # 422 midway: the key stopped signing (the issuer's epoch turned); what came is
+                # good until its expiry, the next batch asks for the new key.
+                if exc.status != 422 or (fetched == 0 and have == 0):
                     raise
                 return fetched
             self.add(challenge, [(token, expiry)])

@@ -10,9 +10,9 @@ Rules of this module:
   (threads or processes) cannot overshoot it.
 - Time is an argument (`now`, Unix seconds), never read here, so every rule is testable.
 - Keys follow epochs of `epoch_seconds`: the key of epoch i signs during epoch i (with a grace of
-  `SKEW` seconds, at most a tenth of an epoch, either side, for clients whose clocks or cached
-  directories lag) and verifies until the end of epoch i+1; then it is deleted, private half
-  overwritten.
+  a tenth of an epoch, at least `MIN_SKEW` and at most `SKEW` seconds, either side, for clients
+  whose clocks or cached directories lag, or whose request crosses the turn of the epoch) and
+  verifies until the end of epoch i+1; then it is deleted, private half overwritten.
 """
 
 from __future__ import annotations
@@ -48,6 +48,9 @@ __all__ = [
 DEFAULT_EPOCH_SECONDS = 86_400
 DEFAULT_QUOTA = 200
 SKEW = 300
+# Never no grace: a client that chose the current key a moment before the epoch turned must still
+# get its token (with a grace of 0 it was refused as an unknown key; short epochs are for tests).
+MIN_SKEW = 1
 DB_NAME = "issuer.sqlite3"
 SECRET_PREFIX = "ppa_"  # noqa: S105 (a marker that makes leaked secrets easy to scan for)
 _ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
@@ -126,7 +129,7 @@ class IssuerStore:
         if quota < 1:
             raise UsageError("the quota is at least one token per epoch")
         self.epoch_seconds = epoch_seconds
-        self.skew = min(SKEW, epoch_seconds // 10)
+        self.skew = max(MIN_SKEW, min(SKEW, epoch_seconds // 10))
         self.quota = quota
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = state_dir / DB_NAME
