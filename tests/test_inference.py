@@ -13,8 +13,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from privproc.client.private import task_answer
 from privproc.enclave.api import EVENT_PADDING, MAX_BODY, ApiResponse, ApiStream, handle
-from privproc.errors import DecodeError
+from privproc.errors import DecodeError, PeerRejectedError, UnusableAnswerError
 from privproc.inference.backends import (
     Completion,
     Delta,
@@ -67,7 +68,102 @@ def test_every_writing_style_answers(model: EmbeddedBackend, style: str) -> None
 def test_echo_detection() -> None:
     assert echoes("Ana said: yes, 10am at the park, bring the blue kite", CHAT)
     assert echoes("", CHAT)
+    assert echoes(" ... ", CHAT)  # no words at all
     assert not echoes("Ana and Ben will meet at the park on Saturday with a kite.", CHAT)
+    # A summary may quote a phrase or two of the chat and still be one.
+    assert not echoes(
+        "Ana and Ben agreed to meet at 10am at the park on Saturday, and Ana will bring lunch "
+        "for everyone.",
+        CHAT,
+    )
+
+
+@pytest.mark.parametrize(
+    "near_copy",
+    [
+        # The chat with a word changed here and there: still a copy, not a summary.
+        "are we still on for Sunday? yes, 10am at the park, bring the red kite. great, I will "
+        "bring lunch for everyone. perfect, see you there",
+        "Ana said: are we still on for Saturday. Ben said: yes, 11am at the park, bring the "
+        "blue kite. Ana said: great, I will bring lunch for all",
+        "Ben: yes, 10am at the big park, bring the blue kite. Ana: great, I will bring dinner "
+        "for everyone",
+    ],
+)
+def test_a_near_copy_of_the_chat_is_an_echo(near_copy: str) -> None:
+    assert echoes(near_copy, CHAT)
+
+
+class Scripted:
+    """A stand-in model that gives the answers it is told to, in turn, and keeps the prompts it
+    was sent: for the tasks' handling of empty and echoing answers."""
+
+    model = "scripted"
+
+    def __init__(self, *answers: str) -> None:
+        self.answers = list(answers)
+        self.prompts: list[str] = []
+
+    def complete(
+        self, messages: list[Message], *, max_tokens: int, temperature: float
+    ) -> Completion:
+        self.prompts.append(messages[-1].content)
+        return Completion(self.answers.pop(0), "scripted", 1, 1, "stop")
+
+    def stream(
+        self, messages: list[Message], *, max_tokens: int, temperature: float
+    ) -> Iterator[Delta]:
+        yield Delta(self.complete(messages, max_tokens=1, temperature=0).text, "stop")
+
+
+@pytest.mark.parametrize("empty", ["", "   \n  ", '"', "\u201c", "Here it is:\n"])
+def test_an_empty_answer_is_asked_again_then_refused(empty: str) -> None:
+    good = "Ana and Ben will fly a kite at the park on Saturday."
+    retried = Scripted(empty, good)
+    assert summarize(retried, CHAT) == good  # no IndexError: a second phrasing, then the answer
+    assert len(retried.prompts) == 2
+    assert retried.prompts[0] != retried.prompts[1]
+    with pytest.raises(UnusableAnswerError, match="no summary"):
+        summarize(Scripted(empty, empty), CHAT)
+    for style in STYLES:
+        assert rewrite(Scripted(empty, "Thank you."), "thx", style) == "Thank you."
+        with pytest.raises(UnusableAnswerError, match=f"no {style} version"):
+            rewrite(Scripted(empty, empty), "thx", style)
+
+
+def test_an_echoing_answer_is_asked_again_then_refused() -> None:
+    copy = (
+        "Ben said: yes, 10am at the park, bring the red kite. Ana said: great, I will bring lunch"
+    )
+    good = "Ana and Ben will fly a kite at the park on Saturday."
+    assert summarize(Scripted(copy, good), CHAT) == good
+    with pytest.raises(UnusableAnswerError, match="the chat's own words"):
+        summarize(Scripted(copy, copy), CHAT)
+    # A rewrite that is the message unchanged is no rewrite, except for proofreading.
+    message = "Can you send me the report by tomorrow?"
+    assert rewrite(Scripted(message, "Could you send the report?"), message, "professional") == (
+        "Could you send the report?"
+    )
+    with pytest.raises(UnusableAnswerError, match="unchanged"):
+        rewrite(Scripted(message, f'"{message}"'), message, "rephrase")
+    assert rewrite(Scripted(message), message, "proofread") == message
+
+
+def test_the_api_and_the_client_type_an_unusable_answer() -> None:
+    response = handle(Scripted("", ""), "POST", "/v1/tasks/summarize",
+                      json.dumps({"chat": [vars(c) for c in CHAT]}).encode())  # fmt: skip
+    assert isinstance(response, ApiResponse)
+    assert response.status == 422
+    doc = json.loads(response.body)
+    assert doc["error"]["type"] == UnusableAnswerError.API_TYPE
+    with pytest.raises(UnusableAnswerError, match="no summary") as raised:
+        task_answer(response.status, doc, "summarise")
+    assert not raised.value.retryable  # the same request gives the same answer
+    assert "\n" not in str(raised.value)  # the CLI prints it as one line
+    with pytest.raises(PeerRejectedError) as other:
+        task_answer(422, {"error": {"type": "invalid_request_error", "message": "x"}}, "x")
+    assert not isinstance(other.value, UnusableAnswerError)
+    assert task_answer(200, {"summary": "s"}, "summarise") == {"summary": "s"}
 
 
 class Parrot:
@@ -87,7 +183,7 @@ class Parrot:
 
 
 def test_a_model_that_only_echoes_gives_no_summary() -> None:
-    with pytest.raises(InferenceError, match="only repeated"):
+    with pytest.raises(UnusableAnswerError, match="the chat's own words"):
         summarize(Parrot(), CHAT)
 
 

@@ -261,25 +261,25 @@ def test_a_key_that_stops_signing_midway_keeps_what_came(tmp_path: Path) -> None
     def clock() -> float:
         return start if requests <= 3 else after_turn
 
-    with app_in_thread(create_issuer_app(store, "issuer.example", clock=clock)) as url:
-        with IssuerClient(url, secret) as client:
-            key_set = client.key_set()
-            token_key = client.directory().preferred(start).token_key
-            challenge = TokenChallenge(2, key_set.issuer_name, b"", ("gw.example",)).encode()
+    app = create_issuer_app(store, "issuer.example", clock=clock)
+    with app_in_thread(app) as url, IssuerClient(url, secret) as client:
+        key_set = client.key_set()
+        token_key = client.directory().preferred(start).token_key
+        challenge = TokenChallenge(2, key_set.issuer_name, b"", ("gw.example",)).encode()
 
-            def counted(challenge: bytes, key: bytes) -> Token:
-                nonlocal requests
-                requests += 1
-                return IssuerClient.fetch_token(client, challenge, key)
+        def counted(challenge: bytes, key: bytes) -> Token:
+            nonlocal requests
+            requests += 1
+            return IssuerClient.fetch_token(client, challenge, key)
 
-            client.fetch_token = counted  # type: ignore[method-assign]
-            wallet = Wallet(tmp_path / "client")
-            first = wallet.fetch(client, challenge, token_key, key_set, count=10)
-            assert parse_authorization(first)
-            assert wallet.count(challenge, start) == 2  # the second and third; then the turn
-            assert requests == 4
-            other = Wallet(tmp_path / "other")  # an empty wallet asking after the turn: refused
-            with pytest.raises(PeerRejectedError) as refused:
-                other.fetch(client, challenge, token_key, key_set, count=2)
-            assert refused.value.status == 422
+        client.fetch_token = counted  # type: ignore[method-assign,assignment]
+        wallet = Wallet(tmp_path / "client")
+        first = wallet.fetch(client, challenge, token_key, key_set, count=10)
+        assert parse_authorization(first)
+        assert wallet.count(challenge, start) == 2  # the second and third; then the turn
+        assert requests == 4
+        other = Wallet(tmp_path / "other")  # an empty wallet asking after the turn: refused
+        with pytest.raises(PeerRejectedError) as refused:
+            other.fetch(client, challenge, token_key, key_set, count=2)
+        assert refused.value.status == 422
     store.close()

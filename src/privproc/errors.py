@@ -103,3 +103,15 @@ class StreamTruncatedError(TransportError):
     answer (a relay, the gateway or the network cut it). Send the request again."""
 
     retryable = True
+
+
+# --- What the model made of a task -------------------------------------------------------------
+
+
+class UnusableAnswerError(PrivprocError):
+    """The model's answer to a task was empty, or a copy of its input, and so was its answer to a
+    second phrasing: nothing is passed off as a summary or a rewrite. Sending the same request
+    again gives the same answer (the tasks decode greedily). The enclave's API answers it as a
+    422 whose error type is `API_TYPE`; the client raises it again from that."""
+
+    API_TYPE = "unusable_answer"

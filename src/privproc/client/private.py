@@ -54,6 +54,7 @@ from privproc.errors import (
     PrivprocError,
     StreamTruncatedError,
     TransportError,
+    UnusableAnswerError,
     UsageError,
 )
 from privproc.ohttp import bhttp, bhttp_stream
@@ -699,9 +700,7 @@ class PrivateProcessingClient:
 
     def _task(self, path: str, doc: object, what: str) -> dict[str, Any]:
         status, answer = self.request("POST", path, doc)
-        if status != 200 or not isinstance(answer, dict):
-            raise PeerRejectedError(f"the enclave could not {what}: {_reason(answer)}", status)
-        return answer
+        return task_answer(status, answer, what)
 
     def summarize(self, chat: list[dict[str, str]], *, chat_id: str | None = None) -> Summary:
         """A summary of `chat` (messages with sender, time and text)."""
@@ -775,6 +774,23 @@ def _chat_body(
     if temperature is not None:
         doc["temperature"] = temperature
     return doc
+
+
+def task_answer(status: int, answer: object, what: str) -> dict[str, Any]:
+    """The enclave's answer to a task, or the typed error it stands for: `UnusableAnswerError`
+    when the model could not do the task (empty or echoing answers), `PeerRejectedError` else."""
+    if status == 422 and _error_type(answer) == UnusableAnswerError.API_TYPE:
+        raise UnusableAnswerError(_reason(answer))
+    if status != 200 or not isinstance(answer, dict):
+        raise PeerRejectedError(f"the enclave could not {what}: {_reason(answer)}", status)
+    return answer
+
+
+def _error_type(answer: object) -> str | None:
+    """The type of the enclave's error (OpenAI's error shape), if the answer is one."""
+    with contextlib.suppress(AttributeError, TypeError, KeyError):
+        return str(answer["error"]["type"])  # type: ignore[index]
+    return None
 
 
 def _reason(answer: object) -> str:

@@ -6,6 +6,8 @@
   them (`chat.completion.chunk` objects, then `data: [DONE]`), exactly as OpenAI streams;
 - `POST /v1/tasks/summarize`: `{"chat": [{"sender", "time", "text"}, ...]}` -> `{"summary"}`;
 - `POST /v1/tasks/rewrite`: `{"text", "style"}` -> `{"text", "style"}`.
+A task whose model answer was empty or a copy of its input, twice, is a 422 whose error type is
+`unusable_answer` (the client raises `UnusableAnswerError`).
 
 Rules: a pure function from one request (method, path, body) to one response (status, JSON) or
 one stream (status, events produced lazily), run in a worker thread because inference takes
@@ -22,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from privproc.errors import DecodeError, PrivprocError, UsageError
+from privproc.errors import DecodeError, PrivprocError, UnusableAnswerError, UsageError
 from privproc.inference.backends import (
     MAX_TOKENS,
     Backend,
@@ -191,6 +193,8 @@ def handle(backend: Backend, method: str, path: str, body: bytes) -> ApiResponse
             return ApiResponse.json(200, {"text": rewrite(backend, text, style), "style": style})
     except (DecodeError, UsageError) as exc:
         return _error(400, str(exc))
+    except UnusableAnswerError as exc:  # the model's answer, not the request, is at fault
+        return _error(422, str(exc), UnusableAnswerError.API_TYPE)
     except InferenceError as exc:
         return _error(503, str(exc), "server_error")
     except PrivprocError as exc:

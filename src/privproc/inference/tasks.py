@@ -2,10 +2,13 @@
 
 - `summarize(chat)`: a chat export (sender, time, text) -> one sentence on what was discussed and
   decided. Small models like to echo or continue their input, so the chat is given as reported
-  speech, decoding is greedy, and an answer that mostly repeats the chat's own lines is asked
-  for again with the next of three phrasings, then, if it still echoes, refused rather than
-  passed off as a summary.
+  speech and decoding is greedy. An answer that is empty or mostly the chat's own words (runs of
+  four or more words found in the chat, so a copy with a word changed is still a copy) is asked
+  for once more with another phrasing, then refused (`UnusableAnswerError`), never passed off as
+  a summary.
 - `rewrite(text, style)`: styles `rephrase`, `professional`, `funny`, `supportive`, `proofread`.
+  An empty answer, or one that is the message unchanged (except for `proofread`, where an
+  unchanged message is a correct answer), is asked for once more, then refused the same way.
 
 Rules: inputs are bounded; nothing is kept after the answer. The content is data inside one
 prompt; a model this small cannot be relied on to resist instructions hidden in a chat, which is
@@ -17,10 +20,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from privproc.errors import DecodeError, UsageError
-from privproc.inference.backends import Backend, InferenceError, Message
+from privproc.errors import DecodeError, UnusableAnswerError, UsageError
+from privproc.inference.backends import Backend, Message
 
-__all__ = ["STYLES", "ChatLine", "parse_chat", "rewrite", "summarize"]
+__all__ = ["STYLES", "ChatLine", "echoes", "parse_chat", "rewrite", "summarize"]
 
 MAX_CHAT_LINES = 200
 MAX_TEXT = 4000
@@ -35,12 +38,18 @@ STYLES = {
     "proofread": "exactly the same message with its spelling, grammar and punctuation corrected",
 }
 
-# Tried in order until an answer is not a copy of the chat (each tuned on SmolLM2-135M).
+# The first phrasing, and the one retry for an empty or echoing answer (each tuned on SmolLM2-135M).
 _SUMMARY_PROMPTS = (
     "Summarize the following conversation in one sentence.",
     "In one sentence, what did they talk about and agree on?",
-    "In one sentence, what did they agree on?",
 )
+_REWRITE_PROMPTS = (
+    'Here is a short message: "{text}"\n'
+    "Write a new version of this message that is {style}. Reply with the new message only.",
+    'Message: "{text}"\nRewrite it so that it is {style}. Reply with the rewritten message only.',
+)
+ECHO_RUN = 4  # words: a run this long that the chat holds too is copied, not summarised
+ECHO_SHARE = 0.6  # of the answer's words in copied runs: more, and the answer is an echo
 
 
 @dataclass(frozen=True)
@@ -78,16 +87,22 @@ def _words(text: str) -> list[str]:
 
 
 def echoes(answer: str, chat: list[ChatLine]) -> bool:
-    """Whether most of `answer` is the chat's own lines: a copy, not a summary."""
-    answer_words = _words(answer)
-    if not answer_words:
+    """Whether `answer` is mostly the chat's own words: at least `ECHO_SHARE` of its words lie in
+    runs of `ECHO_RUN` words that the chat (its lines, or the reported speech the model was shown)
+    holds too. A copy with a word changed here and there still is one; a summary that quotes a
+    phrase ("at the park") is not. An answer without words echoes nothing useful either."""
+    words = _words(answer)
+    if not words:
         return True
-    copied = 0
-    for line in chat:
-        words = _words(line.text)
-        if len(words) >= 4 and " ".join(words) in " ".join(answer_words):
-            copied += len(words)
-    return copied >= 0.5 * len(answer_words)
+    source: set[tuple[str, ...]] = set()
+    for text in [line.text for line in chat] + [_chat_block(chat)]:
+        run = _words(text)
+        source.update(tuple(run[i : i + ECHO_RUN]) for i in range(len(run) - ECHO_RUN + 1))
+    copied = [False] * len(words)
+    for i in range(len(words) - ECHO_RUN + 1):
+        if tuple(words[i : i + ECHO_RUN]) in source:
+            copied[i : i + ECHO_RUN] = [True] * ECHO_RUN
+    return sum(copied) >= ECHO_SHARE * len(words)
 
 
 def summarize(backend: Backend, chat: list[ChatLine], *, max_tokens: int = 120) -> str:
@@ -97,20 +112,23 @@ def summarize(backend: Backend, chat: list[ChatLine], *, max_tokens: int = 120) 
     for instruction in _SUMMARY_PROMPTS:
         messages = [Message("user", f"{instruction}\n\n{block}")]
         answer = _clean(backend.complete(messages, max_tokens=max_tokens, temperature=0.0).text)
-        if answer and not echoes(answer, chat):
+        if not echoes(answer, chat):
             return answer
-    raise InferenceError("the model only repeated the chat; no summary was produced")
+    raise UnusableAnswerError(
+        "the model gave no summary, only an empty answer or the chat's own words, twice; "
+        "nothing is shown rather than a copy (a larger model summarises better)"
+    )
 
 
 def _clean(answer: str) -> str:
     """Drop a lead-in line ("Here is a revised version:") and the quotes around the answer."""
     lines = [line for line in answer.strip().splitlines() if line.strip()]
-    if len(lines) > 1 and lines[0].rstrip().endswith(":"):
-        lines = lines[1:]
+    if lines and lines[0].rstrip().endswith(":"):
+        lines = lines[1:]  # a lead-in alone is no answer
     text = "\n".join(lines).strip()
     if len(text) > 1 and text[0] in '"“' and text[-1] in '"”':
         text = text[1:-1].strip()
-    elif text[:1] in '"“' and text.count(text[0]) == 1:
+    elif text and text[0] in '"“' and text.count(text[0]) == 1:
         text = text[1:].strip()  # an opening quote whose closing one was cut off
     return text
 
@@ -120,16 +138,17 @@ def rewrite(backend: Backend, text: str, style: str, *, max_tokens: int = 160) -
         raise UsageError(f"the styles are {', '.join(STYLES)}")
     if not text.strip() or len(text) > MAX_TEXT:
         raise UsageError(f"the text is 1 to {MAX_TEXT} characters")
-    prompt = (
-        f'Here is a short message: "{text.strip()}"\n'
-        f"Write a new version of this message that is {STYLES[style]}. "
-        "Reply with the new message only."
+    for template in _REWRITE_PROMPTS:
+        prompt = template.format(text=text.strip(), style=STYLES[style])
+        answer = _clean(backend.complete([Message("user", prompt)], max_tokens=max_tokens,
+                                         temperature=0.0).text)  # fmt: skip
+        if "\n" not in text.strip() and answer:
+            # A one-line message gets a one-line version: small models ramble on after it.
+            answer = _clean(answer.splitlines()[0])
+        unchanged = _words(answer) == _words(text)
+        if answer and _words(answer) and (style == "proofread" or not unchanged):
+            return answer
+    raise UnusableAnswerError(
+        f"the model gave no {style} version, only an empty answer or the message unchanged, "
+        "twice; nothing is shown rather than that"
     )
-    answer = _clean(backend.complete([Message("user", prompt)], max_tokens=max_tokens,
-                                     temperature=0.0).text)  # fmt: skip
-    if "\n" not in text.strip():
-        # A one-line message gets a one-line version: small models ramble on after it.
-        answer = _clean(answer.splitlines()[0]) if answer else answer
-    if not answer:
-        raise InferenceError("the model produced no text")
-    return answer
