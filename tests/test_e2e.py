@@ -283,6 +283,58 @@ def test_the_user_commands(system: System, tmp_path: Path) -> None:
     assert "Private Processing report" in cli("report").stdout
 
 
+def test_the_cli_says_what_it_did(system: System, tmp_path: Path) -> None:
+    """Nothing silent: an answer cut by --max-tokens says so; --verbose says when the release was
+    logged (a date, not a number) and why a step was skipped; a chat file that names its chat is
+    refused when that chat has Advanced Chat Privacy, even without --chat-id."""
+    import json
+    import re
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "privproc.cli", *args, "--state", str(system.state)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    story = "Tell me a long story about a lighthouse keeper."
+    for stream in ([], ["--stream"]):
+        cut = cli("chat", story, "--max-tokens", "5", "--temperature", "0", *stream)
+        assert cut.returncode == 0, cut.stderr
+        assert "(cut at 5 tokens" in cut.stderr, stream
+        assert "(cut" not in cut.stdout  # stdout holds the answer alone
+    whole = cli("chat", "Say hello.", "--max-tokens", "100", "--temperature", "0")
+    assert "(cut" not in whole.stderr
+
+    chat = tmp_path / "family.json"
+    messages = [{"sender": "Ana", "time": "10:00", "text": "dinner at 7 on Friday?"}]
+    chat.write_text(json.dumps({"chat_id": "family", "messages": messages}))
+    verbose = cli("summarize", str(chat), "--verbose")
+    assert verbose.returncode == 0, verbose.stderr
+    release = next(line for line in verbose.stderr.splitlines() if "] log.release:" in line)
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", release), release
+    assert not re.search(r"\b\d{10}\b", release), release  # no raw Unix time
+    skipped = [line for line in verbose.stderr.splitlines() if "[skip]" in line]
+    assert skipped
+    for line in skipped:
+        assert re.search(r"\[skip\] [\w.-]+: \w+", line), line  # each with its reason
+    assert "[skip] policy.measurement: no fixed list of measurements" in verbose.stderr
+    assert cli("chat-privacy", "family", "on").returncode == 0
+    try:
+        refused = cli("summarize", str(chat))
+        assert refused.returncode == 1
+        assert "chat 'family' has Advanced Chat Privacy on" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1  # one line, no traceback
+        other = cli("summarize", str(chat), "--chat-id", "work")
+        assert other.returncode == 2
+        assert "the file is chat 'family', --chat-id says 'work'" in other.stderr
+    finally:
+        assert cli("chat-privacy", "family", "off").returncode == 0
+    for command in ("summarize", "rewrite", "chat"):
+        assert "Advanced Chat Privacy" in cli(command, "--help").stdout
+
+
 def test_every_service_exposes_content_free_metrics(system: System) -> None:
     import re
 

@@ -59,7 +59,7 @@ def test_a_streamed_answer_arrives_piece_by_piece_and_whole(system: System) -> N
     partial = client.chat_stream(LONG, max_tokens=200)
     assert next(partial)
     assert next(partial)
-    partial.close()  # type: ignore[attr-defined]
+    partial.close()
     assert "paris" in client.chat(FRANCE, temperature=0).text.lower()
     client.close()
 

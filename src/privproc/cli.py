@@ -26,7 +26,7 @@ from privproc.issuer.store import DEFAULT_EPOCH_SECONDS, DEFAULT_QUOTA
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one message, one line, however narrow
 
 
 def _fail_cleanly(fn: F) -> F:
@@ -1393,7 +1393,7 @@ def up(host: str, state_dir: Path | None, once: bool, fresh: bool) -> None:
     from privproc.system import System
 
     state = state_dir or _default_state()
-    out = Console()
+    out = Console(soft_wrap=True)
     system = System(state, host, say=lambda step: out.print(f"  {escape(step)}"))
 
     def stop(signum: int, frame: object) -> None:
@@ -1474,9 +1474,13 @@ def _client(state_dir: Path | None, verbose: bool) -> Any:
     from privproc.client.private import PrivateProcessingClient
 
     state = (state_dir or _default_state()) / "client"
-    # markup off: a step such as "[pass] log.release" is text, not a rich tag
-    step = (lambda m: console.print(f"  {m}", markup=False, highlight=False)) if verbose else None
-    return PrivateProcessingClient.from_state(state, on_step=step)
+
+    def step(message: str) -> None:
+        # markup off: a step such as "[pass] log.release" is text, not a rich tag; soft wrap:
+        # one step, one line, however narrow the terminal
+        console.print(f"  {message}", markup=False, highlight=False)
+
+    return PrivateProcessingClient.from_state(state, on_step=step if verbose else None)
 
 
 _CLIENT_STATE = click.option(
@@ -1490,7 +1494,11 @@ _VERBOSE = click.option("--verbose", "-v", is_flag=True, help="Show every verifi
 
 
 _CHAT_ID = click.option(
-    "--chat-id", default=None, help="The chat this is for (refused if it has chat privacy on)."
+    "--chat-id",
+    default=None,
+    help="The chat this is for. Advanced Chat Privacy (`privproc chat-privacy ID on`) can only "
+    "refuse a request whose chat is known: by this option or, for summarize, the chat file's "
+    '"chat_id".',
 )
 
 
@@ -1501,19 +1509,40 @@ _CHAT_ID = click.option(
 @_CHAT_ID
 @_fail_cleanly
 def summarize(chat_file: Path, state_dir: Path | None, verbose: bool, chat_id: str | None) -> None:
-    """Summarise a chat export (JSON list of {sender, time, text}) privately."""
-    from privproc.inference.tasks import parse_chat
-
-    try:
-        doc = json.loads(chat_file.read_text())
-    except ValueError:
-        raise click.BadParameter("not JSON", param_hint="CHAT_FILE") from None
-    parse_chat(doc)  # refuse a bad file before anything leaves the device
+    """Summarise a chat export privately. CHAT_FILE is JSON: a list of messages
+    ({"sender", "time", "text"}), or {"chat_id": ID, "messages": [...]}; with a chat id, a chat
+    that has Advanced Chat Privacy on is refused before anything leaves the device."""
+    doc, chat_id = _read_chat_file(chat_file, chat_id)
     client = _client(state_dir, verbose)
     try:
         click.echo(client.summarize(doc, chat_id=chat_id).text)
     finally:
         client.close()
+
+
+def _read_chat_file(path: Path, chat_id: str | None) -> tuple[list[dict[str, str]], str | None]:
+    """The messages of a chat file and the chat's id (from --chat-id or the file, which must not
+    disagree); a bad file is refused before anything leaves the device."""
+    from privproc.inference.tasks import parse_chat
+
+    try:
+        doc = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise click.BadParameter("not JSON", param_hint="CHAT_FILE") from None
+    if isinstance(doc, dict):
+        named, doc = doc.get("chat_id"), doc.get("messages")
+        if named is not None and not isinstance(named, str):
+            raise click.BadParameter('"chat_id" is a string', param_hint="CHAT_FILE")
+        if chat_id is not None and named is not None and named != chat_id:
+            raise click.BadParameter(
+                f"the file is chat {named!r}, --chat-id says {chat_id!r}", param_hint="CHAT_FILE"
+            )
+        chat_id = chat_id or named
+    try:
+        parse_chat(doc)
+    except PrivprocError as exc:
+        raise click.BadParameter(str(exc), param_hint="CHAT_FILE") from None
+    return doc, chat_id
 
 
 @main.command()
@@ -1579,12 +1608,20 @@ def chat(
     }
     try:
         if not stream:
-            click.echo(client.chat(prompt, **options).text)
-            return
-        for piece in client.chat_stream(prompt, **options):
-            click.echo(piece, nl=False)
-            sys.stdout.flush()
-        click.echo()
+            reply = client.chat(prompt, **options)
+            click.echo(reply.text)
+            finish, tokens = reply.finish_reason, reply.usage.completion_tokens
+        else:
+            pieces = client.chat_stream(prompt, **options)
+            for piece in pieces:
+                click.echo(piece, nl=False)
+                sys.stdout.flush()
+            click.echo()
+            finish, tokens = pieces.finish_reason or "stop", max_tokens or 0
+        if finish == "length":  # said on stderr: what stdout holds is the answer alone
+            limit = max_tokens or tokens
+            where = f"at {limit} tokens" if limit else "at the enclave's length limit"
+            console.print(f"(cut {where}; --max-tokens allows up to 512)", highlight=False)
     finally:
         client.close()
 

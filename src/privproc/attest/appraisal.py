@@ -28,7 +28,7 @@ import base64
 import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from privproc.attest.amd import TrustAnchors
 from privproc.attest.evidence import EvidenceBundle
@@ -129,7 +129,13 @@ def _measurement_checks(
                     Check.failing("manifest.measurement", "the manifest hashes to another value")
                 )
     if not policy.measurements:
-        checks.append(Check.skipped("policy.measurement", "the policy lists no measurements"))
+        why = (
+            "no fixed list of measurements: the transparency log says which builds are trusted "
+            "(log.release)"
+            if policy.log is not None
+            else "the policy lists no measurements"
+        )
+        checks.append(Check.skipped("policy.measurement", why))
     elif report.measurement in policy.measurements:
         checks.append(Check.passing("policy.measurement", "MEASUREMENT is on the policy's list"))
     else:
@@ -140,6 +146,14 @@ def _measurement_checks(
             )
         )
     return checks
+
+
+def _human_time(unix: int) -> str:
+    """A logged time as people read it (a time no calendar holds stays a number)."""
+    try:
+        return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):
+        return f"Unix time {unix}"
 
 
 def _log_checks(
@@ -182,8 +196,12 @@ def _log_checks(
     elif entry.measurement != report.measurement:
         checks.append(Check.failing("log.release", "the logged release has another measurement"))
     else:
+        logged = _human_time(entry.time)
         checks.append(
-            Check.passing("log.release", f"release {entry.source_revision} at {entry.time}")
+            Check.passing(
+                "log.release",
+                f"the logged release {entry.source_revision!r} of {logged} has this measurement",
+            )
         )
     return checks
 

@@ -752,16 +752,17 @@ class PrivateProcessingClient:
         chat_id: str | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
-    ) -> Iterator[str]:
+    ) -> ChatStream:
         """The model's answer as it is produced, piece by piece. The iteration ends at the
-        answer's authenticated end; a cut stream raises `StreamTruncatedError`."""
+        answer's authenticated end; a cut stream raises `StreamTruncatedError`. Its
+        `finish_reason` says, once it has ended, whether max_tokens cut it ("length")."""
         doc = {**_chat_body(prompt, max_tokens, temperature), "stream": True}
         answer = self.call_stream("POST", "/v1/chat/completions", doc, feature="chat",
                                   chat_id=chat_id)  # fmt: skip
         if answer.status != 200:
             detail = b"".join(answer)[:4096].decode("utf-8", "replace")
             raise PeerRejectedError(f"the enclave could not answer: {detail}", answer.status)
-        return _deltas(answer)
+        return ChatStream(answer)
 
 
 def _chat_body(
@@ -800,33 +801,49 @@ def _reason(answer: object) -> str:
     return str(answer)[:300]
 
 
-def _deltas(answer: StreamedAnswer) -> Iterator[str]:
-    """The text of a streamed chat completion's chunks; an `error` event raises. It ends only
-    at the answer's authenticated end (after `[DONE]`), so an iteration that ends is whole."""
-    done = False
-    try:
-        for data in data_events(answer):
-            if done:
-                raise TransportError("the enclave's stream goes on after [DONE]")
-            if data == "[DONE]":
-                done = True
-                continue
-            try:
-                doc = load_json(data, "an event")
-            except DecodeError:
-                raise TransportError("the enclave's stream is not JSON events") from None
-            if not isinstance(doc, dict):
-                raise TransportError("the enclave's stream is not JSON events")
-            if "error" in doc:
-                raise PeerRejectedError(f"the model failed mid-answer: {doc['error']}", 503)
-            for choice in doc.get("choices", ()):
-                text = (choice.get("delta") or {}).get("content")
-                if text:
-                    yield str(text)
-        if not done:
-            raise TransportError("the enclave's stream ended without [DONE]")
-    finally:
-        answer.close()
+class ChatStream(Iterator[str]):
+    """The text of a streamed chat completion, piece by piece; an `error` event raises. It ends
+    only at the answer's authenticated end (after `[DONE]`), so an iteration that ends is whole.
+    `finish_reason` is known once it has ended: "stop", or "length" when max_tokens cut it."""
+
+    def __init__(self, answer: StreamedAnswer) -> None:
+        self._answer = answer
+        self._pieces = self._texts()
+        self.finish_reason: str | None = None
+
+    def __next__(self) -> str:
+        return next(self._pieces)
+
+    def close(self) -> None:
+        self._pieces.close()
+
+    def _texts(self) -> Generator[str, None, None]:
+        done = False
+        try:
+            for data in data_events(self._answer):
+                if done:
+                    raise TransportError("the enclave's stream goes on after [DONE]")
+                if data == "[DONE]":
+                    done = True
+                    continue
+                try:
+                    doc = load_json(data, "an event")
+                except DecodeError:
+                    raise TransportError("the enclave's stream is not JSON events") from None
+                if not isinstance(doc, dict):
+                    raise TransportError("the enclave's stream is not JSON events")
+                if "error" in doc:
+                    raise PeerRejectedError(f"the model failed mid-answer: {doc['error']}", 503)
+                for choice in doc.get("choices", ()):
+                    text = (choice.get("delta") or {}).get("content")
+                    if choice.get("finish_reason"):
+                        self.finish_reason = str(choice["finish_reason"])
+                    if text:
+                        yield str(text)
+            if not done:
+                raise TransportError("the enclave's stream ended without [DONE]")
+        finally:
+            self._answer.close()
 
 
 class AsyncPrivateProcessingClient:
