@@ -108,7 +108,9 @@ def _run_terminal(block: str, env: dict[str, str], tmp: Path, name: str) -> list
         ["/bin/bash", "-c", "\n".join(script)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False,
     )  # fmt: skip
-    outputs, statuses, current = [], [], []
+    outputs: list[str] = []
+    statuses: list[int] = []
+    current: list[str] = []
     for line in (done.stdout + "\n").splitlines():
         marker = re.fullmatch(r"@@readme (\d+) (\d+)", line)
         if marker:
