@@ -474,3 +474,42 @@ def test_after_everything_no_file_or_log_line_holds_content_tokens_or_addresses(
             for secret in secrets_:
                 assert secret not in data, (path, secret[:12])
     assert scanned > 20
+
+
+def test_a_newcomer_is_told_what_to_do(system: System, tmp_path: Path) -> None:
+    """No system started yet, or one that is not running: one line that says what to do."""
+    import json
+    import subprocess
+    import sys
+
+    from privproc.services.http import bind, url_of
+
+    def summarize(state: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "privproc.cli", "summarize", "examples/chat.json",
+             "--state", str(state)],
+            capture_output=True, text=True, timeout=120, check=False,
+            cwd=Path(__file__).parent.parent,
+        )  # fmt: skip
+
+    never = summarize(tmp_path / "never-started")
+    assert never.returncode == 1
+    assert "no client configuration at" in never.stderr
+    assert "start the system first (`make up`, or `privproc up`)" in never.stderr
+    assert len(never.stderr.strip().splitlines()) == 1
+
+    stopped = tmp_path / "stopped"
+    (stopped / "client").mkdir(parents=True)
+    closed = bind("127.0.0.1", 0)
+    dead = url_of(closed) + "/"
+    closed.close()  # nothing listens there now
+    config = json.loads((system.client_dir / "client.json").read_text())
+    config.update(relay_url=dead, keys_url=dead + "ohttp-keys", log_url=dead, issuer_url=dead)
+    (stopped / "client" / "client.json").write_text(json.dumps(config))
+    (stopped / "client" / "settings.json").write_text(
+        (system.client_dir / "settings.json").read_text()
+    )
+    down = summarize(stopped)
+    assert down.returncode == 1
+    assert "is the system running (`make up`, `privproc up`)?" in down.stderr
+    assert len(down.stderr.strip().splitlines()) == 1

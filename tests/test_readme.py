@@ -187,3 +187,27 @@ def test_the_quick_start_and_the_tour_work_as_written(tmp_path: Path) -> None:
                 pytest.fail("the proxy did not stop on Ctrl-C")
     assert "stopped" in (tmp_path / "up-2.log").read_text().splitlines()
     assert _state_is_free(home)
+
+
+def test_make_up_installs_what_the_readme_uses_and_announces_the_long_build() -> None:
+    """The README's Python example needs the official `openai` package: `make up` installs it
+    (the `openai` extra). The llama.cpp build goes through tools/progress.py, which says what it
+    is doing while it does it. (`make -n`: the commands make would run, none run.)"""
+    planned = subprocess.run(
+        ["make", "-n", "-B", "install"], cwd=ROOT, capture_output=True, text=True, check=True,
+        timeout=60,
+    ).stdout  # fmt: skip
+    assert "pip install --quiet -e '.[openai]'" in planned
+    assert "tools/progress.py" in planned
+    assert "building llama.cpp" in planned
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^openai = \["openai==[\d.]+"\]$', pyproject, re.M)
+
+
+def test_the_sample_chat_is_the_one_up_summarises() -> None:
+    import json
+
+    from privproc.cli import SAMPLE_CHAT
+
+    sample = json.loads((ROOT / "examples" / "chat.json").read_text())
+    assert sample == {"chat_id": "family", "messages": SAMPLE_CHAT}

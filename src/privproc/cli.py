@@ -11,7 +11,7 @@ import contextlib
 import functools
 import json
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -1399,7 +1399,10 @@ def up(host: str, state_dir: Path | None, once: bool, fresh: bool) -> None:
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
+    # SIGINT too: a process started in the background by a script inherits SIGINT ignored, and
+    # then `kill -INT` (or Ctrl-C sent to its group) would not stop it.
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         if fresh:
             out.print(f"starting over in {state}: new log, keys and account (--fresh)")
@@ -1483,6 +1486,23 @@ def _client(state_dir: Path | None, verbose: bool) -> Any:
     return PrivateProcessingClient.from_state(state, on_step=step if verbose else None)
 
 
+@contextlib.contextmanager
+def _private_client(state_dir: Path | None, verbose: bool) -> Iterator[Any]:
+    """The device's client for one command, closed after it; a system that cannot be reached at
+    all is most often one that is not running, and the error says so."""
+    from privproc.errors import PeerRejectedError, TransportError
+
+    client = _client(state_dir, verbose)
+    try:
+        yield client
+    except TransportError as exc:
+        if isinstance(exc, PeerRejectedError) or not str(exc).startswith("could not reach"):
+            raise
+        raise TransportError(f"{exc}; is the system running (`make up`, `privproc up`)?") from None
+    finally:
+        client.close()
+
+
 _CLIENT_STATE = click.option(
     "--state",
     "state_dir",
@@ -1513,11 +1533,8 @@ def summarize(chat_file: Path, state_dir: Path | None, verbose: bool, chat_id: s
     ({"sender", "time", "text"}), or {"chat_id": ID, "messages": [...]}; with a chat id, a chat
     that has Advanced Chat Privacy on is refused before anything leaves the device."""
     doc, chat_id = _read_chat_file(chat_file, chat_id)
-    client = _client(state_dir, verbose)
-    try:
+    with _private_client(state_dir, verbose) as client:
         click.echo(client.summarize(doc, chat_id=chat_id).text)
-    finally:
-        client.close()
 
 
 def _read_chat_file(path: Path, chat_id: str | None) -> tuple[list[dict[str, str]], str | None]:
@@ -1561,11 +1578,8 @@ def rewrite(
     text: str, style: str, state_dir: Path | None, verbose: bool, chat_id: str | None
 ) -> None:
     """Writing help: rewrite TEXT in a style, privately."""
-    client = _client(state_dir, verbose)
-    try:
+    with _private_client(state_dir, verbose) as client:
         click.echo(client.rewrite(text, style, chat_id=chat_id).text)
-    finally:
-        client.close()
 
 
 @main.command()
@@ -1600,13 +1614,12 @@ def chat(
     temperature: float | None,
 ) -> None:
     """Ask the model PROMPT, privately."""
-    client = _client(state_dir, verbose)
     options: dict[str, Any] = {
         "chat_id": chat_id,
         "max_tokens": max_tokens,
         "temperature": temperature,
     }
-    try:
+    with _private_client(state_dir, verbose) as client:
         if not stream:
             reply = client.chat(prompt, **options)
             click.echo(reply.text)
@@ -1618,12 +1631,10 @@ def chat(
                 sys.stdout.flush()
             click.echo()
             finish, tokens = pieces.finish_reason or "stop", max_tokens or 0
-        if finish == "length":  # said on stderr: what stdout holds is the answer alone
-            limit = max_tokens or tokens
-            where = f"at {limit} tokens" if limit else "at the enclave's length limit"
-            console.print(f"(cut {where}; --max-tokens allows up to 512)", highlight=False)
-    finally:
-        client.close()
+    if finish == "length":  # said on stderr: what stdout holds is the answer alone
+        limit = max_tokens or tokens
+        where = f"at {limit} tokens" if limit else "at the enclave's length limit"
+        console.print(f"(cut {where}; --max-tokens allows up to 512)", highlight=False)
 
 
 @main.command()

@@ -123,6 +123,11 @@ class ClientConfig:
 
     @classmethod
     def load(cls, path: Path) -> ClientConfig:
+        if not path.exists():
+            raise NotConfiguredError(
+                f"no client configuration at {path}: start the system first (`make up`, or "
+                "`privproc up`), or give the --state it uses"
+            )
         try:
             doc = load_json(path.read_bytes(), str(path))
             return cls(
@@ -198,6 +203,11 @@ class ClientConfig:
 
 
 _SPLS = frozenset({"bootloader", "tee", "snp", "microcode", "fmc"})
+
+
+class NotConfiguredError(PrivprocError):
+    """This device has no client configuration yet (`client.json`): no system was started for
+    it, or it was given another state directory."""
 
 
 def _refused(what: str, status: int, content: bytes) -> PeerRejectedError:
