@@ -14,7 +14,7 @@ import pytest
 
 from privproc.client.controls import Settings
 from privproc.ohttp.keys import KeyRing
-from privproc.system import COMPLETE, System, SystemError
+from privproc.system import COMPLETE, PartyError, System
 from privproc.tlog import merkle
 from privproc.tlog.checkpoint import Checkpoint
 from privproc.tlog.entries import OhttpKeyConfigSet, encode_entry
@@ -113,7 +113,7 @@ def test_two_systems_never_share_a_state(tmp_path: Path) -> None:
     first, second = System(tmp_path), System(tmp_path)
     first._lock_state()
     try:
-        with pytest.raises(SystemError, match="another privproc system is running"):
+        with pytest.raises(PartyError, match="another privproc system is running"):
             second._lock_state()
     finally:
         first.stop()  # stopping lets go of the state

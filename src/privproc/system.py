@@ -68,7 +68,7 @@ from privproc.tlog.witness import Witness
 from privproc.tokens.directory import KeySet
 from privproc.tokens.issuance import WELL_KNOWN_DIRECTORY
 
-__all__ = ["LogDrain", "Party", "System"]
+__all__ = ["LogDrain", "Party", "PartyError", "System"]
 
 LOG_ORIGIN = "log.privproc.local"
 WITNESS_NAME = "witness.privproc.local/w1"
@@ -81,7 +81,7 @@ COMPLETE = "complete"  # in STATE/system once a start has finished: what a later
 CLIENT_TRUST_FILES = ("client.json", "log-checkpoint.json", "tokens.json", "account.secret")
 
 
-class SystemError(PrivprocError):
+class PartyError(PrivprocError):
     """A party did not start or the system could not be assembled."""
 
 
@@ -211,7 +211,7 @@ class System:
             line = process.stdout.readline()
             if not line and process.poll() is not None:
                 drain.join()  # the whole of its last words in the log
-                raise SystemError(f"the {name} stopped at start; see {log_path}")
+                raise PartyError(f"the {name} stopped at start; see {log_path}")
             if line.startswith(marker):
                 url = line[len(marker) :].split()[0]
                 party = Party(name, url, process, log_path, drain, log_offset)
@@ -221,7 +221,7 @@ class System:
         process.kill()
         process.wait()
         drain.join()
-        raise SystemError(f"the {name} did not start in time; see {log_path}")
+        raise PartyError(f"the {name} did not start in time; see {log_path}")
 
     def start_enclave(self, max_sessions: int = MAX_SESSIONS) -> Party:
         """(Re)start the enclave on its port; another `max_sessions` is another configuration,
@@ -235,7 +235,7 @@ class System:
         for party in self.parties:
             if party.name == name:
                 return party
-        raise SystemError(f"no {name} is running")
+        raise PartyError(f"no {name} is running")
 
     def stop_party(self, name: str) -> None:
         for party in [p for p in self.parties if p.name == name]:
@@ -257,7 +257,7 @@ class System:
         try:
             args, marker, env = self.launches[name]
         except KeyError:
-            raise SystemError(f"the {name} was never started") from None
+            raise PartyError(f"the {name} was never started") from None
         if kill:
             self.kill_party(name)
         else:
@@ -338,7 +338,7 @@ class System:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise SystemError(
+            raise PartyError(
                 f"another privproc system is running on {self.state}; stop it first (Ctrl-C in "
                 "its terminal), or give this one another --state"
             ) from None
