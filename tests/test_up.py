@@ -81,8 +81,8 @@ def test_up_fresh_starts_over_and_resets_the_clients_trust(tmp_path: Path) -> No
     controls.save()
 
     out = _up(state, "--fresh")
-    assert "starting over" in out
-    assert "trust in the old one is reset" in out
+    assert "starting over (--fresh)" in out
+    assert "trust in the old system is reset" in out
     assert "log-checkpoint.json" in out
     after = _client_config(state)
     assert after["log"] != before["log"]  # a new log, which the client now trusts
@@ -103,7 +103,7 @@ def test_a_start_that_never_completed_is_started_over(tmp_path: Path) -> None:
         system.start()
         assert not system.resumed
         assert (state / "system" / COMPLETE).exists()
-        assert any("trust in the old one is reset" in m for m in messages)
+        assert any("trust in the old system is reset" in m for m in messages)
         assert not (state / "client" / "log-checkpoint.json").exists()
     finally:
         system.stop()

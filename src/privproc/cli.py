@@ -1404,17 +1404,8 @@ def up(host: str, state_dir: Path | None, once: bool, fresh: bool) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        if fresh:
-            out.print(f"starting over in {state}: new log, keys and account (--fresh)")
-        elif (system.system_dir / "complete").exists():
-            out.print(
-                f"resuming the system in {state}: same log, keys and account "
-                "(`privproc up --fresh` starts over)"
-            )
-        else:
-            out.print(f"starting a new system in {state}")
         out.print(f"starting the parties on {host} ...")
-        system.start(fresh=fresh)
+        system.start(fresh=fresh)  # says whether it resumes, starts over or begins
         table = Table(title="privproc parties")
         table.add_column("party")
         table.add_column("URL")

@@ -369,11 +369,18 @@ class System:
         self._lock_state()
         try:
             self.resumed = not fresh and (self.system_dir / COMPLETE).exists()
-            if not self.resumed:
+            if self.resumed:
+                self.say(
+                    f"resuming the system in {self.state}: same log, keys and account "
+                    "(`privproc up --fresh` starts over)"
+                )
+            else:
+                why = "starting over (--fresh)" if fresh else "starting a new system"
+                self.say(f"{why} in {self.state}: new log, keys and account")
                 removed = self.reset()
                 if removed:
                     self.say(
-                        "starting a new system: the client's trust in the old one is reset "
+                        "the client's trust in the old system is reset "
                         f"({', '.join(removed)} removed; settings and report kept)"
                     )
             self.system_dir.mkdir(parents=True, exist_ok=True)
