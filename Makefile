@@ -30,7 +30,7 @@ llama: $(BIN)/python
 	@$(BIN)/python -c "import importlib.metadata as m, sys; \
 	    sys.exit(m.version('llama-cpp-python') != '$(subst llama-cpp-python==,,$(LLAMA))')" \
 	    2>/dev/null || CMAKE_ARGS="$(LLAMA_CMAKE)" $(BIN)/python tools/progress.py \
-	    "building llama.cpp for the embedded model, once (about 5 to 8 minutes on two cores)" -- \
+	    "building llama.cpp for the embedded model, once (about 4 to 8 minutes on two cores)" -- \
 	    $(BIN)/python -m pip install -v --no-cache-dir $(LLAMA)
 
 # `openai`: the official SDK, for the README's proxy example (the proxy itself does not need it).
