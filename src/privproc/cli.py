@@ -1631,21 +1631,78 @@ def chat(
 @main.command()
 @_listen(8420)
 @_CLIENT_STATE
+@click.option(
+    "--allow-origin",
+    "origins",
+    multiple=True,
+    help="A web page origin (https://app.example) that may call the proxy from a browser; "
+    "every other page is refused.",
+)
+@click.option(
+    "--require-key",
+    is_flag=True,
+    help="Require a key made at each launch, written to STATE/client/proxy.key (0600); give it "
+    "to your tools as their OpenAI api_key.",
+)
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="Listen on a --host that is not loopback (other machines could then spend your tokens: "
+    "implies --require-key).",
+)
 @_fail_cleanly
-def proxy(host: str, port: int, state_dir: Path | None) -> None:
+def proxy(
+    host: str,
+    port: int,
+    state_dir: Path | None,
+    origins: tuple[str, ...],
+    require_key: bool,
+    allow_remote: bool,
+) -> None:
     """A local OpenAI-compatible endpoint (`/v1/...`) that forwards every call privately: for
     tools that only take a base URL. Streamed completions (`stream: true`) arrive as the model
     produces them; one cut on the way is cut here too, never passed off as complete. Chat needs
-    `privproc settings enable chat`. Listens on loopback only unless --host says otherwise."""
+    `privproc settings enable chat`.
+
+    Only your own programs may use it, never a web page you visit: it listens on loopback, and
+    refuses requests addressed to another name (DNS rebinding), requests from a browser page
+    (an Origin not allowed with --allow-origin) and bodies that are not application/json."""
+    import ipaddress
     import threading
 
+    from privproc.client.guard import ProxyGuard, new_api_key
     from privproc.client.openai import create_proxy_app
     from privproc.services.http import bind, serve
+    from privproc.storage import create_private_file
 
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not allow_remote:
+        raise click.BadParameter(
+            f"{host} is not a loopback address: any machine that reaches it could spend your "
+            "tokens; add --allow-remote to mean it (a key is then required)",
+            param_hint="--host",
+        )
+    api_key = new_api_key() if require_key or not loopback else None
     client = _client(state_dir, verbose=False)
     session = threading.Lock()
-    app = create_proxy_app(client, session)
     sock = bind(host, port)
+    if api_key is not None:
+        key_file = client.state_dir / "proxy.key"
+        key_file.unlink(missing_ok=True)
+        create_private_file(key_file, api_key.encode() + b"\n")
+        console.print(f"the proxy's key for this launch is in {key_file} (0600)", highlight=False)
+    if loopback:
+        guard = ProxyGuard.loopback(sock.getsockname()[1], origins=origins, api_key=api_key)
+    else:
+        console.print(
+            f"[yellow]warning:[/yellow] listening on {escape(host)}, not loopback: any machine "
+            "that reaches it and holds the key can spend your tokens"
+        )
+        guard = ProxyGuard(None, frozenset(o.rstrip("/").lower() for o in origins), api_key)
+    app = create_proxy_app(client, guard, session)
     try:
         # A stop cuts the streams under way after a second: Ctrl-C is answered at once.
         _run_until_stopped(serve(app, sock, _ready("proxy", "/v1"), graceful_shutdown=1))

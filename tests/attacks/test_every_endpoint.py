@@ -87,9 +87,12 @@ def test_bad_input_at_the_local_proxy(system: System, tmp_path: Path) -> None:
             ("POST", url + "/chat/completions", b'{"messages": []}', 400),
             ("GET", url.removesuffix("/v1") + "/admin", b"", 404),
         ]
+        json_body = {"content-type": "application/json"}
         for method, target, body, status in cases:
-            answer = http.request(method, target, content=body)
+            answer = http.request(method, target, content=body, headers=json_body)
             assert answer.status_code == status, (target, body[:20], answer.status_code)
+        # A body that is not declared JSON is refused before it is read.
+        assert http.post(url + "/chat/completions", content=GARBAGE).status_code == 415
         assert proxy.process.poll() is None
 
 

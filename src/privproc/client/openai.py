@@ -39,6 +39,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from privproc.client.controls import AIDisabledError
+from privproc.client.guard import ProxyGuard
 from privproc.client.private import PrivateProcessingClient, StreamedAnswer
 from privproc.errors import PrivprocError
 from privproc.services.http import BodyError, StreamAborted, StreamedBody, read_body
@@ -272,11 +273,12 @@ def _release_later(answer: Forwarded) -> None:
 
 
 def create_proxy_app(
-    client: PrivateProcessingClient, lock: threading.Lock | None = None
+    client: PrivateProcessingClient, guard: ProxyGuard, lock: threading.Lock | None = None
 ) -> Starlette:
-    """A local OpenAI-compatible endpoint (`privproc proxy`) that forwards privately. `lock`
-    (held while a request uses the client's attested session) lets the caller wait for the
-    session to be free before it closes the client."""
+    """A local OpenAI-compatible endpoint (`privproc proxy`) that forwards privately what
+    `guard` lets through (client/guard.py: no web page, no rebound name). `lock` (held while a
+    request uses the client's attested session) lets the caller wait for the session to be free
+    before it closes the client."""
     session = lock or threading.Lock()
 
     async def events(answer: Forwarded) -> AsyncIterator[bytes]:
@@ -289,6 +291,10 @@ def create_proxy_app(
             _release_later(answer)
 
     async def endpoint(request: Request) -> Response:
+        refused = guard.refusal(request.method, request.headers)
+        if refused is not None:
+            status, reason, kind = refused
+            return JSONResponse(_error(status, reason, kind).doc, status_code=status)
         try:
             body = await read_body(request, MAX_BODY)
         except BodyError as exc:
