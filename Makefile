@@ -72,6 +72,7 @@ bench: install
 	$(BIN)/python bench/bench_tlog.py
 	$(BIN)/python bench/bench_ratls.py
 	$(BIN)/python bench/bench_attest.py
+	$(BIN)/python bench/bench_slow_connections.py
 
 clean:
 	rm -rf $(VENV) $(NODE_INTEROP)/node_modules .mypy_cache .pytest_cache .ruff_cache

@@ -109,8 +109,48 @@ def _listen(default_port: int) -> Callable[[F], F]:
 
 
 @main.group()
-def serve() -> None:
-    """Run one party's service in the foreground (Ctrl-C stops it)."""
+@click.option(
+    "--max-connections",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(1, 1_000_000),
+    help="Open connections at most; beyond, the one without a request the longest is closed.",
+)
+@click.option(
+    "--header-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 3600),
+    help="Seconds a connection may take to send a request's headers, or stay idle between two.",
+)
+@click.option(
+    "--max-per-client",
+    default=None,
+    type=click.IntRange(1, 1_000_000),
+    help="Connections from one client address at most [default: 64 for the relay, else none].",
+)
+@click.pass_context
+def serve(
+    ctx: click.Context, max_connections: int, header_timeout: float, max_per_client: int | None
+) -> None:
+    """Run one party's service in the foreground (Ctrl-C stops it). The connection options
+    (before the party's name) bound what slow or idle connections can hold."""
+    from privproc.services.connections import ConnectionLimits
+
+    ctx.obj = ConnectionLimits(header_timeout, max_connections, max_per_client)
+
+
+RELAY_MAX_PER_CLIENT = 64
+
+
+def _limits(per_client: int | None = None) -> Any:
+    """The connection limits `privproc serve` was given (`per_client`: this party's default)."""
+    from privproc.services.connections import ConnectionLimits
+
+    limits = click.get_current_context().find_object(ConnectionLimits) or ConnectionLimits()
+    if limits.max_per_client is None and per_client is not None:
+        limits = ConnectionLimits(limits.header_timeout, limits.max_connections, per_client)
+    return limits
 
 
 @serve.command("gateway")
@@ -216,7 +256,7 @@ def serve_gateway(
             sys.stdout.flush()
 
         try:
-            await serve(app, sock, ready, lifespan=True)
+            await serve(app, sock, ready, lifespan=True, limits=_limits())
         finally:
             if store is not None:
                 await store.aclose()
@@ -283,7 +323,7 @@ def serve_issuer(
     ready = _ready("issuer")
 
     try:
-        _run_until_stopped(serve(app, sock, ready, lifespan=True))
+        _run_until_stopped(serve(app, sock, ready, lifespan=True, limits=_limits()))
     finally:
         store.close()
 
@@ -307,7 +347,7 @@ def serve_witness(host: str, port: int, state_dir: Path) -> None:
     ready = _ready("witness")
 
     try:
-        _run_until_stopped(serve(app, sock, ready))
+        _run_until_stopped(serve(app, sock, ready, limits=_limits()))
     finally:
         witness.close()
 
@@ -334,8 +374,9 @@ def serve_relay(host: str, port: int, gateway_url: str) -> None:
     sock = bind(host, port)
 
     ready = _ready("relay", "/")
-
-    _run_until_stopped(serve(app, sock, ready, lifespan=True))
+    # The relay sees client addresses: one address may hold only so many connections.
+    limits = _limits(per_client=RELAY_MAX_PER_CLIENT)
+    _run_until_stopped(serve(app, sock, ready, lifespan=True, limits=limits))
 
 
 @serve.command("cdn")
@@ -359,7 +400,7 @@ def serve_cdn(host: str, port: int, directory: Path) -> None:
 
     ready = _ready("cdn", "/")
 
-    _run_until_stopped(serve(app, sock, ready))
+    _run_until_stopped(serve(app, sock, ready, limits=_limits()))
 
 
 @serve.command("enclave")
@@ -439,7 +480,7 @@ def serve_enclave(
         click.echo(f"ready enclave {url} measurement {manifest.measurement.hex()}")
         sys.stdout.flush()
 
-    _run_until_stopped(serve(app, sock, ready, lifespan=True))
+    _run_until_stopped(serve(app, sock, ready, lifespan=True, limits=_limits()))
 
 
 # --- issuer administration ---------------------------------------------------------------------

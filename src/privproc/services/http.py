@@ -22,6 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from privproc.services.connections import ConnectionLimits, guarded_protocol
+
 BODY_READ_TIMEOUT = 15.0
 
 
@@ -194,18 +196,24 @@ class UnavailableWhenStopping:
 def make_server(
     app: ASGIApp,
     *,
-    limit_concurrency: int = 1024,
+    limits: ConnectionLimits | None = None,
     lifespan: bool = False,
     graceful_shutdown: int = 5,
 ) -> uvicorn.Server:
+    """uvicorn, serving `app` under privproc's connection rules (`services.connections`: header
+    deadline, connection cap shedding the longest-idle first, per-client cap)."""
+    limits = limits or ConnectionLimits()
     config = uvicorn.Config(
         UnavailableWhenStopping(app),
+        http=guarded_protocol(limits),
         access_log=False,
         server_header=False,
         date_header=True,
         log_level="warning",
         lifespan="on" if lifespan else "off",
-        limit_concurrency=limit_concurrency,
+        # uvicorn's own limit answers 503 to everyone once reached: the cap above sheds idle
+        # connections long before (those being closed still count here for a moment).
+        limit_concurrency=2 * limits.max_connections,
         timeout_keep_alive=10,
         timeout_graceful_shutdown=graceful_shutdown,  # a stream that never ends can't hold a stop
         h11_max_incomplete_event_size=16 * 1024,
@@ -220,6 +228,7 @@ async def serve(
     *,
     lifespan: bool = False,
     graceful_shutdown: int = 5,
+    limits: ConnectionLimits | None = None,
 ) -> None:
     """Serve `app` on `sock` until the server is asked to exit (Ctrl-C or SIGTERM).
 
@@ -227,7 +236,7 @@ async def serve(
     `lifespan` runs the app's startup and shutdown hooks (a failing startup stops the server).
     `graceful_shutdown`: seconds that requests under way get to finish once asked to stop.
     """
-    server = make_server(app, lifespan=lifespan, graceful_shutdown=graceful_shutdown)
+    server = make_server(app, limits=limits, lifespan=lifespan, graceful_shutdown=graceful_shutdown)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         if task.done():
