@@ -255,3 +255,16 @@ def test_property_mutated_examples(example: dict[str, Any], data: st.DataObject)
     cut = data.draw(st.integers(0, len(raw)))
     with contextlib.suppress(PrivprocError):
         bhttp.decode_message(bytes(raw[:cut]))
+
+
+@pytest.mark.parametrize("indeterminate", [False, True], ids=["known-length", "indeterminate"])
+def test_a_field_name_longer_than_the_bound_is_refused(indeterminate: bool) -> None:
+    """The bound on a field *name*'s length, on its own: the name is one byte over it while the
+    section stays within its own bound (this fails if the name check goes)."""
+    limits = bhttp.Limits(max_fields=8, max_field_bytes=16)
+    within = bhttp.Request.build("GET", "https://a.example/", headers=[("n" * 16, "v")])
+    framing = bhttp.Framing.shortest(indeterminate)
+    assert bhttp.decode_request(bhttp.encode_request(within, framing), limits).headers
+    over = bhttp.Request.build("GET", "https://a.example/", headers=[("n" * 17, "v")])
+    with pytest.raises(TooLargeError, match="field name exceeds the bound"):
+        bhttp.decode_request(bhttp.encode_request(over, framing), limits)

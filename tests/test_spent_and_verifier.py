@@ -196,6 +196,20 @@ async def test_verifier_rejections_name_the_failed_check(tmp_path: Path) -> None
         await store.aclose()
 
 
+async def test_a_token_of_another_type_is_refused_for_its_type(tmp_path: Path) -> None:
+    """A well-formed type 0x0001 (VOPRF) token for this gateway's challenge and key id: refused
+    at once for its type, not later as a bad signature (this fails if the type check goes)."""
+    store = SqliteSpentStore(tmp_path / "spent.sqlite3")
+    try:
+        good = _token()
+        voprf = Token(1, good.nonce, good.challenge_digest, good.token_key_id, bytes(48))
+        with pytest.raises(TokenRejectedError) as err:
+            await _verifier(store).redeem(format_authorization(voprf), time.time())
+        assert err.value.reason == "token-type"
+    finally:
+        await store.aclose()
+
+
 async def test_expired_keys_stop_verifying(tmp_path: Path) -> None:
     store = SqliteSpentStore(tmp_path / "spent.sqlite3")
     try:
