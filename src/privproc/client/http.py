@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from privproc.cookies import no_cookies
 from privproc.errors import TooLargeError, TransportError
 
 __all__ = ["Answer", "bounded_exchange", "new_client"]
@@ -26,7 +27,9 @@ def _tls_context() -> ssl.SSLContext:
 
 def new_client(timeout: float) -> httpx.Client:
     """An httpx client as privproc's clients use them: no redirects, the shared TLS context."""
-    return httpx.Client(timeout=timeout, follow_redirects=False, verify=_tls_context())
+    return httpx.Client(
+        timeout=timeout, follow_redirects=False, verify=_tls_context(), cookies=no_cookies()
+    )
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from privproc import logs
+from privproc.cookies import no_cookies
 from privproc.errors import PrivprocError, TransportError
 from privproc.ohttp import bhttp
 from privproc.ohttp.chunked import (
@@ -198,7 +199,7 @@ async def refreshing_keys(
                 logs.event(PARTY, "issuer-keys", outcome="refresh-failed")
 
     async with (
-        httpx.AsyncClient(timeout=10, follow_redirects=False) as http,
+        httpx.AsyncClient(timeout=10, follow_redirects=False, cookies=no_cookies()) as http,
         in_background(loop(http)),
     ):
         yield

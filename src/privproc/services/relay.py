@@ -29,6 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from privproc import logs
+from privproc.cookies import no_cookies
 from privproc.ohttp.chunked import MEDIA_TYPE_CHUNKED_REQUEST, MEDIA_TYPE_CHUNKED_RESPONSE
 from privproc.ohttp.messages import DEFAULT_MAX_MESSAGE, MEDIA_TYPE_REQUEST, MEDIA_TYPE_RESPONSE
 from privproc.services.http import BodyError, StreamAborted, StreamedBody, media_type, read_body
@@ -55,6 +56,7 @@ def create_relay_app(
         async with httpx.AsyncClient(
             timeout=timeout,
             follow_redirects=False,
+            cookies=no_cookies(),  # a gateway's cookie must never reach another client's request
             headers={"user-agent": "privproc-relay"},
             limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
         ) as client:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from privproc import logs
+from privproc.cookies import no_cookies
 from privproc.errors import PrivprocError
 from privproc.ohttp import bhttp, bhttp_stream
 from privproc.services.http import StreamAborted
@@ -103,6 +104,7 @@ class SessionRouter:
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(300.0, connect=5.0),
             follow_redirects=False,
+            cookies=no_cookies(),
             limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
         )
 
