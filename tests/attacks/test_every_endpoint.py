@@ -72,6 +72,37 @@ def test_bad_input_anywhere_is_a_clear_4xx(system: System, body: str) -> None:
             assert b"Traceback" not in answer.content
 
 
+# Paths no client would send: NUL and control bytes (raw and escaped), invalid UTF-8, overlong
+# encodings, traversal, a very long path, an escaped query. Each must get a 4xx, never a 5xx.
+ODD_PATHS = [
+    "%00", "a%00b", "checkpoint%00", "tile/%00", ".well-known/%00", "%0d%0aSet-Cookie:%20x=1",
+    "%ff%fe", "%c0%ae%c0%ae/", "..%2f..%2fetc%2fpasswd", "%2e%2e/%2e%2e/etc/passwd", "%25",
+    "%e9", "\u00e9", "a" * 6000, "sessions/%00", "v1/%00", "x?%00=%00", "%7f", "%1b[2J",
+]  # fmt: skip
+
+
+def test_odd_paths_get_a_4xx_at_every_server(system: System, tmp_path: Path) -> None:
+    """Every party's server, and the local proxy, with each odd path, GET and POST."""
+    args = ["proxy", "--port", "0", "--state", str(system.state)]
+    with (
+        privproc_process(args, "ready proxy ", tmp_path) as proxy,
+        httpx.Client(timeout=30) as http,
+    ):
+        bases = {p: _base(system, p) for p in ("issuer", "witness", "gateway", "relay", "cdn",
+                                                "enclave")}  # fmt: skip
+        bases["proxy"] = proxy.url.rstrip("/")
+        for party, base in bases.items():
+            for path in ODD_PATHS:
+                for method in ("GET", "POST"):
+                    url = httpx.URL(base + "/" + path)
+                    json_body = {"content-type": "application/json"}
+                    status = http.request(method, url, headers=json_body).status_code
+                    where = (party, method, path[:40], status)
+                    assert 400 <= status < 500, (where, proxy.logs()[-3000:])
+        assert proxy.process.poll() is None
+    assert all(p.process.poll() is None for p in system.parties)
+
+
 def test_bad_input_at_the_local_proxy(system: System, tmp_path: Path) -> None:
     """`privproc proxy` (the device's local OpenAI endpoint) answers bad input with 4xx too."""
     args = ["proxy", "--port", "0", "--state", str(system.state)]

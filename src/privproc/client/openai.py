@@ -130,6 +130,8 @@ def forward(
     if index < 0 or len(body) > MAX_BODY:
         return _error(404 if index < 0 else 413, "not an OpenAI API path", "invalid_request_error")
     api_path = path[index:]
+    if not all("\x21" <= c <= "\x7e" for c in api_path):  # control bytes, spaces, non-ASCII
+        return _error(400, "not an OpenAI API path", "invalid_request_error")
     try:
         doc = load_json(body, "the request body", MAX_BODY) if body else None
     except PrivprocError:

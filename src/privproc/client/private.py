@@ -487,7 +487,10 @@ class PrivateProcessingClient:
         body = b"" if doc is None else json.dumps(doc).encode()
         headers = [("host", "enclave"), ("content-type", "application/json"),
                    ("content-length", str(len(body)))]  # fmt: skip
-        data = session.http.send(h11.Request(method=method, target=path, headers=headers))
+        try:
+            data = session.http.send(h11.Request(method=method, target=path, headers=headers))
+        except h11.LocalProtocolError as exc:  # a path no HTTP request can carry
+            raise UsageError(f"the request cannot be sent: {exc}") from None
         data += session.http.send(h11.Data(data=body)) or b""
         data += session.http.send(h11.EndOfMessage()) or b""
         session.tls.write(data)

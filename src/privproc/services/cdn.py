@@ -14,7 +14,8 @@ What it serves (all public): the log (`checkpoint`, `tile/...`), OHTTP key confi
   `max-age=300`.
 
 Rules: GET and HEAD only; a path is resolved under the root and must stay inside it (no `..`, no
-symbolic links out, no hidden files); no directory listings; no access log.
+symbolic links out, no hidden files, no control bytes: 404, never 500); no directory listings; no
+access log.
 """
 
 from __future__ import annotations
@@ -57,12 +58,14 @@ def resolve(root: Path, relative: str) -> Path | None:
     parts = relative.split("/")
     if not relative or any(p in ("", ".", "..") for p in parts):
         return None
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in relative):
+        return None  # a NUL or control byte names no published file (and breaks the OS call)
     if any(p.startswith(".") and p != ".well-known" for p in parts):
         return None
     target = root.joinpath(*parts)
     try:
         real = target.resolve(strict=True)
-    except (OSError, RuntimeError):
+    except (OSError, RuntimeError, ValueError):
         return None
     if not real.is_relative_to(root.resolve()) or not real.is_file():
         return None
