@@ -58,12 +58,14 @@ from privproc.ohttp.messages import (
     decapsulate_request,
 )
 from privproc.services.http import (
+    AnswerTooLarge,
     BodyError,
     StreamAborted,
     StreamedBody,
     in_background,
     media_type,
     read_body,
+    read_bounded,
 )
 from privproc.services.metrics import instrument, metrics_of
 from privproc.services.router import SessionRouter
@@ -174,12 +176,15 @@ async def fetch_key_set(http: httpx.AsyncClient, issuer_url: str) -> KeySet:
     """The issuer's verification key set; a typed error if it cannot be had."""
     url = issuer_url.rstrip("/") + KEY_SET_PATH
     try:
-        response = await http.get(url)
+        async with http.stream("GET", url) as response:
+            if response.status_code != 200:
+                raise TransportError(f"the issuer at {url} answered {response.status_code}")
+            body = await read_bounded(response, MAX_DOCUMENT)  # cut off at the bound
     except httpx.HTTPError as exc:
         raise TransportError(f"could not reach the issuer at {url}: {type(exc).__name__}") from None
-    if response.status_code != 200 or len(response.content) > MAX_DOCUMENT:
-        raise TransportError(f"the issuer at {url} answered {response.status_code}")
-    return KeySet.decode(response.content)
+    except AnswerTooLarge:
+        raise TransportError(f"the issuer's key set at {url} is over the bound") from None
+    return KeySet.decode(body)
 
 
 @contextlib.asynccontextmanager

@@ -17,6 +17,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from typing import Any
 
+import httpx
 import uvicorn
 from starlette.requests import Request
 from starlette.responses import Response
@@ -51,6 +52,24 @@ async def read_body(request: Request, limit: int) -> bytes:
                     raise BodyError(Response(status_code=413))
     except TimeoutError:
         raise BodyError(Response(status_code=408)) from None
+    return bytes(body)
+
+
+class AnswerTooLarge(Exception):
+    """An answer from another party went past its bound while it was being read."""
+
+
+async def read_bounded(response: httpx.Response, limit: int) -> bytes:
+    """The body of a streamed `response`, read no further than `limit` bytes: a party that
+    sends more is cut off there (`AnswerTooLarge`), not read to its end first."""
+    declared = response.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise AnswerTooLarge(f"the answer announces {declared} bytes, over {limit}")
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            raise AnswerTooLarge(f"the answer exceeds {limit} bytes")
     return bytes(body)
 
 
