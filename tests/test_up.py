@@ -6,6 +6,7 @@ same log, whose new checkpoint extends the one the client remembers; the same ke
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,11 @@ def test_up_twice_resumes_and_the_client_accepts_the_extension(tmp_path: Path) -
     for anchor in ("log", "hardware_roots", "policy", "gateway_origin"):
         assert second_config[anchor] == first_config[anchor], anchor  # the same system
     assert (state / "client" / "account.secret").read_text() == secret  # the same account
+    # Everything `up` made, keys, databases and logs, is its owner's alone, and was from birth
+    # (a umask, not a chmod after the fact).
+    for path in [state, *state.rglob("*")]:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
 
 
 def test_up_fresh_starts_over_and_resets_the_clients_trust(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from rich.table import Table
 from privproc import __version__, logs
 from privproc.errors import PrivprocError
 from privproc.issuer.store import DEFAULT_EPOCH_SECONDS, DEFAULT_QUOTA
+from privproc.storage import private_by_default
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,6 +56,7 @@ def _run_until_stopped(main_coro: Coroutine[Any, Any, None]) -> None:
 def main() -> None:
     """privproc: private AI processing with Oblivious HTTP, Privacy Pass, a transparency log and
     attested TLS. Start with `privproc up`, or see `privproc COMMAND --help`."""
+    private_by_default()  # every file and directory privproc makes is its owner's alone
 
 
 def _state_option(help_text: str, *, required: bool = True) -> Callable[[F], F]:

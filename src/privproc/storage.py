@@ -15,7 +15,14 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["create_private_file", "transaction", "write_atomically"]
+__all__ = ["create_private_file", "private_by_default", "transaction", "write_atomically"]
+
+
+def private_by_default() -> None:
+    """From now on, this process (and the parties it starts) creates files readable by their owner
+    only (0600) and directories only their owner can enter (0700), from the first byte: no
+    window in which a state directory, key, database or log is open to other local users."""
+    os.umask(0o077)
 
 
 def create_private_file(path: Path, data: bytes = b"") -> None:

@@ -54,7 +54,7 @@ from privproc.enclave.workload import enclave_config, enclave_manifest
 from privproc.errors import PrivprocError
 from privproc.inference.backends import MODEL_NAME, locate_smollm2
 from privproc.issuer.store import AccountError, IssuerStore
-from privproc.storage import create_private_file, write_atomically
+from privproc.storage import create_private_file, private_by_default, write_atomically
 from privproc.tlog.entries import (
     EnclaveRelease,
     IssuerTokenKey,
@@ -332,7 +332,8 @@ class System:
     def _lock_state(self) -> None:
         """Hold `STATE/system.lock` while this system runs: two systems on one state would fight
         over its ports, log and keys."""
-        self.state.mkdir(parents=True, exist_ok=True)
+        private_by_default()  # its state, keys and logs: 0700 and 0600 from birth
+        self.state.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.state / "system.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
