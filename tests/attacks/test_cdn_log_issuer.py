@@ -266,16 +266,21 @@ def _rogue_issuer(
 
 
 def test_the_issuer_hands_this_user_a_token_key_of_its_own(system: System, tmp_path: Path) -> None:
-    """The issuer (or whoever serves its directory) gives this user a key per user, to link the
-    user's tokens: the directory's preferred key is not in the log, so no token is fetched."""
+    """The issuer, and the CDN that mirrors its directory, give this user a key per user, to link
+    the user's tokens: the directory's preferred key is not in the log, so no token is fetched."""
     rogue_private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     token_requests: list[bytes] = []
     app = _rogue_issuer(system, rogue_private, token_requests)
     device = _device(system, tmp_path)  # an empty wallet: the client must ask for tokens
     with app_in_thread(app, system.host) as rogue_issuer:
         _with_config(device, issuer_url=rogue_issuer)
+        # Devices read the issuer's documents from the CDN: the CDN serves the rogue ones too.
+        rogue_documents = {
+            path.lstrip("/"): httpx.get(rogue_issuer + path).content
+            for path in (issuance.WELL_KNOWN_DIRECTORY, KEY_SET_PATH)
+        }
         client = _attack(device)
-        with _nothing_sent(system):
+        with _cdn_serves(system, rogue_documents), _nothing_sent(system):
             with pytest.raises(NotLoggedError, match="issuer's token key is not in the log"):
                 client.summarize(CHAT)
             client.close()

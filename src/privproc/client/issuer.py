@@ -50,8 +50,12 @@ class IssuerClient:
         *,
         http: httpx.Client | None = None,
         timeout: float = 15.0,
+        published_at: str | None = None,
     ) -> None:
+        """`published_at`: where the issuer's public documents (directory, key set) are mirrored
+        (the CDN): read there, they do not tell the issuer who is about to ask for tokens."""
         self.issuer_url = issuer_url.rstrip("/")
+        self.documents_url = (published_at or issuer_url).rstrip("/")
         self._secret = secret
         self._http = http or new_client(timeout)
         self._owns_http = http is None
@@ -68,7 +72,7 @@ class IssuerClient:
         self.close()
 
     def _get(self, path: str, media_type: str) -> bytes:
-        url = self.issuer_url + path
+        url = self.documents_url + path
         answer = bounded_exchange(self._http, "GET", url, MAX_DOCUMENT)
         if answer.status != 200:
             raise PeerRejectedError(f"{url} answered {answer.status}", answer.status)
@@ -83,7 +87,7 @@ class IssuerClient:
         )
         # RFC 9578 §4: the request URI may be relative to the directory's own URL.
         self._request_url = urljoin(
-            self.issuer_url + issuance.WELL_KNOWN_DIRECTORY, directory.request_uri
+            self.documents_url + issuance.WELL_KNOWN_DIRECTORY, directory.request_uri
         )
         return directory
 

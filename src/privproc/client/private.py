@@ -269,7 +269,11 @@ class PrivateProcessingClient:
         self._http = http or new_client(300)
         self._owns_http = http is None
         self._ohttp = OhttpClient(http=self._http)
-        self._issuer = IssuerClient(config.issuer_url, None, http=self._http)
+        # The issuer's directory and key set come from the CDN (which mirrors them beside the
+        # log): the issuer sees only the token requests, not every device that looks at its keys.
+        self._issuer = IssuerClient(
+            config.issuer_url, None, http=self._http, published_at=config.log_url
+        )
         self._challenge: tuple[bytes, float] | None = None  # (challenge, when it was learnt)
         log_policy = self._policy.log
         assert log_policy is not None  # a client configuration always names its log
@@ -369,7 +373,12 @@ class PrivateProcessingClient:
         issuer's as the key changes, the logged next one. A key refused as unknown (the issuer's
         epoch turned between the directory and the request) is asked once more, with the key the
         directory names then: a client asking at the moment of a key change never fails."""
-        with IssuerClient(self.config.issuer_url, self._secret(), http=self._http) as issuer:
+        with IssuerClient(
+            self.config.issuer_url,
+            self._secret(),
+            http=self._http,
+            published_at=self.config.log_url,
+        ) as issuer:
             try:
                 return self._fetch_batch(issuer, challenge, now)
             except PeerRejectedError as exc:

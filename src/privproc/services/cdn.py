@@ -9,7 +9,7 @@ What it serves (all public): the log (`checkpoint`, `tile/...`), OHTTP key confi
   `public, max-age=31536000, immutable` (a partial tile of a given width never changes either);
 - `ohttp-keys`: `application/ohttp-keys`, `max-age=300`;
 - `.well-known/private-token-issuer-directory`: `application/private-token-issuer-directory`,
-  `max-age=300`;
+  `max-age=300`; `v1/token-keys` (the issuer's key set): `application/json`, `max-age=300`;
 - anything else: by extension (`.json`, `.pem`, `.txt`), else `application/octet-stream`,
   `max-age=300`.
 
@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 from privproc.ohttp.keys import MEDIA_TYPE_KEYS
 from privproc.services.metrics import instrument
+from privproc.tokens.directory import KEY_SET_PATH
 from privproc.tokens.issuance import MEDIA_TYPE_DIRECTORY, WELL_KNOWN_DIRECTORY
 
 PARTY = "cdn"
@@ -39,6 +40,7 @@ _TYPES = {
     "checkpoint": ("text/plain; charset=utf-8", "no-cache, max-age=5"),
     "ohttp-keys": (MEDIA_TYPE_KEYS, "max-age=300"),
     WELL_KNOWN_DIRECTORY.lstrip("/"): (MEDIA_TYPE_DIRECTORY, "max-age=300"),
+    KEY_SET_PATH.lstrip("/"): ("application/json", "max-age=300"),
 }
 
 
