@@ -235,3 +235,14 @@ def test_fuzz_note_parsers(text: str) -> None:
             parse(text)
     with contextlib.suppress(NoteError, NoteVerificationError):
         open_note(text, [PETER])
+
+
+def test_a_verifier_key_id_is_exactly_eight_lowercase_hex_digits() -> None:
+    """Found by fuzzing: Python's int() took " 3124363" (and "0_123456", "+1234567") as a key
+    ID, so a non-canonical vkey parsed and encoded to another string."""
+    from privproc.tlog.note import NoteError, Verifier
+
+    good = "witness.example+03124363+BAtU+UBOzuXjB+kOwzvfyCJ+MFgtHlDMNzKR/Ynt7Nqb"
+    for key_id in (" 3124363", "0_312436", "+3124363", "3124363 ", "\t3124363"):
+        with pytest.raises(NoteError, match="8 lowercase hex digits"):
+            Verifier.parse(good.replace("03124363", key_id))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -51,6 +52,8 @@ __all__ = [
     "open_note",
     "parse_note",
 ]
+
+_KEY_ID_HEX = re.compile(r"[0-9a-f]{8}")
 
 SIG_ED25519 = 0x01
 SIG_COSIGNATURE_V1 = 0x04
@@ -159,12 +162,10 @@ class Verifier:
     def parse(cls, vkey: str) -> Verifier:
         name, sep1, rest = vkey.partition("+")
         hex_id, sep2, material = rest.partition("+")
-        if not (sep1 and sep2) or len(hex_id) != 8 or hex_id != hex_id.lower():
+        # Exactly eight lowercase hex digits: int() alone would take " 3124363" or "0_123456".
+        if not (sep1 and sep2) or not _KEY_ID_HEX.fullmatch(hex_id):
             raise NoteError("a verifier key is name+8 lowercase hex digits+base64 key")
-        try:
-            claimed = int(hex_id, 16)
-        except ValueError:
-            raise NoteError("a verifier key's ID is hexadecimal") from None
+        claimed = int(hex_id, 16)
         raw = b64_decode(material, "verifier key")
         if not raw:
             raise NoteError("a verifier key has no key material")
