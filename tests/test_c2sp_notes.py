@@ -243,6 +243,6 @@ def test_a_verifier_key_id_is_exactly_eight_lowercase_hex_digits() -> None:
     from privproc.tlog.note import NoteError, Verifier
 
     good = "witness.example+03124363+BAtU+UBOzuXjB+kOwzvfyCJ+MFgtHlDMNzKR/Ynt7Nqb"
-    for key_id in (" 3124363", "0_312436", "+3124363", "3124363 ", "\t3124363"):
+    for bad_id in (" 3124363", "0_312436", "+3124363", "3124363 ", "\t3124363"):
         with pytest.raises(NoteError, match="8 lowercase hex digits"):
-            Verifier.parse(good.replace("03124363", key_id))
+            Verifier.parse(good.replace("03124363", bad_id))
