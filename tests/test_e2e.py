@@ -117,9 +117,13 @@ def test_an_unlogged_enclave_is_refused_and_a_lost_one_retried(system: System) -
     with pytest.raises(EnclaveLostError, match="retry") as lost:
         client.request("GET", "/v1/models")  # a raw request reports the loss as it is
     assert lost.value.retryable
+    client.retry_budget = 1.0  # a task retries within its budget; with no enclave, it says so
+    tried: list[str] = []
+    client._step = tried.append
     with pytest.raises(PrivprocError, match=r"no-enclave.*try again shortly") as none:
-        client.chat("Say hello.")  # a task retries once; with no enclave at all, it says so
+        client.chat("Say hello.")
     assert none.value.retryable  # 503
+    assert any("trying again in" in step for step in tried)
     # The operator brings up another build (another configuration: another measurement).
     rogue = system.start_enclave(max_sessions=7)
     fresh = _client(system)

@@ -200,6 +200,7 @@ def test_a_client_keeps_working_across_a_gateway_restart(system: System) -> None
             _models(client)
         # While the gateway is down, the relay answers 502: a typed error that says to retry.
         system.stop_party("gateway")
+        client.retry_budget = 1.0  # tried again within a second, then the error itself
         with pytest.raises(PeerRejectedError, match="try again shortly") as refused:
             client.call("GET", "/v1/models", None, feature="chat")
         assert refused.value.status == 502
@@ -295,8 +296,9 @@ def test_a_request_cut_by_a_stopping_server_gets_503_not_500(path: str, outcome:
 def test_the_issuers_new_keys_are_logged_so_clients_keep_fetching_tokens(tmp_path: Path) -> None:
     """The issuer makes a key an epoch, announced an epoch ahead; clients take only logged keys.
     Two epochs after the start, the issuer signs with a key the start did not log: a client
-    refuses it (NotLoggedError) until the system logs the new keys, witnessed, as `up` does
-    every minute. (2 s epochs here; a day by default.)"""
+    finds no key it may use (NotLoggedError) until the system logs the new keys, witnessed, and
+    mirrors the issuer's directory on the CDN, as `up` does every minute. (2 s epochs here; a day
+    by default.)"""
     system = System(tmp_path, epoch_seconds=2)
     config = system.start()
     try:
@@ -310,7 +312,9 @@ def test_the_issuers_new_keys_are_logged_so_clients_keep_fetching_tokens(tmp_pat
                     assert time.monotonic() < deadline, "the issuer did not rotate its key"
                     time.sleep(0.2)
             client.wallet.path.unlink()  # the refill asks the issuer's current key
-            with pytest.raises(NotLoggedError, match="not in the log"):
+            # The CDN's copy of the directory came with the log: it still names the keys logged
+            # at the start, now expired; the issuer's new keys are not in the log yet.
+            with pytest.raises(NotLoggedError, match="in the log for now"):
                 client._token()
             assert system.log_new_issuer_keys() >= 1
             assert client._token()  # the same client, now with the key logged
@@ -342,5 +346,26 @@ def test_a_client_asking_as_the_issuers_key_changes_never_fails(tmp_path: Path) 
         finally:
             client.close()
         assert len(epochs) >= 3
+    finally:
+        system.stop()
+
+
+def test_a_directory_mirror_one_epoch_behind_still_serves(tmp_path: Path) -> None:
+    """The CDN mirrors the issuer's directory when the system logs keys, so it can lag the issuer
+    by up to a relog interval. One epoch after the start its copy still lists the start's current
+    key first; that key no longer signs. The client takes the newest begun key the log holds
+    live (the start's "next"), which the issuer signs with now."""
+    system = System(tmp_path, epoch_seconds=4)
+    system.start()
+    try:
+        started_epoch = int(time.time()) // 4
+        while time.time() < (started_epoch + 1) * 4 + 1.5:  # the next epoch, its grace over
+            time.sleep(0.1)
+        assert int(time.time()) // 4 == started_epoch + 1, "the machine was too slow to test"
+        client = PrivateProcessingClient.from_state(system.client_dir)
+        try:
+            assert client._token()  # no relog in between: the mirror is the start's
+        finally:
+            client.close()
     finally:
         system.stop()

@@ -90,12 +90,21 @@ RETRYABLE_STATUSES = frozenset({502, 503, 504})
 
 class PeerRejectedError(TransportError):
     """A party answered with an HTTP error status; `status` holds it. It is `retryable` when the
-    status says the party is unavailable for now (502, 503, 504), unless the caller knows better."""
+    status says the party is unavailable for now (502, 503, 504), unless the caller knows better;
+    `retry_after` is the party's Retry-After, in seconds, when it gave one."""
 
-    def __init__(self, message: str, status: int, *, retryable: bool | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int,
+        *,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = status in RETRYABLE_STATUSES if retryable is None else retryable
+        self.retry_after = retry_after  # seconds, when the party said when to come back
 
 
 class StreamTruncatedError(TransportError):
@@ -115,3 +124,13 @@ class UnusableAnswerError(PrivprocError):
     422 whose error type is `API_TYPE`; the client raises it again from that."""
 
     API_TYPE = "unusable_answer"
+
+
+MAX_RETRY_AFTER = 60.0  # a Retry-After larger than this is taken as this
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """A Retry-After in delta-seconds (RFC 9110 §10.2.3), bounded; None if absent or not that."""
+    if value is None or not value.strip().isdigit() or len(value.strip()) > 9:
+        return None
+    return min(float(value.strip()), MAX_RETRY_AFTER)

@@ -28,6 +28,7 @@ from privproc.errors import (
     StreamTruncatedError,
     TransportError,
     UnsupportedError,
+    parse_retry_after,
 )
 from privproc.ohttp import bhttp
 from privproc.ohttp.chunked import (
@@ -71,8 +72,9 @@ def choose_config(configs: Sequence[KeyConfig], kem: hpke.Kem | None = None) -> 
     raise UnsupportedError(f"the gateway offers no key configuration for {wanted}")
 
 
-def gateway_refused(status: int) -> PeerRejectedError:
-    """The relay's or the gateway's refusal of an encapsulated request, saying what to do."""
+def gateway_refused(status: int, retry_after: str | None = None) -> PeerRejectedError:
+    """The relay's or the gateway's refusal of an encapsulated request, saying what to do (and,
+    from its Retry-After, when)."""
     if status in (502, 504):
         why = "the relay could not reach the gateway; try again shortly"
     elif status == 503:
@@ -81,7 +83,9 @@ def gateway_refused(status: int) -> PeerRejectedError:
         why = "the gateway could not decapsulate it; if its keys rotated, fetch them again"
     else:
         why = "the gateway refused it"
-    return PeerRejectedError(f"{why} ({status})", status)
+    return PeerRejectedError(
+        f"{why} ({status})", status, retry_after=parse_retry_after(retry_after)
+    )
 
 
 class OhttpClient:
@@ -143,7 +147,7 @@ class OhttpClient:
             headers={"content-type": MEDIA_TYPE_REQUEST, "accept": MEDIA_TYPE_RESPONSE},
         )
         if answer.status != 200:
-            raise gateway_refused(answer.status)
+            raise gateway_refused(answer.status, answer.retry_after)
         if answer.media_type != MEDIA_TYPE_RESPONSE:
             raise TransportError(f"the gateway did not answer with {MEDIA_TYPE_RESPONSE}")
         return context.decapsulate_response(answer.body, max_size=self.max_response)
@@ -166,7 +170,7 @@ class OhttpClient:
         try:
             with self._http.stream("POST", gateway_url, content=bytes(body), headers=headers) as r:
                 if r.status_code != 200:
-                    raise gateway_refused(r.status_code)
+                    raise gateway_refused(r.status_code, r.headers.get("retry-after"))
                 kind = r.headers.get("content-type", "").split(";", 1)[0].strip().lower()
                 if kind != MEDIA_TYPE_CHUNKED_RESPONSE:
                     raise TransportError(

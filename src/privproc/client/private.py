@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ from privproc.errors import (
     TransportError,
     UnusableAnswerError,
     UsageError,
+    parse_retry_after,
 )
 from privproc.ohttp import bhttp, bhttp_stream
 from privproc.ohttp.keys import KeyConfig, decode_key_configs
@@ -84,6 +86,10 @@ GATEWAY_AUTHORITY = "https://gateway.invalid"
 MAX_ROUNDS = 8
 CHALLENGE_TTL = 600.0  # seconds before the issuer's name and keys are looked up again
 REFILL = 16  # tokens fetched at once when the wallet runs dry
+# Retrying what is retryable: the first wait, the longest, and the whole budget of one call.
+RETRY_FIRST = 0.25
+RETRY_MAX = 4.0
+RETRY_BUDGET = 20.0
 # An issuer has at most three keys live at once: the previous epoch's (still verifying), the
 # current one and the next (announced with not-before). More could be keys per user.
 MAX_LIVE_ISSUER_KEYS = 3
@@ -210,14 +216,21 @@ class NotConfiguredError(PrivprocError):
     it, or it was given another state directory."""
 
 
-def _refused(what: str, status: int, content: bytes) -> PeerRejectedError:
-    """The gateway's refusal, with its reason and whether to retry when it gave them."""
+def _refused(
+    what: str, status: int, content: bytes, retry_after: str | None = None
+) -> PeerRejectedError:
+    """The gateway's refusal, with its reason, whether to retry and when, when it gave them."""
     reason, retry = "", False
     with contextlib.suppress(PrivprocError, AttributeError, KeyError, TypeError):
         doc = load_json(content, "the gateway's refusal")
         reason, retry = f": {doc['error']}", bool(doc.get("retry"))
     hint = "; try again shortly" if retry else ""
-    return PeerRejectedError(f"{what} ({status}{reason}){hint}", status)
+    return PeerRejectedError(
+        f"{what} ({status}{reason}){hint}",
+        status,
+        retryable=retry or None,
+        retry_after=parse_retry_after(retry_after),
+    )
 
 
 def _merge_amd(extra: TrustAnchors) -> TrustAnchors:
@@ -290,6 +303,7 @@ class PrivateProcessingClient:
         self.settings = Settings.load(state_dir)
         self.report = UsageReport(state_dir)
         self._last_bundle: EvidenceBundle | None = None
+        self.retry_budget = RETRY_BUDGET  # seconds one call may spend waiting to be tried again
 
     @classmethod
     def from_state(
@@ -393,20 +407,34 @@ class PrivateProcessingClient:
         return self.wallet.fetch(issuer, challenge, key, key_set, count=REFILL)
 
     def _token_key(self, issuer: str, directory: IssuerDirectory, now: float) -> bytes:
-        """The directory's preferred key (RFC 9578 §4), checked against the log; when none is
-        usable yet by this device's clock, its first key if the log holds it as the next one."""
-        try:
-            key = directory.preferred(now).token_key
-        except DecodeError:
+        """The key to ask tokens for: the directory's preferred one (RFC 9578 §4: the first whose
+        not-before has passed), which must be in the log (a directory that prefers an unlogged
+        key is refused). If the log says that key no longer verifies (a directory mirror that
+        lags the issuer), the newest begun key of the directory that the log holds live; if no
+        key has begun by this device's clock (it lags the issuer's), the directory's first key
+        when the log holds it as the next one. Whatever is chosen is checked against the log."""
+        logged = [e for e in self._logged_keys()[1] if e.issuer == issuer]
+        live = {e.token_key for e in logged if e.not_before <= now < e.expires}
+        begun = [k for k in directory.keys if k.not_before is None or k.not_before <= now]
+        if begun:
+            key = begun[0].token_key
+            if key not in {e.token_key for e in logged}:
+                raise NotLoggedError("the issuer's token key is not in the log")
+            newest = [k for k in begun if k.token_key in live]
+            if newest:
+                key = max(newest, key=lambda k: k.not_before or 0).token_key
+            else:
+                raise NotLoggedError(
+                    "no token key of the issuer's directory is in the log for now (the directory "
+                    "is out of date, or the issuer's new keys are not logged yet)"
+                )
+        else:
             key = directory.keys[0].token_key
-            upcoming = sorted(
-                (e for e in self._logged_keys()[1] if e.issuer == issuer and now < e.not_before),
-                key=lambda e: e.not_before,
-            )
+            upcoming = sorted((e for e in logged if now < e.not_before), key=lambda e: e.not_before)
             if not upcoming or upcoming[0].token_key != key:
                 raise NotLoggedError(
                     "the issuer's token key is neither live now nor the logged next one"
-                ) from None
+                )
             now = upcoming[0].not_before  # checked as of the moment it begins
         self._check_token_key(issuer, key, now)
         return key
@@ -463,7 +491,12 @@ class PrivateProcessingClient:
         token = self._token()
         answer = self._inner("POST", "/v1/sessions", hello, [("authorization", token)])
         if answer.status != 201:
-            raise _refused("the gateway refused a new session", answer.status, answer.content)
+            raise _refused(
+                "the gateway refused a new session",
+                answer.status,
+                answer.content,
+                answer.header("retry-after"),
+            )
         session = _Session(answer.header("session-id") or "", tls)
         tls.receive(answer.content)
         for _ in range(MAX_ROUNDS):
@@ -641,13 +674,7 @@ class PrivateProcessingClient:
     ) -> T:
         self.settings.require(feature, chat_id)  # before anything leaves the device
         try:
-            try:
-                result = call()
-            except EnclaveLostError:
-                # Safe to retry: these requests change nothing, and the lost session carried no
-                # answer. The new session goes to a healthy enclave and is attested afresh.
-                self._step("the session's enclave is gone; retrying on a new session")
-                result = call()
+            result = self._retrying(call)
         except AttestationRejectedError as exc:
             ids = ",".join(c.id for c in exc.report.failures)
             self._note(feature, f"attestation refused: {ids}", exc.report)
@@ -658,6 +685,34 @@ class PrivateProcessingClient:
         if note_ok:
             self._note(feature, "ok", self.last_attestation)
         return result
+
+    def _retrying(self, call: Callable[[], T]) -> T:
+        """`call()`, tried again while it fails with a retryable error (a party restarting or busy,
+        a lost enclave, a cut stream), within `retry_budget` seconds: after the party's
+        Retry-After when it gave one, else after a jittered, doubling backoff; a lost enclave is
+        retried at once the first time (the new session goes to a healthy enclave). Safe: these
+        requests change nothing, and a failed one carried no answer."""
+        deadline = time.monotonic() + self.retry_budget
+        backoff, attempt = RETRY_FIRST, 1
+        while True:
+            try:
+                return call()
+            except PrivprocError as exc:
+                if not exc.retryable:
+                    raise
+                hinted = exc.retry_after if isinstance(exc, PeerRejectedError) else None
+                if isinstance(exc, EnclaveLostError) and attempt == 1:
+                    wait = 0.0
+                elif hinted is not None:
+                    wait = hinted
+                else:
+                    wait = backoff * (0.5 + secrets.randbelow(1001) / 1000)  # x0.5 to x1.5
+                    backoff = min(2 * backoff, RETRY_MAX)
+                if time.monotonic() + wait > deadline:
+                    raise
+                self._step(f"{exc} ({type(exc).__name__}): trying again in {wait:.1f} s")
+                time.sleep(wait)
+                attempt += 1
 
     def call(
         self,
