@@ -1,6 +1,6 @@
 """Benchmark (not a test): load with faults, every party a real process on loopback.
 
-    .venv/bin/python bench/soak.py [--seconds 60] [--clients 16] [--chat-every 0] [--deadline 20]
+    .venv/bin/python bench/soak.py [--seconds 60] [--clients 16] [--chat-every 0] [--deadline 30]
 
 Many concurrent clients (threads, each its own `PrivateProcessingClient` on the same device
 state) call `GET /v1/models` as a use of `chat` over and over (no inference), each answer checked
@@ -11,9 +11,9 @@ a real chat completion. Meanwhile, at fixed fractions of the run, the parties fa
     60%: the gateway restarted (SIGTERM; same port, same OHTTP keys from its state directory);
     80%: the gateway SIGKILLed and restarted.
 Every call must succeed or fail with a typed error marked `retryable` (`EnclaveLostError`, a
-502/503/504 refusal, a cut stream); the SDK itself retries a lost enclave once on a new
-session. A success whose answer is not the expected one is *garbled*; a call that takes longer
-than `--deadline` seconds (or has not returned by then) is a *hang*. Exit status 1 if any call
+502/503/504 refusal, a cut stream); the SDK itself tries such calls again, backing off, within
+its 20 s budget. A success whose answer is not the expected one is *garbled*; a call that takes
+longer than `--deadline` seconds (default 30: more than the retry budget) is a *hang*. Exit status 1 if any call
 was garbled, hung or failed without a retryable error.
 By default every client shares one device's state directory (its wallet and usage report, as
 several apps of one device would); `--separate-devices` gives each its own copy (N devices).
@@ -259,7 +259,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--chat-every", type=int, default=0, help="a real chat every N calls")
-    parser.add_argument("--deadline", type=float, default=20.0, help="seconds before a hang")
+    parser.add_argument("--deadline", type=float, default=30.0, help="seconds before a hang")
     parser.add_argument(
         "--separate-devices",
         action="store_true",
