@@ -13,8 +13,8 @@ a real chat completion. Meanwhile, at fixed fractions of the run, the parties fa
 Every call must succeed or fail with a typed error marked `retryable` (`EnclaveLostError`, a
 502/503/504 refusal, a cut stream); the SDK itself tries such calls again, backing off, within
 its 20 s budget. A success whose answer is not the expected one is *garbled*; a call that takes
-longer than `--deadline` seconds (default 30: more than the retry budget) is a *hang*. Exit status 1 if any call
-was garbled, hung or failed without a retryable error.
+longer than `--deadline` seconds (default 30: more than the retry budget) is a *hang*. Exit
+status 1 if any call was garbled, hung or failed without a retryable error.
 By default every client shares one device's state directory (its wallet and usage report, as
 several apps of one device would); `--separate-devices` gives each its own copy (N devices).
 Memory: the RSS of the gateway, the enclave and this process at the start and the end (the
