@@ -120,5 +120,8 @@ def test_retry_after_values() -> None:
     assert parse_retry_after("3") == 3.0
     assert parse_retry_after(" 0 ") == 0.0
     assert parse_retry_after("86400") == 60.0  # bounded
-    for odd in (None, "", "-1", "1.5", "Wed, 21 Oct 2015 07:28:00 GMT", "9" * 30):
-        assert parse_retry_after(odd) is None
+    # Not delta-seconds: ignored (the backoff applies), never an untyped error. "\xb2" is what a
+    # header byte 0xB2 decodes to; str.isdigit() takes it, int() does not.
+    for odd in (None, "", "-1", "1.5", "+3", "Wed, 21 Oct 2015 07:28:00 GMT", "9" * 30,
+                "\xb2", "\u0663", "1\x00"):  # fmt: skip
+        assert parse_retry_after(odd) is None, repr(odd)

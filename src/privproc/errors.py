@@ -10,14 +10,18 @@ Rules:
 
 from __future__ import annotations
 
+import re
+
 
 class PrivprocError(Exception):
     """Base class of every error privproc raises on purpose.
 
     `retryable` is true where the same request may well succeed if sent again shortly: the
-    failure was a party restarting or a session lost, and says nothing against the request."""
+    failure was a party restarting or a session lost, and says nothing against the request;
+    `retry_after`, when the party said how long to wait first."""
 
     retryable: bool = False
+    retry_after: float | None = None  # seconds, when the party that refused said when to retry
 
 
 # --- Malformed or out-of-bounds input ---------------------------------------------------------
@@ -104,7 +108,7 @@ class PeerRejectedError(TransportError):
         super().__init__(message)
         self.status = status
         self.retryable = status in RETRYABLE_STATUSES if retryable is None else retryable
-        self.retry_after = retry_after  # seconds, when the party said when to come back
+        self.retry_after = retry_after
 
 
 class StreamTruncatedError(TransportError):
@@ -127,10 +131,12 @@ class UnusableAnswerError(PrivprocError):
 
 
 MAX_RETRY_AFTER = 60.0  # a Retry-After larger than this is taken as this
+_DELTA_SECONDS = re.compile(r"[0-9]{1,9}")
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """A Retry-After in delta-seconds (RFC 9110 §10.2.3), bounded; None if absent or not that."""
-    if value is None or not value.strip().isdigit() or len(value.strip()) > 9:
+    """A Retry-After in delta-seconds (RFC 9110 §10.2.3: ASCII digits only), bounded; None if
+    absent or not that (str.isdigit would take "²", which int() refuses)."""
+    if value is None or not _DELTA_SECONDS.fullmatch(value.strip()):
         return None
     return min(float(value.strip()), MAX_RETRY_AFTER)

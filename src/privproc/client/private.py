@@ -700,11 +700,10 @@ class PrivateProcessingClient:
             except PrivprocError as exc:
                 if not exc.retryable:
                     raise
-                hinted = exc.retry_after if isinstance(exc, PeerRejectedError) else None
                 if isinstance(exc, EnclaveLostError) and attempt == 1:
                     wait = 0.0
-                elif hinted is not None:
-                    wait = hinted
+                elif exc.retry_after is not None:
+                    wait = exc.retry_after
                 else:
                     wait = backoff * (0.5 + secrets.randbelow(1001) / 1000)  # x0.5 to x1.5
                     backoff = min(2 * backoff, RETRY_MAX)
