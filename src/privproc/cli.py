@@ -23,6 +23,7 @@ from rich.table import Table
 from privproc import __version__, logs
 from privproc.errors import PrivprocError
 from privproc.issuer.store import DEFAULT_EPOCH_SECONDS, DEFAULT_QUOTA
+from privproc.services.limits import HEADER_TIMEOUT, MAX_CONNECTIONS, RELAY_MAX_PER_CLIENT
 from privproc.storage import private_by_default
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -113,14 +114,14 @@ def _listen(default_port: int) -> Callable[[F], F]:
 @main.group()
 @click.option(
     "--max-connections",
-    default=1024,
+    default=MAX_CONNECTIONS,
     show_default=True,
     type=click.IntRange(1, 1_000_000),
     help="Open connections at most; beyond, the one without a request the longest is closed.",
 )
 @click.option(
     "--header-timeout",
-    default=10.0,
+    default=HEADER_TIMEOUT,
     show_default=True,
     type=click.FloatRange(0.1, 3600),
     help="Seconds a connection may take to send a request's headers, or stay idle between two.",
@@ -129,7 +130,8 @@ def _listen(default_port: int) -> Callable[[F], F]:
     "--max-per-client",
     default=None,
     type=click.IntRange(1, 1_000_000),
-    help="Connections from one client address at most [default: 64 for the relay, else none].",
+    help="Connections from one client address at most [default: "
+    f"{RELAY_MAX_PER_CLIENT} for the relay, else none].",
 )
 @click.pass_context
 def serve(
@@ -137,17 +139,14 @@ def serve(
 ) -> None:
     """Run one party's service in the foreground (Ctrl-C stops it). The connection options
     (before the party's name) bound what slow or idle connections can hold."""
-    from privproc.services.connections import ConnectionLimits
+    from privproc.services.limits import ConnectionLimits
 
     ctx.obj = ConnectionLimits(header_timeout, max_connections, max_per_client)
 
 
-RELAY_MAX_PER_CLIENT = 64
-
-
 def _limits(per_client: int | None = None) -> Any:
     """The connection limits `privproc serve` was given (`per_client`: this party's default)."""
-    from privproc.services.connections import ConnectionLimits
+    from privproc.services.limits import ConnectionLimits
 
     limits = click.get_current_context().find_object(ConnectionLimits) or ConnectionLimits()
     if limits.max_per_client is None and per_client is not None:

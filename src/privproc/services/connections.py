@@ -12,8 +12,8 @@ a flood of slow or idle connections must not deny service to the others.
   many: beyond it, its own longest-idle connection is closed (or the new one).
 - Bodies have their own deadline where they are read (`services.http.read_body`).
 
-Rules: a subclass of uvicorn's h11 protocol, configured by `ConnectionLimits`; it reads nothing
-of a request and logs no address.
+Rules: a subclass of uvicorn's h11 protocol, configured by `ConnectionLimits` (whose numbers
+live in `services.limits`); it reads nothing of a request and logs no address.
 """
 
 from __future__ import annotations
@@ -21,22 +21,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from privproc.services.limits import ConnectionLimits
+
 __all__ = ["ConnectionLimits", "guarded_protocol"]
-
-HEADER_TIMEOUT = 10.0
-MAX_CONNECTIONS = 1024
-
-
-@dataclass(frozen=True)
-class ConnectionLimits:
-    header_timeout: float = HEADER_TIMEOUT
-    max_connections: int = MAX_CONNECTIONS
-    max_per_client: int | None = None
 
 
 class _GuardedH11Protocol(H11Protocol):
@@ -82,19 +73,16 @@ class _GuardedH11Protocol(H11Protocol):
 
     def _expire(self) -> None:
         self._deadline = None
-        if self.busy or not self.alive:
-            return  # a request is under way: its own deadlines apply; idle again, a new timer
-        idle = time.monotonic() - self.idle_since
-        if idle + 0.001 < self.limits.header_timeout:  # idle again since: wait the rest
-            self._deadline = self.loop.call_later(self.limits.header_timeout - idle, self._expire)
-            return
-        self.transport.close()
+        if not self.busy:  # busy: a request is under way, its own deadlines apply; its answer's
+            self.transport.close()  # end starts a new timer (`on_response_complete`)
 
     def _shed(self, group: set[Any], limit: int) -> None:
         """Keep `group` (connections, this new one among them) within `limit`: close, of the
         address holding the most connections, the one without a request the longest; or this new
         one if all others are busy. (By address first: a burst of new connections from one
         address, accepted together, must not shed another client's before it could send a byte.)"""
+        if len(group) <= limit:  # the common case, on every new connection: nothing to scan
+            return
         open_ = [c for c in group if c.alive]
         while len(open_) > limit:
             idle = [c for c in open_ if c is not self and not c.busy]

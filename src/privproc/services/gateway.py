@@ -41,7 +41,7 @@ from starlette.routing import Route
 
 from privproc import logs
 from privproc.cookies import no_cookies
-from privproc.errors import PrivprocError, TransportError
+from privproc.errors import PrivprocError, TooLargeError, TransportError
 from privproc.ohttp import bhttp
 from privproc.ohttp.chunked import (
     MEDIA_TYPE_CHUNKED_REQUEST,
@@ -58,7 +58,6 @@ from privproc.ohttp.messages import (
     decapsulate_request,
 )
 from privproc.services.http import (
-    AnswerTooLarge,
     BodyError,
     StreamAborted,
     StreamedBody,
@@ -182,7 +181,7 @@ async def fetch_key_set(http: httpx.AsyncClient, issuer_url: str) -> KeySet:
             body = await read_bounded(response, MAX_DOCUMENT)  # cut off at the bound
     except httpx.HTTPError as exc:
         raise TransportError(f"could not reach the issuer at {url}: {type(exc).__name__}") from None
-    except AnswerTooLarge:
+    except TooLargeError:
         raise TransportError(f"the issuer's key set at {url} is over the bound") from None
     return KeySet.decode(body)
 

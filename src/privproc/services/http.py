@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import math
 import signal
 import socket
 import threading
@@ -23,7 +24,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from privproc.services.connections import ConnectionLimits, guarded_protocol
+from privproc.errors import TooLargeError
+from privproc.services.connections import guarded_protocol
+from privproc.services.limits import ConnectionLimits
 
 BODY_READ_TIMEOUT = 15.0
 
@@ -55,21 +58,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-class AnswerTooLarge(Exception):
-    """An answer from another party went past its bound while it was being read."""
-
-
 async def read_bounded(response: httpx.Response, limit: int) -> bytes:
-    """The body of a streamed `response`, read no further than `limit` bytes: a party that
-    sends more is cut off there (`AnswerTooLarge`), not read to its end first."""
-    declared = response.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise AnswerTooLarge(f"the answer announces {declared} bytes, over {limit}")
+    """The body of a streamed `response` from another party, read no further than `limit` bytes:
+    one that sends more is cut off there (`TooLargeError`), not read to its end first."""
     body = bytearray()
     async for chunk in response.aiter_bytes():
         body += chunk
         if len(body) > limit:
-            raise AnswerTooLarge(f"the answer exceeds {limit} bytes")
+            raise TooLargeError(f"the answer exceeds {limit} bytes")
     return bytes(body)
 
 
@@ -233,7 +229,8 @@ def make_server(
         # uvicorn's own limit answers 503 to everyone once reached: the cap above sheds idle
         # connections long before (those being closed still count here for a moment).
         limit_concurrency=2 * limits.max_connections,
-        timeout_keep_alive=10,
+        # Idle between requests: never before the header deadline (services.connections).
+        timeout_keep_alive=math.ceil(limits.header_timeout),
         timeout_graceful_shutdown=graceful_shutdown,  # a stream that never ends can't hold a stop
         h11_max_incomplete_event_size=16 * 1024,
     )

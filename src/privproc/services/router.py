@@ -39,7 +39,7 @@ from privproc import logs
 from privproc.cookies import no_cookies
 from privproc.errors import PrivprocError
 from privproc.ohttp import bhttp, bhttp_stream
-from privproc.services.http import AnswerTooLarge, StreamAborted, read_bounded
+from privproc.services.http import StreamAborted, read_bounded
 from privproc.services.metrics import Metrics
 from privproc.tokens.spent import StoreUnavailableError
 from privproc.tokens.verifier import TokenRejectedError, TokenVerifier
@@ -132,23 +132,16 @@ class SessionRouter:
         self._count()
 
     async def _forward(self, method: str, enclave: Enclave, session_id: str, body: bytes) -> bytes:
-        request = self.http.build_request(
-            method, f"{enclave.url}/sessions/{session_id}", content=body
-        )
-        answer = await self.http.send(request, stream=True)
-        try:
+        url = f"{enclave.url}/sessions/{session_id}"
+        async with self.http.stream(method, url, content=body) as answer:
             if answer.status_code == 503:
                 raise _EnclaveBusy
             if answer.status_code == 404:
                 raise _SessionGone
             if answer.status_code != 200:
                 raise PrivprocError(f"the enclave answered {answer.status_code}")
-            try:  # records are bounded: an enclave that sends more is cut off, not read on
-                return await read_bounded(answer, MAX_RECORDS)
-            except AnswerTooLarge as exc:
-                raise PrivprocError(str(exc)) from None
-        finally:
-            await answer.aclose()
+            # Records are bounded: an enclave that sends more is cut off (TooLargeError).
+            return await read_bounded(answer, MAX_RECORDS)
 
     @staticmethod
     def _decode(inner: bytes) -> bhttp.Request | bytes:
