@@ -46,6 +46,7 @@ from typing import IO, Any
 
 import httpx
 
+from privproc.attest.measurement import Manifest
 from privproc.attest.provider import ReleaseProof
 from privproc.attest.virtual import VirtualSnp
 from privproc.client.private import ClientConfig
@@ -398,8 +399,8 @@ class System:
         store = IssuerStore(self.system_dir / "issuer")
         try:
             path = self.client_dir / "account.secret"
-            with_secret = path.read_text().strip() if path.exists() else ""
-            if with_secret and store.authenticate(with_secret) == ACCOUNT:
+            kept = path.read_text().strip() if path.exists() else ""
+            if kept and store.authenticate(kept) == ACCOUNT:
                 return None
             with contextlib.suppress(AccountError):  # none yet, on a first start
                 store.remove_account(ACCOUNT)
@@ -507,7 +508,7 @@ class System:
         return config
 
     def _log_release_and_keys(
-        self, log: TransparencyLog, manifest: Any, keys: bytes, issuer_url: str
+        self, log: TransparencyLog, manifest: Manifest, keys: bytes, issuer_url: str
     ) -> tuple[int, EnclaveRelease]:
         """Append what the log does not hold yet: this build's release (a changed code, model or
         configuration is a new one), the gateway's key configs, the issuer's token keys. Returns

@@ -408,26 +408,19 @@ class PrivateProcessingClient:
 
     def _token_key(self, issuer: str, directory: IssuerDirectory, now: float) -> bytes:
         """The key to ask tokens for: the directory's preferred one (RFC 9578 §4: the first whose
-        not-before has passed), which must be in the log (a directory that prefers an unlogged
-        key is refused). If the log says that key no longer verifies (a directory mirror that
-        lags the issuer), the newest begun key of the directory that the log holds live; if no
-        key has begun by this device's clock (it lags the issuer's), the directory's first key
-        when the log holds it as the next one. Whatever is chosen is checked against the log."""
+        not-before has passed). If the log holds it but says it no longer verifies (a directory
+        mirror that lags the issuer), the newest begun key of the directory that the log holds
+        live instead; if no key has begun by this device's clock (it lags the issuer's), the
+        directory's first key when the log holds it as the next one. `_check_token_key` then
+        refuses whatever the log does not vouch for (an unlogged preferred key included)."""
         logged = [e for e in self._logged_keys()[1] if e.issuer == issuer]
-        live = {e.token_key for e in logged if e.not_before <= now < e.expires}
         begun = [k for k in directory.keys if k.not_before is None or k.not_before <= now]
         if begun:
             key = begun[0].token_key
-            if key not in {e.token_key for e in logged}:
-                raise NotLoggedError("the issuer's token key is not in the log")
+            live = {e.token_key for e in logged if e.not_before <= now < e.expires}
             newest = [k for k in begun if k.token_key in live]
-            if newest:
+            if newest and any(e.token_key == key for e in logged):
                 key = max(newest, key=lambda k: k.not_before or 0).token_key
-            else:
-                raise NotLoggedError(
-                    "no token key of the issuer's directory is in the log for now (the directory "
-                    "is out of date, or the issuer's new keys are not logged yet)"
-                )
         else:
             key = directory.keys[0].token_key
             upcoming = sorted((e for e in logged if now < e.not_before), key=lambda e: e.not_before)
@@ -735,8 +728,8 @@ class PrivateProcessingClient:
         chat_id: str | None = None,
     ) -> StreamedAnswer:
         """`stream_request` as a use of `feature`: checked against the controls before anything
-        is sent, retried once if the enclave is lost before the answer starts, and noted in the
-        report when the answer has ended (or failed)."""
+        is sent, tried again like every use if it fails in a retryable way before the answer
+        starts (`_retrying`), and noted in the report when the answer has ended (or failed)."""
         answer = self._use(feature, chat_id, lambda: self.stream_request(method, path, doc), False)
 
         def pieces() -> Iterator[bytes]:

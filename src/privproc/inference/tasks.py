@@ -145,8 +145,8 @@ def rewrite(backend: Backend, text: str, style: str, *, max_tokens: int = 160) -
         if "\n" not in text.strip() and answer:
             # A one-line message gets a one-line version: small models ramble on after it.
             answer = _clean(answer.splitlines()[0])
-        unchanged = _words(answer) == _words(text)
-        if answer and _words(answer) and (style == "proofread" or not unchanged):
+        words = _words(answer)  # none: an empty answer
+        if words and (style == "proofread" or words != _words(text)):
             return answer
     raise UnusableAnswerError(
         f"the model gave no {style} version, only an empty answer or the message unchanged, "
