@@ -35,6 +35,9 @@ class _NoStore:
     async def spend(self, token_id: bytes, expires_at: float) -> bool:
         return True
 
+    async def is_spent(self, token_id: bytes) -> bool:
+        return False
+
     async def aclose(self) -> None:
         return None
 

@@ -108,12 +108,11 @@ def genuine_provider(system: System, platform: VirtualSnp | None = None) -> Evid
     """The logged release's evidence, from the system's virtual platform (or `platform`)."""
     from privproc.enclave.workload import enclave_config, enclave_manifest
     from privproc.inference.backends import MODEL_NAME, locate_smollm2
-    from privproc.system import MAX_SESSIONS
 
     sysdir = system.system_dir
     return EvidenceProvider(
         platform or VirtualSnp.load(sysdir / "platform"),
-        enclave_manifest(locate_smollm2(), enclave_config(MODEL_NAME, MAX_SESSIONS)),
+        enclave_manifest(locate_smollm2(), enclave_config(MODEL_NAME, system.sessions)),
         ReleaseProof.from_json((sysdir / "release-proof.json").read_text()),
     )
 

@@ -16,6 +16,7 @@ from privproc.attest.appraisal import AttestationRejectedError
 from privproc.client.controls import AIDisabledError, Settings, UsageReport
 from privproc.client.ohttp import OhttpClient, choose_config
 from privproc.client.private import EnclaveLostError, PrivateProcessingClient
+from privproc.enclave.sessions import SessionPolicy
 from privproc.errors import PeerRejectedError, PrivprocError
 from privproc.ohttp import bhttp
 from privproc.ratls.session import client_session
@@ -129,7 +130,7 @@ def test_an_unlogged_enclave_is_refused_and_a_lost_one_retried(system: System) -
     assert none.value.retry_after == 5.0
     assert time.monotonic() - began < 1.0
     # The operator brings up another build (another configuration: another measurement).
-    rogue = system.start_enclave(max_sessions=7)
+    rogue = system.start_enclave(SessionPolicy(max_sessions=7))
     fresh = _client(system)
     with pytest.raises(AttestationRejectedError) as err:
         fresh.summarize([{"sender": "A", "time": "1", "text": CANARY}])
@@ -177,12 +178,11 @@ def test_evidence_for_another_session_is_refused(system: System) -> None:
     from privproc.inference.backends import MODEL_NAME, EmbeddedBackend, locate_smollm2
     from privproc.ratls.tls import ServerIdentity
     from privproc.services.enclave import create_enclave_app
-    from privproc.system import MAX_SESSIONS
 
     sysdir = system.system_dir
     genuine = EvidenceProvider(
         VirtualSnp.load(sysdir / "platform"),
-        enclave_manifest(locate_smollm2(), enclave_config(MODEL_NAME, MAX_SESSIONS)),
+        enclave_manifest(locate_smollm2(), enclave_config(MODEL_NAME, system.sessions)),
         ReleaseProof.from_json((sysdir / "release-proof.json").read_text()),
     )
     recorded = genuine(os.urandom(64))  # evidence from some other session

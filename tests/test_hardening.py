@@ -210,15 +210,15 @@ def test_harden_refuses_in_a_process_with_a_dangerous_variable() -> None:
 
 
 def test_the_allowlist_is_measured() -> None:
-    config = enclave_config("SmolLM2-135M-Instruct", 256)
+    config = enclave_config("SmolLM2-135M-Instruct", None)
     doc = json.loads(config)
-    assert doc["version"] == 2
+    assert doc["version"] == 3
     assert doc["env_allowlist"] == sorted(ENV_ALLOWLIST)
-    other = enclave_config("SmolLM2-135M-Instruct", 256, [*ENV_ALLOWLIST, "TZ"])
+    other = enclave_config("SmolLM2-135M-Instruct", None, [*ENV_ALLOWLIST, "TZ"])
     assert hashlib.sha384(config).digest() != hashlib.sha384(other).digest()
     assert enclave_manifest(None, config).measurement != enclave_manifest(None, other).measurement
     # The order and repeats of the allowlist do not matter; a dangerous name is refused.
-    same = enclave_config("SmolLM2-135M-Instruct", 256, [*reversed(ENV_ALLOWLIST), "PATH"])
+    same = enclave_config("SmolLM2-135M-Instruct", None, [*reversed(ENV_ALLOWLIST), "PATH"])
     assert same == config
     with pytest.raises(HardeningError, match="LD_PRELOAD"):
-        enclave_config("SmolLM2-135M-Instruct", 256, [*ENV_ALLOWLIST, "LD_PRELOAD"])
+        enclave_config("SmolLM2-135M-Instruct", None, [*ENV_ALLOWLIST, "LD_PRELOAD"])

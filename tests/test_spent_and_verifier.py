@@ -54,7 +54,10 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 async def test_a_token_id_is_spent_once(store: SpentTokenStore) -> None:
     token_id = secrets.token_bytes(32)
     expires = time.time() + 60
+    assert await store.is_spent(token_id) is False  # reading spends nothing
+    assert await store.is_spent(token_id) is False
     assert await store.spend(token_id, expires) is True
+    assert await store.is_spent(token_id) is True
     assert await store.spend(token_id, expires) is False
     assert await store.spend(secrets.token_bytes(32), expires) is True
 
@@ -111,6 +114,8 @@ async def test_a_redis_that_dies_fails_closed() -> None:
     try:
         with pytest.raises(StoreUnavailableError):
             await store.spend(secrets.token_bytes(32), time.time() + 60)
+        with pytest.raises(StoreUnavailableError):
+            await store.is_spent(secrets.token_bytes(32))
     finally:
         await store.aclose()
 
@@ -229,6 +234,9 @@ def test_challenge_header_offers_the_current_key() -> None:
 
     class NoStore:
         async def spend(self, token_id: bytes, expires_at: float) -> bool:
+            raise AssertionError("not reached")
+
+        async def is_spent(self, token_id: bytes) -> bool:
             raise AssertionError("not reached")
 
         async def aclose(self) -> None:

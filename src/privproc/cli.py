@@ -21,10 +21,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from privproc import __version__, logs
+from privproc.enclave.sessions import SessionPolicy
 from privproc.errors import PrivprocError
 from privproc.issuer.store import DEFAULT_EPOCH_SECONDS, DEFAULT_QUOTA
 from privproc.services.limits import HEADER_TIMEOUT, MAX_CONNECTIONS, RELAY_MAX_PER_CLIENT
 from privproc.storage import private_by_default
+
+_SESSIONS = SessionPolicy()  # the enclave's defaults, shown by its --help
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -423,7 +426,19 @@ def serve_cdn(host: str, port: int, directory: Path) -> None:
 @click.option("--inference-url", default=None, help="An OpenAI-compatible engine instead of the "
               "embedded model.")  # fmt: skip
 @click.option("--model", "model_name", default=None, help="Model name at --inference-url.")
-@click.option("--max-sessions", default=256, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--max-sessions", default=_SESSIONS.max_sessions, show_default=True,
+              type=click.IntRange(1, 100_000), help="Sessions held at once.")  # fmt: skip
+@click.option("--session-idle-timeout", default=_SESSIONS.idle_timeout, show_default=True,
+              type=click.FloatRange(1, 86_400), help="Seconds without application data before "
+              "a session is forgotten.")  # fmt: skip
+@click.option("--session-lifetime", default=_SESSIONS.lifetime, show_default=True,
+              type=click.FloatRange(1, 86_400),
+              help="Seconds a session lives, however busy.")  # fmt: skip
+@click.option("--session-max-requests", default=_SESSIONS.max_requests, show_default=True,
+              type=click.IntRange(1, 100_000), help="Requests one session may carry.")  # fmt: skip
+@click.option("--session-evictable-after", default=_SESSIONS.evictable_after, show_default=True,
+              type=click.FloatRange(0.1, 86_400), help="Seconds idle after which a session gives "
+              "way to a new one when every session is taken.")  # fmt: skip
 @_fail_cleanly
 def serve_enclave(
     host: str,
@@ -433,6 +448,10 @@ def serve_enclave(
     inference_url: str | None,
     model_name: str | None,
     max_sessions: int,
+    session_idle_timeout: float,
+    session_lifetime: float,
+    session_max_requests: int,
+    session_evictable_after: float,
 ) -> None:
     """The enclave: attested TLS sessions (forwarded by the gateway) running the model.
 
@@ -467,13 +486,15 @@ def serve_enclave(
     else:
         model_path = locate_smollm2()
         backend = EmbeddedBackend(model_path)
-    manifest = enclave_manifest(model_path, enclave_config(backend.model, max_sessions))
+    policy = SessionPolicy(
+        max_sessions, session_idle_timeout, session_lifetime, session_max_requests,
+        session_evictable_after,
+    )  # fmt: skip
+    manifest = enclave_manifest(model_path, enclave_config(backend.model, policy))
     platform: Any = VirtualSnp.load(platform_dir) if platform_dir else open_source()
     proof = ReleaseProof.from_json(release_proof.read_text()) if release_proof else None
     provider = EvidenceProvider(platform, manifest, proof)
-    app = create_enclave_app(
-        backend, ServerIdentity.generate(), provider, max_sessions=max_sessions
-    )
+    app = create_enclave_app(backend, ServerIdentity.generate(), provider, policy=policy)
     sock = bind(host, port)
 
     def ready(url: str) -> None:

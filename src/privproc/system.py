@@ -51,6 +51,7 @@ from privproc.attest.provider import ReleaseProof
 from privproc.attest.virtual import VirtualSnp
 from privproc.client.private import ClientConfig
 from privproc.enclave.hardening import enclave_environment
+from privproc.enclave.sessions import SessionPolicy
 from privproc.enclave.workload import enclave_config, enclave_manifest
 from privproc.errors import PrivprocError
 from privproc.inference.backends import MODEL_NAME, locate_smollm2
@@ -76,7 +77,6 @@ WITNESS_NAME = "witness.privproc.local/w1"
 GATEWAY_NAME = "gateway.privproc.local"
 ISSUER_NAME = "issuer.privproc.local"  # not its address: that changes at every start
 ACCOUNT = "local-user"
-MAX_SESSIONS = 256
 COMPLETE = "complete"  # in STATE/system once a start has finished: what a later start resumes
 # What the client holds because of this system (reset with it); settings and report stay.
 CLIENT_TRUST_FILES = ("client.json", "log-checkpoint.json", "tokens.json", "account.secret")
@@ -169,6 +169,7 @@ class System:
     enclave_args: list[str] = field(default_factory=list)
     quota: int = 200  # tokens per account and day, as the issuer's default
     epoch_seconds: int | None = None  # the issuer's epoch (its default, a day, when None)
+    sessions: SessionPolicy = field(default_factory=SessionPolicy)  # the enclave's, measured
     say: Callable[[str], None] = field(default=lambda _step: None, repr=False)  # progress
     resumed: bool = False  # whether the last start resumed a previous one's state
     _issuer_url: str = field(default="", repr=False)
@@ -224,10 +225,16 @@ class System:
         drain.join()
         raise PartyError(f"the {name} did not start in time; see {log_path}")
 
-    def start_enclave(self, max_sessions: int = MAX_SESSIONS) -> Party:
-        """(Re)start the enclave on its port; another `max_sessions` is another configuration,
-        so another measurement: a build that is not the logged release."""
-        args = [*self.enclave_args, "--max-sessions", str(max_sessions)]
+    def start_enclave(self, sessions: SessionPolicy | None = None) -> Party:
+        """(Re)start the enclave on its port; a session policy other than the system's is
+        another configuration, so another measurement: a build that is not the logged release."""
+        p = sessions or self.sessions
+        args = [
+            *self.enclave_args, "--max-sessions", str(p.max_sessions),
+            "--session-idle-timeout", str(p.idle_timeout), "--session-lifetime", str(p.lifetime),
+            "--session-max-requests", str(p.max_requests),
+            "--session-evictable-after", str(p.evictable_after),
+        ]  # fmt: skip
         # Only what the enclave's measured allowlist accepts (it refuses anything else).
         return self._start("enclave", args, "ready enclave ", env=enclave_environment(os.environ))
 
@@ -463,7 +470,7 @@ class System:
                 platform = VirtualSnp.generate()
                 platform.save(platform_dir)
             self.say("measuring the enclave's code, model and configuration ...")
-            manifest = enclave_manifest(locate_smollm2(), enclave_config(MODEL_NAME, MAX_SESSIONS))
+            manifest = enclave_manifest(locate_smollm2(), enclave_config(MODEL_NAME, self.sessions))
             release_index, release = self._log_release_and_keys(log, manifest, keys, issuer.url)
             self.say("publishing the log with the witness's cosignature ...")
             note, _ = publish(log, cdn_dir, 1)

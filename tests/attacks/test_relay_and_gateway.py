@@ -361,11 +361,13 @@ def test_the_gateway_routes_to_an_unlogged_build(
     """Genuine hardware, genuine evidence, but another build (here: another configuration) than
     the logged release: log.release fails and nothing reaches its API."""
     from privproc.attest.provider import EvidenceProvider
+    from privproc.enclave.sessions import SessionPolicy
     from privproc.enclave.workload import enclave_config, enclave_manifest
     from privproc.inference.backends import MODEL_NAME, locate_smollm2
 
     genuine = genuine_provider(system)
-    other = enclave_manifest(locate_smollm2(), enclave_config(MODEL_NAME, 9))
+    config = enclave_config(MODEL_NAME, SessionPolicy(max_sessions=9))
+    other = enclave_manifest(locate_smollm2(), config)
     provider = EvidenceProvider(genuine.platform, other, genuine.release)
     _refused_before_any_request(system, enclave_log, Link(), provider, ["log.release"])
 

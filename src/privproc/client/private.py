@@ -288,6 +288,8 @@ class PrivateProcessingClient:
             config.issuer_url, None, http=self._http, published_at=config.log_url
         )
         self._challenge: tuple[bytes, float] | None = None  # (challenge, when it was learnt)
+        # A token the gateway did not spend (it was busy): (challenge, token), used next.
+        self._unspent: tuple[bytes, str] | None = None
         log_policy = self._policy.log
         assert log_policy is not None  # a client configuration always names its log
         self._log = LogClient(
@@ -372,6 +374,10 @@ class PrivateProcessingClient:
             ).encode()
             self._challenge = (challenge, now)
         challenge = self._challenge[0]
+        unspent, self._unspent = self._unspent, None
+        if unspent is not None and unspent[0] == challenge:
+            self._step("the token the gateway did not spend last time")
+            return unspent[1]
         token = self.wallet.take(challenge, now)
         if token is None:
             # One client of a shared wallet fetches; the others wait for it, then take theirs.
@@ -484,6 +490,9 @@ class PrivateProcessingClient:
         token = self._token()
         answer = self._inner("POST", "/v1/sessions", hello, [("authorization", token)])
         if answer.status != 201:
+            if answer.status != 401 and self._challenge is not None:
+                # The gateway spends a token only for a session it opens: keep this one.
+                self._unspent = (self._challenge[0], token)
             raise _refused(
                 "the gateway refused a new session",
                 answer.status,

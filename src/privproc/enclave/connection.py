@@ -11,7 +11,9 @@ it travels inside TLS, so nobody on the way can fake it or cut the answer unnoti
 enclave service) runs the API handler, off its event loop, between the two.
 
 Rules: one request at a time per connection (HTTP/1.1 without pipelining); bodies are bounded;
-a protocol error closes the connection; nothing of a request outlives its response.
+a protocol error closes the connection; nothing of a request outlives its response. It counts
+the application bytes and the requests it has received (numbers only), so that the service can
+tell a session's use from records that only keep it alive.
 """
 
 from __future__ import annotations
@@ -47,12 +49,15 @@ class EnclaveConnection:
         self._http = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
         self._current: tuple[str, str] | None = None
         self._body = bytearray()
+        self.application_bytes = 0
+        self.requests_received = 0
 
     def receive(self, records: bytes) -> list[HttpRequest]:
         """Feed TLS records from the client; returns every request now complete."""
         self.tls.receive(records)
         plaintext = self.tls.read() if self.tls.state is ServerState.OPEN else b""
         if plaintext:
+            self.application_bytes += len(plaintext)
             self._http.receive_data(plaintext)
         requests = []
         while True:
@@ -72,6 +77,7 @@ class EnclaveConnection:
             elif isinstance(event, h11.EndOfMessage) and self._current is not None:
                 method, path = self._current
                 requests.append(HttpRequest(method, path, bytes(self._body)))
+                self.requests_received += 1
                 self._current = None
                 self._body.clear()
             elif isinstance(event, h11.ConnectionClosed):

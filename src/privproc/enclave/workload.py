@@ -15,22 +15,27 @@ from typing import Any
 import privproc
 from privproc.attest.measurement import Manifest, ManifestEntry, measure_tree
 from privproc.enclave.hardening import ENV_ALLOWLIST, check_allowlist
+from privproc.enclave.sessions import SessionPolicy
 
 __all__ = ["enclave_config", "enclave_manifest"]
 
 
 def enclave_config(
-    model: str, max_sessions: int, env_allowlist: Iterable[str] = ENV_ALLOWLIST
+    model: str,
+    sessions: SessionPolicy | None = None,
+    env_allowlist: Iterable[str] = ENV_ALLOWLIST,
 ) -> bytes:
     """The enclave's configuration as canonical JSON (part of the measurement).
 
     Version 2 adds `env_allowlist`: the environment variables the enclave accepts at start
     (`privproc.enclave.hardening`), so a build that accepts another environment is another build.
+    Version 3 replaces `max_sessions` by `sessions`, the whole session policy (how many, how
+    long, how many requests, when one gives way: `privproc.enclave.sessions`).
     """
     doc: dict[str, Any] = {
-        "version": 2,
+        "version": 3,
         "model": model,
-        "max_sessions": max_sessions,
+        "sessions": (sessions or SessionPolicy()).config(),
         "env_allowlist": list(check_allowlist(env_allowlist)),
     }
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode() + b"\n"

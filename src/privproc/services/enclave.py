@@ -11,10 +11,17 @@ Internal API (the operator's network, gateway -> enclave; never reachable by cli
 - `DELETE /sessions/{id}`: forget the session.
 - `GET /health`: `{"sessions": n, "max_sessions": m, "model": name}` for the gateway's placement.
 
+Answers about sessions: `503` + `retry-after` to a `PUT` when every session is taken and none may
+give way (the gateway then spends no token); `404` when the session does not exist or has ended
+(idle, too old, or its requests used up: the client opens a new one); a `PUT` that made room
+names the session it evicted in `evicted-session`, so the gateway forgets it too.
+
 Rules: the enclave sees only TLS records and the gateway's session ids, never a client address or
-a token; it logs events without content; a session is dropped after `idle_timeout` seconds or
-on any error (its last records, an alert, still go out); sessions are bounded; CPU-heavy work
-(TLS, evidence, inference) runs off the event loop.
+a token; it logs events without content; sessions live by a `SessionPolicy`
+(`privproc.enclave.sessions`: bounded, only application data counts as activity, an absolute
+lifetime and a request budget, the longest-idle gives way first), and one is dropped on any
+error (its last records, an alert, still go out); CPU-heavy work (TLS, evidence, inference) runs
+off the event loop.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from starlette.routing import Route
 from privproc import logs
 from privproc.enclave.api import ApiStream, handle
 from privproc.enclave.connection import EnclaveConnection
+from privproc.enclave.sessions import SessionPolicy, SessionsBusyError, SessionTable
 from privproc.errors import PrivprocError
 from privproc.inference.backends import Backend
 from privproc.ratls.session import EvidenceProvider
@@ -52,7 +60,13 @@ _SESSION_ID = re.compile(r"[0-9a-f]{32}")
 class _Slot:
     connection: EnclaveConnection
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    last_used: float = field(default_factory=time.monotonic)
+
+    def in_use(self) -> bool:
+        return self.lock.locked()
+
+    def counters(self) -> tuple[int, int]:
+        """(application bytes, requests) received so far: what tells activity from keep-alive."""
+        return self.connection.application_bytes, self.connection.requests_received
 
 
 def create_enclave_app(
@@ -60,13 +74,13 @@ def create_enclave_app(
     identity: ServerIdentity,
     provider: EvidenceProvider,
     *,
-    max_sessions: int = 256,
-    idle_timeout: float = 300.0,
+    policy: SessionPolicy | None = None,
 ) -> Starlette:
-    sessions: dict[str, _Slot] = {}
+    policy = policy or SessionPolicy()
+    sessions: SessionTable[_Slot] = SessionTable(policy, _Slot.in_use)
 
     def drop(session_id: str, outcome: str) -> None:
-        if sessions.pop(session_id, None) is not None:
+        if sessions.remove(session_id):
             logs.event(PARTY, "session-closed", outcome=outcome)
             metrics.sessions.labels(PARTY).set(len(sessions))
             if outcome == "failed":
@@ -102,14 +116,20 @@ def create_enclave_app(
             connection.end_stream()
         return connection.send_pending()
 
+    def account(session_id: str, before: tuple[int, int], after: tuple[int, int]) -> None:
+        """An exchange is activity only if it carried application data."""
+        if after[0] > before[0]:
+            sessions.touch(session_id, time.monotonic(), after[1] - before[1])
+
     async def exchange(slot: _Slot, session_id: str, records: bytes) -> Response:
         async with slot.lock:
-            slot.last_used = time.monotonic()
+            before = slot.counters()
             try:
                 out = await run_in_threadpool(serve_records, slot.connection, records)
             except PrivprocError:
                 out = slot.connection.send_pending()  # the alert or close_notify, for the client
                 drop(session_id, "failed")
+            account(session_id, before, slot.counters())
             return Response(out, media_type="application/octet-stream")
 
     def streamed_exchange(slot: _Slot, session_id: str, records: bytes) -> Response:
@@ -132,7 +152,7 @@ def create_enclave_app(
                     loop.call_soon_threadsafe(queue.put_nowait, None)
 
             async with slot.lock:
-                slot.last_used = time.monotonic()
+                before = slot.counters()
                 worker = asyncio.ensure_future(asyncio.to_thread(work))
                 try:
                     while (piece := await queue.get()) is not None:
@@ -143,7 +163,7 @@ def create_enclave_app(
                         # The reader left mid-answer: stop generating; the session is unusable.
                         stop.set()
                         drop(session_id, "failed")
-                slot.last_used = time.monotonic()
+                    account(session_id, before, slot.counters())
 
         return StreamedBody(pieces(), "application/octet-stream", {"cache-control": "no-store"})
 
@@ -155,22 +175,32 @@ def create_enclave_app(
             body = await read_body(request, MAX_RECORDS)
         except BodyError as exc:
             return exc.response
+        headers = {}
         if request.method == "PUT":
             if stream:
                 return Response(status_code=405)
             if session_id in sessions:
                 return Response(status_code=409)
-            if len(sessions) >= max_sessions:
+            try:
+                evicted = sessions.open(
+                    session_id, _Slot(EnclaveConnection(identity, provider)), time.monotonic()
+                )
+            except SessionsBusyError:
                 return Response(status_code=503, headers={"retry-after": "1"})
-            sessions[session_id] = _Slot(EnclaveConnection(identity, provider))
+            if evicted is not None:
+                logs.event(PARTY, "session-closed", outcome="evicted")
+                headers["evicted-session"] = evicted
             metrics.sessions.labels(PARTY).set(len(sessions))
             logs.event(PARTY, "session-opened")
-        slot = sessions.get(session_id)
-        if slot is None:
+        elif (ended := sessions.ended(session_id, time.monotonic())) is not None:
+            drop(session_id, ended)
+        if (slot := sessions.get(session_id)) is None:
             return Response(status_code=404)
         if stream:
             return streamed_exchange(slot, session_id, body)
-        return await exchange(slot, session_id, body)
+        answer = await exchange(slot, session_id, body)
+        answer.headers.update(headers)
+        return answer
 
     async def records(request: Request) -> Response:
         return await session_records(request, stream=False)
@@ -184,16 +214,14 @@ def create_enclave_app(
 
     async def health(request: Request) -> Response:
         return JSONResponse(
-            {"sessions": len(sessions), "max_sessions": max_sessions, "model": backend.model}
+            {"sessions": len(sessions), "max_sessions": policy.max_sessions, "model": backend.model}
         )
 
     async def reap() -> None:
         while True:
-            await asyncio.sleep(min(10.0, idle_timeout / 2))
-            cutoff = time.monotonic() - idle_timeout
-            for session_id, slot in list(sessions.items()):
-                if slot.last_used < cutoff and not slot.lock.locked():
-                    drop(session_id, "idle")
+            await asyncio.sleep(min(10.0, policy.evictable_after / 2))
+            for session_id, reason in sessions.expired(time.monotonic()):
+                drop(session_id, reason)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

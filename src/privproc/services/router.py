@@ -12,14 +12,25 @@ records as the enclave produces them; if the enclave's stream breaks, the answer
 gateway never completes a cut stream), so the client sees it cut short.
 
 Answers the client can act on: `401` + `WWW-Authenticate: PrivateToken` (no or spent token),
-`404` (no such session: start a new one), `503` + `retry-after` (no healthy enclave, session
-limit), `502` with `{"error": "enclave-lost", "retry": true}` (the enclave holding the session
-died: the session is gone, a new one will be placed elsewhere).
+`404` (no such session: start a new one), `503` + `retry-after` (`busy`: every session is taken;
+`no-enclave`; `unavailable`: the spent-token store), `502` with `{"error": "enclave-lost",
+"retry": true}` (the enclave holding the session died: the session is gone, a new one will be
+placed elsewhere).
+
+A token is spent only for a session that exists: the token is checked (signature, key,
+challenge, and that the store has not seen it spent: a replay costs no enclave work, and a copy
+of a token being placed is refused at once), then an enclave takes the session (the least loaded
+first, the next if it is busy), and only then is the token spent. So every answer to
+`POST /v1/sessions` but `201` leaves the token unspent (a `401` says it was not acceptable); a
+token that turns out spent meanwhile (a double spend through another gateway) gets `401` and its
+session is closed again.
 
 Rules: the router sees sizes, timing and a token (unlinkable), never content: TLS records pass
-through untouched. Sessions idle longer than `idle_timeout` are forgotten; at most
-`max_sessions` exist; an enclave that fails a request or a health check gets no new sessions
-until it passes one again. Nothing about a session is logged but its outcome.
+through untouched. Sessions idle longer than `idle_timeout` are forgotten, and those the enclave
+ends (a `404`, or named in `evicted-session` when it made room) too; at most `max_sessions`
+exist, and when they are all taken the one idle longest gives way if it has been idle
+`evictable_after`; an enclave that fails a request or a health check gets no new sessions until it
+passes one again. Nothing about a session is logged but its outcome.
 """
 
 from __future__ import annotations
@@ -37,18 +48,20 @@ import httpx
 
 from privproc import logs
 from privproc.cookies import no_cookies
+from privproc.enclave.sessions import SessionPolicy
 from privproc.errors import PrivprocError
 from privproc.ohttp import bhttp, bhttp_stream
 from privproc.services.http import StreamAborted, read_bounded
 from privproc.services.metrics import Metrics
 from privproc.tokens.spent import StoreUnavailableError
-from privproc.tokens.verifier import TokenRejectedError, TokenVerifier
+from privproc.tokens.verifier import CheckedToken, TokenRejectedError, TokenVerifier
 
 __all__ = ["Enclave", "SessionRouter"]
 
 PARTY = "gateway"
 _SESSION_PATH = re.compile(r"/v1/sessions/([0-9a-f]{32})")
 MAX_RECORDS = 1 << 20
+_BUSY = (("retry-after", "1"),)
 
 
 def _answer(status: int, body: bytes = b"", headers: tuple[tuple[str, str], ...] = ()) -> bytes:
@@ -67,6 +80,13 @@ class _EnclaveBusy(PrivprocError):
 
 class _SessionGone(PrivprocError):
     """The enclave no longer knows the session (it restarted or dropped it): not a failure."""
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """No enclave took a new session: the answer to give."""
+
+    answer: bytes
 
 
 @dataclass
@@ -89,7 +109,8 @@ class SessionRouter:
         verifier: TokenVerifier | None,
         *,
         max_sessions: int = 10_000,
-        idle_timeout: float = 300.0,
+        idle_timeout: float = SessionPolicy.idle_timeout,
+        evictable_after: float = SessionPolicy.evictable_after,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not enclave_urls:
@@ -98,8 +119,11 @@ class SessionRouter:
         self.verifier = verifier
         self.max_sessions = max_sessions
         self.idle_timeout = idle_timeout
+        self.evictable_after = evictable_after
         self._clock = clock
         self._sessions: dict[str, _Session] = {}
+        self._closing: set[asyncio.Future[None]] = set()
+        self._placing: set[bytes] = set()  # ids of the tokens whose sessions are being placed
         self.metrics: Metrics | None = None  # set by the gateway app that serves this router
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(300.0, connect=5.0),
@@ -115,9 +139,9 @@ class SessionRouter:
     def session_count(self) -> int:
         return len(self._sessions)
 
-    def _place(self) -> Enclave | None:
-        healthy = [e for e in self.enclaves if e.healthy]
-        return min(healthy, key=lambda e: e.sessions, default=None)
+    def _placements(self) -> list[Enclave]:
+        """The healthy enclaves, the least loaded first."""
+        return sorted((e for e in self.enclaves if e.healthy), key=lambda e: e.sessions)
 
     def _count(self, error: str | None = None) -> None:
         if self.metrics is not None:
@@ -131,7 +155,10 @@ class SessionRouter:
             session.enclave.sessions -= 1
         self._count()
 
-    async def _forward(self, method: str, enclave: Enclave, session_id: str, body: bytes) -> bytes:
+    async def _forward(
+        self, method: str, enclave: Enclave, session_id: str, body: bytes
+    ) -> tuple[bytes, str | None]:
+        """The enclave's records, and the session it evicted to make room for this one (a PUT)."""
         url = f"{enclave.url}/sessions/{session_id}"
         async with self.http.stream(method, url, content=body) as answer:
             if answer.status_code == 503:
@@ -141,7 +168,8 @@ class SessionRouter:
             if answer.status_code != 200:
                 raise PrivprocError(f"the enclave answered {answer.status_code}")
             # Records are bounded: an enclave that sends more is cut off (TooLargeError).
-            return await read_bounded(answer, MAX_RECORDS)
+            records = await read_bounded(answer, MAX_RECORDS)
+            return records, answer.headers.get("evicted-session")
 
     @staticmethod
     def _decode(inner: bytes) -> bhttp.Request | bytes:
@@ -173,7 +201,6 @@ class SessionRouter:
             yield await self.handle(inner)
             return
         session_id, session = found
-        session.last_used = time.monotonic()
         url = f"{session.enclave.url}/sessions/{session_id}/stream"
         started = False
         try:
@@ -210,21 +237,19 @@ class SessionRouter:
             return found
         session_id, session = found
         if request.method == "DELETE":
-            enclave = session.enclave
-            self._forget(session_id)
-            with contextlib.suppress(httpx.HTTPError):  # the enclave forgets idle ones itself
-                await self.http.delete(f"{enclave.url}/sessions/{session_id}")
+            await self._close(session_id)
             return _answer(204)
         if request.method != "POST":
             return _answer(405)
-        session.last_used = time.monotonic()
         try:
-            records = await self._forward("POST", session.enclave, session_id, request.content)
+            records, _ = await self._forward("POST", session.enclave, session_id, request.content)
         except _SessionGone:
             self._forget(session_id)
             return _error(404, "no-such-session", True)
         except (httpx.HTTPError, PrivprocError):
             return self._lost(session_id, session.enclave)
+        if records:  # an exchange the enclave answered; records it ignored keep nothing alive
+            session.last_used = time.monotonic()
         return _answer(200, records, (("content-type", "application/octet-stream"),))
 
     def _lost(self, session_id: str, enclave: Enclave) -> bytes:
@@ -234,43 +259,124 @@ class SessionRouter:
         logs.event(PARTY, "session", outcome="enclave-lost", status=502)
         return _error(502, "enclave-lost", True)
 
+    def _token_refused(self, exc: TokenRejectedError, now: float) -> bytes:
+        assert self.verifier is not None
+        logs.event(PARTY, "token", outcome=exc.reason, status=401)
+        self._count(f"token-{exc.reason}")
+        challenge = (("www-authenticate", self.verifier.challenge_header(now)),)
+        return _error(401, "token-required", True, challenge)
+
+    @staticmethod
+    def _store_unavailable() -> bytes:
+        logs.event(PARTY, "token", outcome="store-unavailable", status=503)
+        return _error(503, "unavailable", True, (("retry-after", "5"),))
+
     async def _open(self, request: bhttp.Request) -> bytes:
+        """A new session: token checked, session placed, then (only then) the token spent."""
+        now = self._clock()
+        checked = None
         if self.verifier is not None:
-            now = self._clock()
             try:
-                await self.verifier.redeem(request.header("authorization"), now)
+                checked = self.verifier.check(request.header("authorization"), now)
+                if checked.token_id in self._placing:  # a copy is being placed right now
+                    raise TokenRejectedError("spent")
+                await self.verifier.refuse_spent(checked)  # a replay costs no enclave work
             except TokenRejectedError as exc:
-                logs.event(PARTY, "token", outcome=exc.reason, status=401)
-                self._count(f"token-{exc.reason}")
-                challenge = (("www-authenticate", self.verifier.challenge_header(now)),)
-                return _error(401, "token-required", True, challenge)
+                return self._token_refused(exc, now)
             except StoreUnavailableError:
-                logs.event(PARTY, "token", outcome="store-unavailable", status=503)
-                return _error(503, "unavailable", True, (("retry-after", "5"),))
-        if len(self._sessions) >= self.max_sessions:
-            return _error(503, "busy", True, (("retry-after", "1"),))
-        enclave = self._place()
-        if enclave is None:
-            await self.check_health()  # one may have come back since the last periodic check
-            enclave = self._place()
-        if enclave is None:
-            return _error(503, "no-enclave", True, (("retry-after", "5"),))
-        if self.verifier is not None and self.metrics is not None:
-            self.metrics.tokens_spent.labels(PARTY).inc()
+                return self._store_unavailable()
+        if len(self._sessions) >= self.max_sessions and not self._make_room():
+            return _error(503, "busy", True, _BUSY)
         session_id = secrets.token_hex(16)
-        self._sessions[session_id] = _Session(enclave)
-        enclave.sessions += 1
-        self._count()
+        if checked is not None:
+            self._placing.add(checked.token_id)
         try:
-            records = await self._forward("PUT", enclave, session_id, request.content)
-        except _EnclaveBusy:
-            self._forget(session_id)
-            return _error(503, "busy", True, (("retry-after", "1"),))
-        except (httpx.HTTPError, PrivprocError):
-            return self._lost(session_id, enclave)
+            placed = await self._place(session_id, request.content)
+            if isinstance(placed, _Refusal):
+                return placed.answer  # busy, no enclave, or lost: the token is not spent
+            if checked is not None and (refused := await self._spend(checked, session_id, now)):
+                return refused
+        finally:
+            if checked is not None:
+                self._placing.discard(checked.token_id)
         logs.event(PARTY, "session", outcome="opened", status=201)
         headers = (("session-id", session_id), ("content-type", "application/octet-stream"))
-        return _answer(201, records, headers)
+        return _answer(201, placed, headers)
+
+    async def _place(self, session_id: str, hello: bytes) -> bytes | _Refusal:
+        """Open the session on an enclave, the least loaded first and the next while one is busy;
+        its first records, or the answer that says why no enclave took it."""
+        enclaves = self._placements()
+        if not enclaves:
+            await self.check_health()  # one may have come back since the last periodic check
+            enclaves = self._placements()
+        if not enclaves:
+            return _Refusal(_error(503, "no-enclave", True, (("retry-after", "5"),)))
+        busy = False
+        for enclave in enclaves:
+            self._sessions[session_id] = _Session(enclave)  # counted while it is being placed
+            enclave.sessions += 1
+            self._count()
+            try:
+                records, evicted = await self._forward("PUT", enclave, session_id, hello)
+            except _EnclaveBusy:
+                busy = True
+                self._forget(session_id)
+                continue
+            except (httpx.HTTPError, PrivprocError):
+                enclave.healthy = False
+                self._forget(session_id)
+                self._count("enclave-lost")
+                continue
+            gone = self._sessions.get(evicted) if evicted is not None else None
+            if gone is not None and gone.enclave is enclave:  # the enclave made room: forget it
+                self._forget(evicted or "")
+            return records
+        if busy:
+            return _Refusal(_error(503, "busy", True, _BUSY))
+        logs.event(PARTY, "session", outcome="enclave-lost", status=502)
+        return _Refusal(_error(502, "enclave-lost", True))
+
+    async def _spend(self, checked: CheckedToken, session_id: str, now: float) -> bytes | None:
+        """Spend the token of a placed session; the answer if it cannot be spent (the session is
+        closed again)."""
+        assert self.verifier is not None
+        try:
+            await self.verifier.spend(checked)
+        except (TokenRejectedError, StoreUnavailableError) as exc:
+            await self._close(session_id)
+            if isinstance(exc, TokenRejectedError):
+                return self._token_refused(exc, now)
+            return self._store_unavailable()
+        if self.metrics is not None:
+            self.metrics.tokens_spent.labels(PARTY).inc()
+        return None
+
+    def _make_room(self) -> bool:
+        """Forget the session idle longest, if it has been idle `evictable_after` (its enclave
+        is told in the background); False if none may give way."""
+        cutoff = time.monotonic() - self.evictable_after
+        idle = [(s.last_used, i) for i, s in self._sessions.items() if s.last_used <= cutoff]
+        if not idle:
+            return False
+        _, session_id = min(idle)
+        task = asyncio.ensure_future(self._tell(self._sessions[session_id].enclave, session_id))
+        self._closing.add(task)  # held until done (the loop keeps only weak references)
+        task.add_done_callback(self._closing.discard)
+        self._forget(session_id)
+        return True
+
+    async def _close(self, session_id: str) -> None:
+        """Forget the session and tell its enclave."""
+        session = self._sessions.get(session_id)
+        self._forget(session_id)
+        if session is not None:
+            await self._tell(session.enclave, session_id)
+
+    async def _tell(self, enclave: Enclave, session_id: str) -> None:
+        """Ask the enclave to forget a session (it forgets idle ones itself anyway)."""
+        with contextlib.suppress(httpx.HTTPError):
+            await self.http.delete(f"{enclave.url}/sessions/{session_id}")
 
     async def check_health(self) -> None:
         """Ask every enclave how it is; forget idle sessions."""

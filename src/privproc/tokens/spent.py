@@ -5,7 +5,8 @@ One interface, two backends:
 - `RedisSpentStore`: `SET key 1 NX EXAT expires` on a shared Redis, for several gateways.
 
 Rules: `spend` is atomic (the first caller gets True, every later one False) and fails closed: if
-the store cannot answer, it raises `StoreUnavailableError` and the token is refused. Entries are
+the store cannot answer, it raises `StoreUnavailableError` and the token is refused. `is_spent`
+only reads (a caller refuses a replay before doing work for it, and spends after). Entries are
 token ids (a hash of the authenticator input), never tokens, and expire with their key.
 """
 
@@ -15,6 +16,7 @@ import asyncio
 import math
 import sqlite3
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
@@ -44,6 +46,10 @@ class StoreUnavailableError(PrivprocError):
 class SpentTokenStore(Protocol):
     async def spend(self, token_id: bytes, expires_at: float) -> bool:
         """Record `token_id` as spent until `expires_at`; True only for the first caller."""
+        ...
+
+    async def is_spent(self, token_id: bytes) -> bool:
+        """Whether `token_id` has been spent (a read: it spends nothing)."""
         ...
 
     async def aclose(self) -> None: ...
@@ -86,10 +92,20 @@ class SqliteSpentStore:
         )
         return cursor.rowcount == 1
 
+    def _is_spent(self, token_id: bytes) -> bool:
+        row = self._db.execute("SELECT 1 FROM spent WHERE id = ?", (token_id,)).fetchone()
+        return row is not None
+
     async def spend(self, token_id: bytes, expires_at: float) -> bool:
+        return await self._run(self._spend, token_id, expires_at)
+
+    async def is_spent(self, token_id: bytes) -> bool:
+        return await self._run(self._is_spent, token_id)
+
+    async def _run(self, call: Callable[..., bool], *args: object) -> bool:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, self._spend, token_id, expires_at)
+            return await loop.run_in_executor(self._executor, call, *args)
         except sqlite3.Error as exc:
             raise StoreUnavailableError(f"the spent-token database failed: {exc}") from None
 
@@ -126,6 +142,13 @@ class RedisSpentStore:
         except (RedisError, OSError) as exc:
             raise StoreUnavailableError(f"the spent-token store (Redis) failed: {exc}") from None
         return bool(created)
+
+    async def is_spent(self, token_id: bytes) -> bool:
+        try:
+            found = await self._redis.exists(REDIS_PREFIX + token_id.hex())
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(f"the spent-token store (Redis) failed: {exc}") from None
+        return bool(found)
 
     async def aclose(self) -> None:
         await self._redis.aclose()

@@ -3,7 +3,9 @@
 Rules of this module:
 - `check` is pure: it parses an Authorization value and proves the token is a type 0x0002 token
   for one of this verifier's own challenges, signed by an issuer key that has not expired. Only
-  then does `redeem` ask the spent-token store, so garbage never fills the store.
+  then does `spend` (or `redeem`, both at once) ask the spent-token store, so garbage never fills
+  the store. A caller may do work between `check` and `spend` (the gateway reserves an enclave
+  session) so that a token is spent only for a request that will be served.
 - Every refusal is a `TokenRejectedError` whose `reason` is a short fixed identifier (for logs and
   metrics); the HTTP layer answers every reason alike (401 with a fresh challenge), so a client
   learns nothing from which check failed.
@@ -117,11 +119,19 @@ class TokenVerifier:
             raise TokenRejectedError("signature") from None
         return CheckedToken(hashlib.sha256(signed).digest(), key.expires)
 
-    async def redeem(self, authorization: str | None, now: float) -> None:
-        """Check the token and spend it; raises `TokenRejectedError` unless this is its first use.
+    async def spend(self, checked: CheckedToken) -> None:
+        """Spend a checked token; raises `TokenRejectedError` unless this is its first use.
 
         A store failure propagates as `StoreUnavailableError`: the token is refused (fail closed)
         but not burnt, and the caller answers 503."""
-        checked = self.check(authorization, now)
         if not await self._store.spend(checked.token_id, checked.expires):
             raise TokenRejectedError("spent")
+
+    async def refuse_spent(self, checked: CheckedToken) -> None:
+        """`TokenRejectedError("spent")` if the token has been spent (spends nothing)."""
+        if await self._store.is_spent(checked.token_id):
+            raise TokenRejectedError("spent")
+
+    async def redeem(self, authorization: str | None, now: float) -> None:
+        """Check the token and spend it (`check`, then `spend`)."""
+        await self.spend(self.check(authorization, now))

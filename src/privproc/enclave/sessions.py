@@ -1,0 +1,148 @@
+"""The enclave's session table: which attested sessions exist, how long each may live, and which
+one gives way when a new session needs room.
+
+Rules of this module:
+- Sans-IO: time is an argument (`now`, monotonic seconds), never read here; whether a session is
+  in use (an exchange under way) is the caller's answer to `in_use(value)`.
+- Only application data counts as activity: the caller calls `touch` only for an exchange whose
+  records carried application bytes. Handshake records, empty posts and partial records keep
+  nothing alive, so a squatter must send real requests, which `max_requests` counts.
+- A session ends when it has been idle `idle_timeout`, when it is `lifetime` old, or once it has
+  served `max_requests` requests (its next exchange is refused; the client opens a new session).
+- At most `max_sessions` exist. A new session that finds the table full takes the place of the
+  one idle longest, if that one has been idle at least `evictable_after` and is not in use;
+  otherwise it is refused (`SessionsBusyError`), and the caller answers "busy".
+- A session in use is never evicted or reaped; it is judged again at its next exchange.
+- The policy is part of the enclave's measured configuration (`config()`): another policy is
+  another build.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Generic, TypeVar
+
+from privproc.errors import PrivprocError, UsageError
+
+__all__ = ["SessionPolicy", "SessionTable", "SessionsBusyError"]
+
+T = TypeVar("T")
+
+
+class SessionsBusyError(PrivprocError):
+    """Every session is taken and none has been idle long enough to give way: try later."""
+
+    retryable = True
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    """How many sessions an enclave holds and how long each may live (docs/THREAT_MODEL.md works
+    out what these defaults cost a squatter)."""
+
+    max_sessions: int = 256
+    idle_timeout: float = 300.0  # seconds without application data: the session is forgotten
+    lifetime: float = 600.0  # seconds from its start, however busy
+    max_requests: int = 50  # requests one session may carry
+    evictable_after: float = 30.0  # seconds idle: it gives way to a new session when full
+
+    def __post_init__(self) -> None:
+        if self.max_sessions < 1 or self.max_requests < 1:
+            raise UsageError("a session policy allows at least one session and one request")
+        if not 0 < self.evictable_after <= self.idle_timeout:
+            raise UsageError("evictable_after is positive and at most idle_timeout")
+        if self.lifetime <= 0:
+            raise UsageError("a session's lifetime is positive")
+
+    def config(self) -> dict[str, float | int]:
+        """The policy as the measured configuration records it."""
+        return asdict(self)
+
+
+@dataclass
+class _Entry(Generic[T]):
+    value: T
+    opened: float
+    active: float  # the last exchange that carried application data (or the opening)
+    requests: int = 0
+
+
+class SessionTable(Generic[T]):
+    """Session id -> the caller's value (its connection), under a `SessionPolicy`."""
+
+    def __init__(self, policy: SessionPolicy, in_use: Callable[[T], bool]) -> None:
+        self.policy = policy
+        self._in_use = in_use
+        self._entries: dict[str, _Entry[T]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._entries
+
+    def get(self, session_id: str) -> T | None:
+        entry = self._entries.get(session_id)
+        return None if entry is None else entry.value
+
+    def open(self, session_id: str, value: T, now: float) -> str | None:
+        """Add a session; returns the id of the session evicted to make room, if one was.
+        Raises `SessionsBusyError` when the table is full and nothing may give way."""
+        if session_id in self._entries:
+            raise UsageError("the session exists already")
+        evicted = None
+        if len(self._entries) >= self.policy.max_sessions:
+            evicted = self._evictable(now)
+            if evicted is None:
+                raise SessionsBusyError("every enclave session is taken")
+            del self._entries[evicted]
+        self._entries[session_id] = _Entry(value, now, now)
+        return evicted
+
+    def _evictable(self, now: float) -> str | None:
+        """The session idle longest, if it has been idle at least `evictable_after`."""
+        cutoff = now - self.policy.evictable_after
+        idle = (
+            (entry.active, session_id)
+            for session_id, entry in self._entries.items()
+            if entry.active <= cutoff and not self._in_use(entry.value)
+        )
+        oldest = min(idle, default=None)
+        return None if oldest is None else oldest[1]
+
+    def ended(self, session_id: str, now: float) -> str | None:
+        """Why the session may carry no more exchanges ("idle", "lifetime", "requests"), or None
+        while it may (or when there is no such session)."""
+        entry = self._entries.get(session_id)
+        if entry is None:
+            return None
+        policy = self.policy
+        if now - entry.active >= policy.idle_timeout:
+            return "idle"
+        if now - entry.opened >= policy.lifetime:
+            return "lifetime"
+        if entry.requests >= policy.max_requests:
+            return "requests"
+        return None
+
+    def touch(self, session_id: str, now: float, requests: int) -> None:
+        """An exchange carried application data, completing `requests` requests."""
+        entry = self._entries.get(session_id)
+        if entry is not None:
+            entry.active = now
+            entry.requests += requests
+
+    def remove(self, session_id: str) -> bool:
+        return self._entries.pop(session_id, None) is not None
+
+    def expired(self, now: float) -> Iterator[tuple[str, str]]:
+        """(id, reason) of each session that has ended and is not in use (the reaper drops
+        them)."""
+        for session_id, entry in list(self._entries.items()):
+            reason = self.ended(session_id, now)
+            if reason is not None and not self._in_use(entry.value):
+                yield session_id, reason
+
+    def clear(self) -> None:
+        self._entries.clear()

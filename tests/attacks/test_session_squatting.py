@@ -1,0 +1,184 @@
+"""The squatter: holds the enclave's sessions so that others find no room, as cheaply as it can.
+
+Every party is a real process on loopback (`privproc up`'s System), the enclave with a small
+session policy (two sessions, short times, few requests: measured and logged like any build), so
+the attacks run in seconds. Each test plays one trick and checks the defence that stops it:
+
+- a full enclave answers "busy" before the gateway spends a token; the refused client keeps its
+  token and it works later;
+- records without application data (empty posts) keep no session alive, and under pressure an
+  idle session gives way to a new one;
+- a session ends after its request budget and after its lifetime, however busy it is kept.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from privproc.client.controls import FEATURES, Settings
+from privproc.client.private import PrivateProcessingClient
+from privproc.enclave.sessions import SessionPolicy
+from privproc.errors import PeerRejectedError
+from privproc.system import System
+
+POLICY = SessionPolicy(
+    max_sessions=2, idle_timeout=6.0, lifetime=12.0, max_requests=4, evictable_after=3.0
+)
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    running = System(tmp_path_factory.mktemp("squat"), sessions=POLICY)
+    try:
+        running.start()
+        controls = Settings.load(running.client_dir)
+        for feature in FEATURES:
+            controls.set_feature(feature, True)
+        controls.save()
+        yield running
+    finally:
+        running.stop()
+
+
+def _client(system: System) -> PrivateProcessingClient:
+    client = PrivateProcessingClient.from_state(system.client_dir)
+    client.retry_budget = 0.0  # the attack tests look at each answer, untried again
+    return client
+
+
+def _spent(system: System) -> int:
+    base = system.party("gateway").url.split("/.well-known")[0].rstrip("/")
+    text = httpx.get(base + "/metrics").text
+    found = re.search(r'privproc_tokens_spent_total\{party="gateway"\} (\d+)', text)
+    assert found is not None
+    return int(float(found.group(1)))
+
+
+def _opened(system: System) -> int:
+    """Sessions the enclave has opened so far (its log says so, without content)."""
+    return system.party("enclave").logs().count('"session-opened"')
+
+
+def _use(client: PrivateProcessingClient) -> str:
+    """One cheap request that carries application data; the session it went on."""
+    status, _ = client.request("GET", "/v1/models")
+    assert status == 200
+    assert client._session is not None
+    return client._session.id
+
+
+def _tokens(client: PrivateProcessingClient) -> int:
+    return sum(count for _, count in client.wallet.counts(time.time()))
+
+
+def _free(*clients: PrivateProcessingClient) -> None:
+    for client in clients:
+        client.close()
+
+
+def test_a_full_enclave_is_busy_before_a_token_is_spent(system: System) -> None:
+    squatters = [_client(system) for _ in range(POLICY.max_sessions)]
+    newcomer = _client(system)
+    try:
+        for squatter in squatters:
+            _use(squatter)  # every session taken, and in use moments ago
+        spent, tokens = _spent(system), _tokens(newcomer)
+        with pytest.raises(PeerRejectedError, match="busy") as busy:
+            _use(newcomer)
+        assert busy.value.status == 503
+        assert busy.value.retryable
+        assert busy.value.retry_after == 1.0
+        assert _spent(system) == spent  # the gateway spent nothing
+        assert newcomer._unspent is not None  # the client kept its token
+        kept = newcomer._unspent[1]
+        # The squatters stop; once idle long enough, one gives way, and the kept token works.
+        time.sleep(POLICY.evictable_after + 0.5)
+        steps: list[str] = []
+        newcomer._step = steps.append
+        _use(newcomer)
+        assert "the token the gateway did not spend last time" in steps
+        assert _spent(system) == spent + 1
+        assert _tokens(newcomer) == tokens - 1  # no other token was taken for it
+        assert newcomer._unspent is None
+        # That token is spent now: a replay of it is refused, and costs the enclave nothing.
+        opened = _opened(system)
+        replay = newcomer._inner("POST", "/v1/sessions", b"", [("authorization", kept)])
+        assert replay.status == 401
+        assert _opened(system) == opened
+    finally:
+        _free(*squatters, newcomer)
+
+
+def test_records_without_application_data_keep_no_session_alive(system: System) -> None:
+    squatter = _client(system)
+    try:
+        session = _use(squatter)
+        path = f"/v1/sessions/{session}"
+        # Empty posts through the relay, every half second, well past the idle timeout.
+        deadline = time.monotonic() + POLICY.idle_timeout + 4
+        statuses = []
+        while time.monotonic() < deadline and 404 not in statuses:
+            statuses.append(squatter._inner("POST", path, b"", []).status)
+            time.sleep(0.5)
+        assert statuses[0] == 200
+        assert statuses[-1] == 404  # forgotten, however often it was "kept alive"
+    finally:
+        _free(squatter)
+
+
+def test_an_idle_session_gives_way_when_the_enclave_is_full(system: System) -> None:
+    squatters = [_client(system) for _ in range(POLICY.max_sessions)]
+    newcomer = _client(system)
+    try:
+        held = [_use(s) for s in squatters]
+        # The squatters keep "touching" their sessions with empty posts; that is not activity.
+        for _ in range(int(POLICY.evictable_after / 0.5) + 2):
+            for squatter, session in zip(squatters, held, strict=True):
+                squatter._inner("POST", f"/v1/sessions/{session}", b"", [])
+            time.sleep(0.5)
+        _use(newcomer)  # room was made: the session idle longest gave way
+        gone = [s._inner("POST", f"/v1/sessions/{i}", b"", []).status for s, i in
+                zip(squatters, held, strict=True)]  # fmt: skip
+        assert sorted(gone) == [200, 404]
+    finally:
+        _free(*squatters, newcomer)
+
+
+def test_a_session_ends_after_its_requests_and_its_lifetime(system: System) -> None:
+    client = _client(system)
+    try:
+        first = _use(client)
+        for _ in range(POLICY.max_requests - 1):
+            assert _use(client) == first
+        # The budget is used up: the next request goes on a new session (and a new token).
+        spent = _spent(system)
+        second = _retried(client)
+        assert second != first
+        assert _spent(system) == spent + 1
+        # Busy all along, a session still ends at its lifetime.
+        ids = {second}
+        began = time.monotonic()
+        while time.monotonic() - began < POLICY.lifetime + 3 and len(ids) == 1:
+            time.sleep(POLICY.lifetime / 4)  # fewer requests than the budget in a lifetime
+            ids.add(_retried(client))
+        assert len(ids) == 2
+        assert time.monotonic() - began >= POLICY.lifetime - 1
+    finally:
+        _free(client)
+
+
+def _retried(client: PrivateProcessingClient) -> str:
+    """A request, tried again once on a new session when the enclave ended the old one."""
+    client.retry_budget = 5.0
+    try:
+        found: dict[str, Any] = {}
+        client._retrying(lambda: found.setdefault("id", _use(client)))
+        return str(found["id"])
+    finally:
+        client.retry_budget = 0.0
