@@ -52,12 +52,17 @@ def _client(system: System) -> PrivateProcessingClient:
     return client
 
 
-def _spent(system: System) -> int:
+def _gauge(system: System, name: str) -> int:
+    """A metric of the gateway's, as its /metrics says."""
     base = system.party("gateway").url.split("/.well-known")[0].rstrip("/")
     text = httpx.get(base + "/metrics").text
-    found = re.search(r'privproc_tokens_spent_total\{party="gateway"\} (\d+)', text)
+    found = re.search(name + r'\{party="gateway"\} ([\d.]+)', text)
     assert found is not None
     return int(float(found.group(1)))
+
+
+def _spent(system: System) -> int:
+    return _gauge(system, "privproc_tokens_spent_total")
 
 
 def _opened(system: System) -> int:
@@ -143,6 +148,8 @@ def test_an_idle_session_gives_way_when_the_enclave_is_full(system: System) -> N
                 squatter._inner("POST", f"/v1/sessions/{session}", b"", [])
             time.sleep(0.5)
         _use(newcomer)  # room was made: the session idle longest gave way
+        # The enclave named the session it evicted; the gateway forgot it at once.
+        assert _gauge(system, "privproc_sessions") == POLICY.max_sessions
         gone = [s._inner("POST", f"/v1/sessions/{i}", b"", []).status for s, i in
                 zip(squatters, held, strict=True)]  # fmt: skip
         assert sorted(gone) == [200, 404]

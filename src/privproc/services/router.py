@@ -328,14 +328,18 @@ class SessionRouter:
                 self._forget(session_id)
                 self._count("enclave-lost")
                 continue
-            gone = self._sessions.get(evicted) if evicted is not None else None
-            if gone is not None and gone.enclave is enclave:  # the enclave made room: forget it
-                self._forget(evicted or "")
+            self._evicted(enclave, evicted)
             return records
         if busy:
             return _Refusal(_error(503, "busy", True, _BUSY))
         logs.event(PARTY, "session", outcome="enclave-lost", status=502)
         return _Refusal(_error(502, "enclave-lost", True))
+
+    def _evicted(self, enclave: Enclave, session_id: str | None) -> None:
+        """Forget the session the enclave evicted to make room (if it named one of its own)."""
+        gone = self._sessions.get(session_id or "")
+        if session_id is not None and gone is not None and gone.enclave is enclave:
+            self._forget(session_id)
 
     async def _spend(self, checked: CheckedToken, session_id: str, now: float) -> bytes | None:
         """Spend the token of a placed session; the answer if it cannot be spent (the session is
