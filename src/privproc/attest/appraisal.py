@@ -25,8 +25,9 @@ looks the measurement up in a log the caller reads (log.checkpoint, log.inclusio
 Rules: appraisal never raises on bad evidence, only records failed checks; without a log policy
 the log checks are skipped with that reason (a client configuration always has one); every
 comparison of the expected report data is constant-time. The default minimum TCB
-(`MINIMUM_TCB`) covers every product the verifier knows; a configuration may raise it
-(`raised_minimum_tcb`), only code that builds its own policy can lower it.
+(`privproc.attest.bulletins.MINIMUM_TCB`) covers every product the verifier knows; a
+configuration may raise it (`raised_minimum_tcb`), only code that builds its own policy can lower
+it.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from privproc.attest.amd import TrustAnchors
-from privproc.attest.bulletins import MINIMUM_TCB, raised_minimum_tcb
+from privproc.attest.bulletins import MINIMUM_TCB
 from privproc.attest.evidence import EvidenceBundle
 from privproc.attest.measurement import Manifest
 from privproc.attest.snp import AttestationReport, Product, TcbParts
@@ -49,13 +50,11 @@ from privproc.tlog.client import LogClient, LogPolicy, verify_checkpoint
 from privproc.tlog.entries import EnclaveRelease, decode_entry
 
 __all__ = [
-    "MINIMUM_TCB",
     "AttestationPolicy",
     "AttestationRejectedError",
     "apply_policy",
     "appraise",
     "logged_release_checks",
-    "raised_minimum_tcb",
     "ratls_verifier",
 ]
 
