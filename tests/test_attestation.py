@@ -387,3 +387,22 @@ def test_a_policy_without_a_minimum_for_the_product_refuses_it(
     )
     assert [c.id for c in report.failures] == ["policy.min-tcb"]
     assert "no minimum TCB for Milan" in report.failures[0].reason
+
+
+def test_a_resumed_system_replaces_a_saved_platform_below_the_minimum(tmp_path: Path) -> None:
+    """State saved before the minimum rose would be refused by every device: `privproc up`
+    makes a new platform at the minimum (client.json names its root at each start)."""
+    from privproc.system import virtual_platform
+
+    said: list[str] = []
+    old = VirtualSnp.generate(Product.MILAN, bootloader=10, snp=23, microcode=213)
+    old.save(tmp_path / "platform")
+    new = virtual_platform(tmp_path / "platform", True, said.append)
+    assert new.tcb == MINIMUM_TCB[Product.MILAN]
+    assert new.chain_pem() != old.chain_pem()
+    assert VirtualSnp.load(tmp_path / "platform").chain_pem() == new.chain_pem()
+    assert len(said) == 1
+    assert "below the minimum" in said[0]
+    # A saved platform at the minimum is kept as it is.
+    assert virtual_platform(tmp_path / "platform", True, said.append).chain_pem() == new.chain_pem()
+    assert len(said) == 1
