@@ -21,33 +21,40 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_verify_real_reports_and_refuse_the_wrong_product_chain() -> None:
-    ok = _cli(
+    vlek = [
         "attest", "verify", str(VECTORS / "trustee" / "test-vlek-report.bin"),
-        "--vcek", str(VECTORS / "trustee" / "test-vlek.der"),
-        "--chain", str(VECTORS / "go-sev-guest" / "ask_ark_milan_vlek.pem"), "--json",
-        "--at", "2025-06-01",
-    )  # fmt: skip
+        "--vcek", str(VECTORS / "trustee" / "test-vlek.der"), "--json", "--at", "2025-06-01",
+    ]  # fmt: skip
+    milan_vlek = str(VECTORS / "go-sev-guest" / "ask_ark_milan_vlek.pem")
+    # Genuine AMD evidence, but requested at VMPL 1 on firmware older than the minimum TCB:
+    # the default policy refuses it for both, and only for those.
+    old = _cli(*vlek, "--chain", milan_vlek)
+    assert old.returncode == 1, old.stdout + old.stderr
+    failed = {
+        c["id"]: c["reason"] for c in json.loads(old.stdout)["checks"] if c["status"] == "fail"
+    }
+    assert list(failed) == ["policy.vmpl", "policy.min-tcb"]
+    assert "snp 24 < 27, microcode 217 < 219" in failed["policy.min-tcb"]
+    # The hardware checks alone pass, with a warning that the policy was off.
+    ok = _cli(*vlek, "--chain", milan_vlek, "--no-policy")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert json.loads(ok.stdout)["ok"] is True
-    wrong = _cli(
-        "attest", "verify", str(VECTORS / "trustee" / "test-vlek-report.bin"),
-        "--vcek", str(VECTORS / "trustee" / "test-vlek.der"),
-        "--chain", str(VECTORS / "go-sev-guest" / "ask_ark_genoa_vlek.pem"), "--json",
-        "--at", "2025-06-01",
-    )  # fmt: skip
+    assert "WARNING: --no-policy" in ok.stderr
+    wrong = _cli(*vlek, "--chain", str(VECTORS / "go-sev-guest" / "ask_ark_genoa_vlek.pem"))
     assert wrong.returncode == 1
-    failed = [c["id"] for c in json.loads(wrong.stdout)["checks"] if c["status"] == "fail"]
-    assert failed
-    assert all(f.startswith(("chain.", "vcek.")) for f in failed)
+    failed_ids = [c["id"] for c in json.loads(wrong.stdout)["checks"] if c["status"] == "fail"]
+    assert {"chain.ark-pinned", "chain.vcek-signature"} <= set(failed_ids)
+    assert all(f.startswith(("chain.", "vcek.", "policy.")) for f in failed_ids)
     usage = _cli("attest", "verify", str(VECTORS / "trustee" / "test-report.bin"), "--vcek")
     assert usage.returncode == 2
+    assert _cli(*vlek, "--no-policy", "--measurement", "00" * 48).returncode == 2
 
 
 def test_simulate_verify_and_measure(tmp_path: Path) -> None:
     rd = "ab" * 64
     out = tmp_path / "report.bin"
     sim = _cli("attest", "simulate", "--state", str(tmp_path / "p"), "--out", str(out),
-               "--report-data", rd, "--debug")  # fmt: skip
+               "--report-data", rd)  # fmt: skip
     assert sim.returncode == 0, sim.stderr
     common = ["attest", "verify", str(out), "--vcek", str(out.with_suffix(".vcek.pem")),
               "--chain", str(out.with_suffix(".chain.pem"))]  # fmt: skip

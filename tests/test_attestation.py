@@ -4,6 +4,7 @@ attested TLS end to end with a virtual enclave whose release is in a witnessed l
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,13 +19,14 @@ from privproc.attest.appraisal import (
     appraise,
     ratls_verifier,
 )
+from privproc.attest.bulletins import MINIMUM_TCB, raised_minimum_tcb
 from privproc.attest.evidence import EvidenceBundle
 from privproc.attest.hardware import ConfigfsTsm, encode_cert_table
 from privproc.attest.measurement import Manifest, ManifestEntry
 from privproc.attest.provider import EvidenceProvider, ReleaseProof
 from privproc.attest.snp import GuestPolicy, Product, TcbParts
 from privproc.attest.virtual import VirtualSnp
-from privproc.errors import PrivprocError
+from privproc.errors import PrivprocError, UsageError
 from privproc.ratls.session import (
     EXPORTER_LABEL,
     EXPORTER_LENGTH,
@@ -334,3 +336,73 @@ def test_replayed_foreign_or_mismatched_evidence_fails_before_any_data(
     client = client_session(ratls_verifier(policy))
     assert _rejection(client, impostor) == ["policy.report-data"]
     assert client.state is ClientState.FAILED
+
+
+# --- The minimum TCB -----------------------------------------------------------------------------
+
+
+def test_the_threat_models_minimum_tcb_table_is_the_codes() -> None:
+    text = (Path(__file__).parent.parent / "docs" / "THREAT_MODEL.md").read_text()
+    section = text.split("## The minimum TCB", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (Milan|Genoa|Turin) \| (.*) \|$", section, re.MULTILINE)
+    assert [name for name, _ in rows] == [str(p) for p in Product]
+    for name, cells in rows:
+        fmc, bootloader, tee, snp, microcode = (c.strip() for c in cells.split("|"))
+        product = Product.parse(name)
+        documented = TcbParts(
+            product,
+            int(bootloader, 0),
+            int(tee, 0),
+            int(snp, 0),
+            int(microcode, 0),
+            fmc=None if fmc == "-" else int(fmc, 0),
+        )
+        assert documented == MINIMUM_TCB[product]
+
+
+def test_a_configuration_raises_the_minimum_tcb_and_never_lowers_it() -> None:
+    least = MINIMUM_TCB[Product.GENOA]
+    lower = TcbParts(Product.GENOA, 0, 0, 0, 0)
+    assert raised_minimum_tcb({Product.GENOA: lower}) == dict(MINIMUM_TCB)
+    higher = TcbParts(Product.GENOA, 3, 0, least.snp + 2, 0)
+    raised = raised_minimum_tcb({Product.GENOA: higher})
+    assert raised[Product.GENOA] == TcbParts(
+        Product.GENOA, 3, least.tee, least.snp + 2, least.microcode
+    )
+    assert raised[Product.MILAN] == MINIMUM_TCB[Product.MILAN]
+    with pytest.raises(UsageError):
+        raised_minimum_tcb({Product.MILAN: lower})
+    with pytest.raises(UsageError):
+        AttestationPolicy(min_tcb={Product.MILAN: lower})
+
+
+def test_a_policy_without_a_minimum_for_the_product_refuses_it(
+    platform: VirtualSnp, release: Release
+) -> None:
+    """The minimum TCB check is never skipped: a product the policy names no minimum for is
+    refused (here a Milan platform under a policy with a Genoa minimum only)."""
+    genoa_only = {Product.GENOA: MINIMUM_TCB[Product.GENOA]}
+    report = appraise(
+        _bundle(platform, release, RD), RD, _policy(platform, release, min_tcb=genoa_only)
+    )
+    assert [c.id for c in report.failures] == ["policy.min-tcb"]
+    assert "no minimum TCB for Milan" in report.failures[0].reason
+
+
+def test_a_resumed_system_replaces_a_saved_platform_below_the_minimum(tmp_path: Path) -> None:
+    """State saved before the minimum rose would be refused by every device: `privproc up`
+    makes a new platform at the minimum (client.json names its root at each start)."""
+    from privproc.system import virtual_platform
+
+    said: list[str] = []
+    old = VirtualSnp.generate(Product.MILAN, bootloader=10, snp=23, microcode=213)
+    old.save(tmp_path / "platform")
+    new = virtual_platform(tmp_path / "platform", True, said.append)
+    assert new.tcb == MINIMUM_TCB[Product.MILAN]
+    assert new.chain_pem() != old.chain_pem()
+    assert VirtualSnp.load(tmp_path / "platform").chain_pem() == new.chain_pem()
+    assert len(said) == 1
+    assert "below the minimum" in said[0]
+    # A saved platform at the minimum is kept as it is.
+    assert virtual_platform(tmp_path / "platform", True, said.append).chain_pem() == new.chain_pem()
+    assert len(said) == 1

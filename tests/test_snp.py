@@ -118,6 +118,7 @@ ALL_CHECKS = [
     "chain.validity",
     "report.signature",
     "vcek.tcb-matches-reported",
+    "report.tcb-consistent",
     "vcek.hwid-matches-chip-id",
 ]
 
@@ -841,7 +842,8 @@ def test_a_local_root_verifies_only_when_trusted(local_root: LocalRoot) -> None:
     with pytest.raises(UsageError):
         TrustAnchors.amd().merged(local_root.anchors)
     # A report signed by the local VCEK but for another TCB or chip fails those checks.
-    other = local_root.report(reported_tcb=TcbParts(Product.GENOA, 9, 0, 0x18, 0xD4).raw)
+    newer = TcbParts(Product.GENOA, 9, 0, 0x18, 0xD4).raw
+    other = local_root.report(reported_tcb=newer, current_tcb=newer)
     assert _failed(
         verify_snp_evidence(other, local_root.vcek, now=NOW, roots=local_root.anchors)
     ) == {"vcek.tcb-matches-reported"}

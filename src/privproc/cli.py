@@ -1226,6 +1226,30 @@ def attest_group() -> None:
     help="Check certificate validity at this time (UTC) instead of now, e.g. to audit an old "
     "report.",
 )
+@click.option(
+    "--measurement",
+    "measurements",
+    multiple=True,
+    type=_hex_bytes(48),
+    help="Accept only this MEASUREMENT (48 bytes, hex; repeat for several).",
+)
+@click.option("--log-url", default=None, help="Require MEASUREMENT to be a release in this log.")
+@click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Or in this published log directory.",
+)
+@click.option("--log-origin", default=None, help="The log's origin (with --log-url/--log-dir).")
+@click.option("--log-key", "log_keys", multiple=True, help="The log's verifier key.")
+@click.option("--witness-key", "witness_keys", multiple=True, help="A witness's verifier key.")
+@click.option("--quorum", default=1, show_default=True, type=int, help="Cosignatures needed.")
+@click.option(
+    "--no-policy",
+    is_flag=True,
+    help="Run the hardware checks only (prints a warning): debug guests, old firmware and any "
+    "measurement pass.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the verification report as JSON.")
 def attest_verify(
     report: Path,
@@ -1235,15 +1259,29 @@ def attest_verify(
     report_data: str | None,
     trust_root: Path | None,
     at: Any,
+    measurements: tuple[bytes, ...],
+    log_url: str | None,
+    log_dir: Path | None,
+    log_origin: str | None,
+    log_keys: tuple[str, ...],
+    witness_keys: tuple[str, ...],
+    quorum: int,
+    no_policy: bool,
     as_json: bool,
 ) -> None:
     """Verify an SEV-SNP attestation report and print every check.
+
+    The hardware checks (chain to AMD's pinned root, signature, TCB and chip binding), then the
+    default policy: a debuggable guest, a migration agent, a VMPL above 0 and firmware below
+    the product's minimum TCB are refused; with --measurement the measurement must be listed,
+    with a log (--log-url or --log-dir, --log-origin, --log-key) it must be a logged release.
 
     Exit status: 0 valid, 1 invalid, 2 usage error.
     """
     from datetime import UTC
 
     from privproc.attest.amd import TrustAnchors, TrustedChain
+    from privproc.attest.appraisal import AttestationPolicy, apply_policy
     from privproc.attest.snp import AttestationReport, SigningKey
     from privproc.attest.verify import Check, verify_snp_evidence
 
@@ -1255,6 +1293,13 @@ def attest_verify(
             raise click.BadParameter("not hexadecimal", param_hint="--report-data") from None
         if len(expected) != 64:
             raise click.BadParameter("REPORT_DATA is 64 bytes", param_hint="--report-data")
+    with_log = log_url is not None or log_dir is not None
+    if log_url is not None and log_dir is not None:
+        raise click.UsageError("give at most one of --log-url and --log-dir")
+    if with_log and (log_origin is None or not log_keys):
+        raise click.UsageError("a log needs --log-origin and --log-key")
+    if no_policy and (measurements or with_log):
+        raise click.UsageError("--no-policy checks no measurement: drop it or the policy options")
     try:
         roots = None
         if trust_root is not None:
@@ -1273,21 +1318,64 @@ def attest_verify(
             roots=roots,
             now=None if at is None else at.replace(tzinfo=at.tzinfo or UTC),
         )
+        if not no_policy:
+            policy = AttestationPolicy(measurements=frozenset(measurements))
+            result = apply_policy(result, policy, expected)
+            if with_log and result.report is not None:
+                result = result.with_checks(
+                    *_attest_log_checks(
+                        result.report.measurement,
+                        log_url,
+                        log_dir,
+                        str(log_origin),
+                        log_keys,
+                        witness_keys,
+                        quorum,
+                    )
+                )
     except PrivprocError as exc:
         console.print(f"[red]error:[/red] {escape(str(exc))}")
         sys.exit(2)
-    if expected is not None:
-        import hmac
-
-        actual = AttestationReport.parse(raw).report_data if result.report else b""
-        check = (
-            Check.passing("policy.report-data", "REPORT_DATA is the expected value")
-            if hmac.compare_digest(actual, expected)
-            else Check.failing("policy.report-data", "REPORT_DATA is not the expected value")
+    if no_policy:
+        click.echo(
+            "WARNING: --no-policy: only the hardware checks ran. A debuggable guest, firmware "
+            "below the minimum TCB, a migration agent, a high VMPL and any measurement are NOT "
+            "refused: an OK here does not make this platform safe to send data to.",
+            err=True,
         )
-        result = result.with_checks(check)
+        if expected is not None:
+            import hmac
+
+            actual = AttestationReport.parse(raw).report_data if result.report else b""
+            check = (
+                Check.passing("policy.report-data", "REPORT_DATA is the expected value")
+                if hmac.compare_digest(actual, expected)
+                else Check.failing("policy.report-data", "REPORT_DATA is not the expected value")
+            )
+            result = result.with_checks(check)
     click.echo(result.to_json() if as_json else result.to_text())
     sys.exit(0 if result.ok else 1)
+
+
+def _attest_log_checks(
+    measurement: bytes,
+    log_url: str | None,
+    log_dir: Path | None,
+    origin: str,
+    log_keys: tuple[str, ...],
+    witness_keys: tuple[str, ...],
+    quorum: int,
+) -> list[Any]:
+    """The log checks of `attest verify`: the log read once, with no remembered checkpoint."""
+    import httpx
+
+    from privproc.attest.appraisal import logged_release_checks
+    from privproc.tlog.client import LogClient, LogPolicy, directory_fetcher, http_fetcher
+
+    policy = LogPolicy.from_keys(origin, log_keys, witness_keys, quorum)
+    with httpx.Client(timeout=15, follow_redirects=False) as http:
+        fetch = directory_fetcher(log_dir) if log_dir else http_fetcher(str(log_url), http)
+        return logged_release_checks(measurement, LogClient(policy, fetch))
 
 
 @attest_group.command("simulate")
@@ -1300,7 +1388,7 @@ def attest_verify(
 )
 @click.option(
     "--product",
-    type=click.Choice(["Milan", "Genoa"], case_sensitive=False),
+    type=click.Choice(["Milan", "Genoa", "Turin"], case_sensitive=False),
     default="Milan",
     show_default=True,
     help="The product the virtual platform models (on creation).",

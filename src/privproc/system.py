@@ -12,7 +12,8 @@ Order (each party a real `privproc serve ...` process):
 
 Rules: every party gets its own state under `STATE/system`. A start on a state that a complete
 start left (marked by `STATE/system/complete`) resumes it: the same log, witness, keys, platform and
-account, so the client's remembered checkpoint stays consistent (the new one extends it). A start
+account, so the client's remembered checkpoint stays consistent (the new one extends it); only a
+virtual platform below today's minimum TCB is replaced (`virtual_platform`). A start
 with `fresh=True`, or on a state that never completed, begins anew and resets the client's trust
 state with it (its anchors, checkpoint, tokens and secret; never its settings or report): a new
 log cannot extend the old one. One system at a time per state (`STATE/system.lock`). The
@@ -46,6 +47,7 @@ from typing import IO, Any
 
 import httpx
 
+from privproc.attest.bulletins import MINIMUM_TCB
 from privproc.attest.measurement import Manifest
 from privproc.attest.provider import ReleaseProof
 from privproc.attest.virtual import VirtualSnp
@@ -159,6 +161,21 @@ def free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def virtual_platform(platform_dir: Path, resumed: bool, say: Callable[[str], None]) -> VirtualSnp:
+    """The virtual SEV-SNP a start uses: the saved one when resuming, unless its TCB is below
+    today's minimum for its product (saved before the minimum rose: the device would refuse it),
+    else a new one at that minimum. `client.json` names the platform's root at every start."""
+    if resumed:
+        platform = VirtualSnp.load(platform_dir)
+        if platform.tcb.meets(MINIMUM_TCB[platform.product]):
+            return platform
+        say(f"the virtual platform's TCB is below the minimum for {platform.product}: a new one")
+        shutil.rmtree(platform_dir)
+    platform = VirtualSnp.generate()
+    platform.save(platform_dir)
+    return platform
 
 
 @dataclass
@@ -464,11 +481,7 @@ class System:
             cdn_dir.mkdir(exist_ok=True)
             (cdn_dir / "ohttp-keys").write_bytes(keys)
             platform_dir = sysdir / "platform"
-            if self.resumed:
-                platform = VirtualSnp.load(platform_dir)
-            else:
-                platform = VirtualSnp.generate()
-                platform.save(platform_dir)
+            platform = virtual_platform(platform_dir, self.resumed, self.say)
             self.say("measuring the enclave's code, model and configuration ...")
             manifest = enclave_manifest(locate_smollm2(), enclave_config(MODEL_NAME, self.sessions))
             release_index, release = self._log_release_and_keys(log, manifest, keys, issuer.url)

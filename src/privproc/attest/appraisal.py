@@ -10,16 +10,24 @@ TCB and chip binding), the policy adds, in this order:
 | policy.debug | the guest policy forbids debugging, unless the policy allows it |
 | policy.migration-agent | no migration agent may be associated, unless allowed |
 | policy.vmpl | the report was requested at a VMPL no higher than allowed |
-| policy.min-tcb | REPORTED_TCB meets the policy's minimum for the product (skipped if none) |
+| policy.min-tcb | REPORTED_TCB meets the policy's minimum for the product; a report of no known
+  product, or of a product the policy has no minimum for, fails |
 | manifest.measurement | the stapled workload manifest hashes to MEASUREMENT |
 | policy.measurement | MEASUREMENT is one the policy lists (skipped if it lists none) |
 | log.checkpoint | the stapled checkpoint carries the log's signature and the witness quorum |
 | log.inclusion | the stapled release entry is in that checkpoint's tree |
 | log.release | the entry is an enclave release whose measurement is MEASUREMENT |
 
+`apply_policy` runs the policy checks on a report verified without a bundle (`privproc attest
+verify`): policy.report-data is skipped when no value is expected, and `logged_release_checks`
+looks the measurement up in a log the caller reads (log.checkpoint, log.inclusion, log.release).
+
 Rules: appraisal never raises on bad evidence, only records failed checks; without a log policy
 the log checks are skipped with that reason (a client configuration always has one); every
-comparison of the expected report data is constant-time.
+comparison of the expected report data is constant-time. The default minimum TCB
+(`privproc.attest.bulletins.MINIMUM_TCB`) covers every product the verifier knows; a
+configuration may raise it (`raised_minimum_tcb`), only code that builds its own policy can lower
+it.
 """
 
 from __future__ import annotations
@@ -31,16 +39,24 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from privproc.attest.amd import TrustAnchors
+from privproc.attest.bulletins import MINIMUM_TCB
 from privproc.attest.evidence import EvidenceBundle
 from privproc.attest.measurement import Manifest
 from privproc.attest.snp import AttestationReport, Product, TcbParts
 from privproc.attest.verify import Check, VerificationReport, verify_snp_evidence
-from privproc.errors import CryptoError, PrivprocError
+from privproc.errors import CryptoError, PrivprocError, UsageError
 from privproc.tlog import merkle
-from privproc.tlog.client import LogPolicy, verify_checkpoint
+from privproc.tlog.client import LogClient, LogPolicy, verify_checkpoint
 from privproc.tlog.entries import EnclaveRelease, decode_entry
 
-__all__ = ["AttestationPolicy", "AttestationRejectedError", "appraise", "ratls_verifier"]
+__all__ = [
+    "AttestationPolicy",
+    "AttestationRejectedError",
+    "apply_policy",
+    "appraise",
+    "logged_release_checks",
+    "ratls_verifier",
+]
 
 
 class AttestationRejectedError(CryptoError):
@@ -58,9 +74,15 @@ class AttestationPolicy:
     allow_debug: bool = False
     allow_migration_agent: bool = False
     max_vmpl: int = 0
-    min_tcb: Mapping[Product, TcbParts] = field(default_factory=dict)
+    # The least REPORTED_TCB per product; a product it does not name is refused.
+    min_tcb: Mapping[Product, TcbParts] = field(default_factory=lambda: MINIMUM_TCB)
     measurements: frozenset[bytes] = frozenset()  # empty: any the log proves
     log: LogPolicy | None = None
+
+    def __post_init__(self) -> None:
+        for product, minimum in self.min_tcb.items():
+            if minimum.product is not product:
+                raise UsageError(f"the minimum TCB for {product} is a {product} TCB")
 
 
 def _pem(der: bytes) -> bytes:
@@ -76,10 +98,15 @@ def _flag(check_id: str, value: bool, allowed: bool, what: str) -> Check:
 
 
 def _policy_checks(
-    report: AttestationReport, product: Product | None, expected: bytes, policy: AttestationPolicy
+    report: AttestationReport,
+    product: Product | None,
+    expected: bytes | None,
+    policy: AttestationPolicy,
 ) -> list[Check]:
     checks = []
-    if hmac.compare_digest(report.report_data, expected):
+    if expected is None:
+        checks.append(Check.skipped("policy.report-data", "no expected REPORT_DATA was given"))
+    elif hmac.compare_digest(report.report_data, expected):
         checks.append(Check.passing("policy.report-data", "REPORT_DATA binds this session"))
     else:
         checks.append(
@@ -98,16 +125,34 @@ def _policy_checks(
         checks.append(Check.passing("policy.vmpl", f"VMPL {report.vmpl} <= {policy.max_vmpl}"))
     else:
         checks.append(Check.failing("policy.vmpl", f"VMPL {report.vmpl} > {policy.max_vmpl}"))
-    minimum = policy.min_tcb.get(product) if product is not None else None
-    if minimum is None:
-        checks.append(Check.skipped("policy.min-tcb", f"no minimum TCB configured for {product}"))
-    else:
-        reported = report.tcb("reported", minimum.product)
-        if reported.meets(minimum):
-            checks.append(Check.passing("policy.min-tcb", f"{reported} meets {minimum}"))
-        else:
-            checks.append(Check.failing("policy.min-tcb", f"{reported} is below {minimum}"))
+    checks.append(_min_tcb_check(report, product, policy))
     return checks
+
+
+def _min_tcb_check(
+    report: AttestationReport, product: Product | None, policy: AttestationPolicy
+) -> Check:
+    if product is None:
+        return Check.failing(
+            "policy.min-tcb", "the report is of no known product (Milan, Genoa, Turin): refused"
+        )
+    minimum = policy.min_tcb.get(product)
+    if minimum is None:
+        return Check.failing(
+            "policy.min-tcb", f"the policy has no minimum TCB for {product}: refused"
+        )
+    reported = report.tcb("reported", product)
+    if reported.meets(minimum):
+        return Check.passing("policy.min-tcb", f"REPORTED_TCB {reported} meets {minimum}")
+    have = reported.components()
+    short = ", ".join(
+        f"{name} {have[name]} < {least}"
+        for name, least in minimum.components().items()
+        if have[name] < least
+    )
+    return Check.failing(
+        "policy.min-tcb", f"REPORTED_TCB {reported} is below {product}'s minimum: {short}"
+    )
 
 
 def _measurement_checks(
@@ -128,6 +173,11 @@ def _measurement_checks(
                 checks.append(
                     Check.failing("manifest.measurement", "the manifest hashes to another value")
                 )
+    checks.append(_listed_measurement_check(report, policy))
+    return checks
+
+
+def _listed_measurement_check(report: AttestationReport, policy: AttestationPolicy) -> Check:
     if not policy.measurements:
         why = (
             "no fixed list of measurements: the transparency log says which builds are trusted "
@@ -135,17 +185,12 @@ def _measurement_checks(
             if policy.log is not None
             else "the policy lists no measurements"
         )
-        checks.append(Check.skipped("policy.measurement", why))
-    elif report.measurement in policy.measurements:
-        checks.append(Check.passing("policy.measurement", "MEASUREMENT is on the policy's list"))
-    else:
-        checks.append(
-            Check.failing(
-                "policy.measurement",
-                f"MEASUREMENT {report.measurement.hex()[:16]}... is not listed",
-            )
-        )
-    return checks
+        return Check.skipped("policy.measurement", why)
+    if report.measurement in policy.measurements:
+        return Check.passing("policy.measurement", "MEASUREMENT is on the policy's list")
+    return Check.failing(
+        "policy.measurement", f"MEASUREMENT {report.measurement.hex()[:16]}... is not listed"
+    )
 
 
 def _human_time(unix: int) -> str:
@@ -196,13 +241,59 @@ def _log_checks(
     elif entry.measurement != report.measurement:
         checks.append(Check.failing("log.release", "the logged release has another measurement"))
     else:
-        logged = _human_time(entry.time)
-        checks.append(
-            Check.passing(
-                "log.release",
-                f"the logged release {entry.source_revision!r} of {logged} has this measurement",
-            )
+        checks.append(_release_found(entry))
+    return checks
+
+
+def _release_found(entry: EnclaveRelease, index: int | None = None) -> Check:
+    where = "" if index is None else f" (entry {index})"
+    logged = _human_time(entry.time)
+    return Check.passing(
+        "log.release",
+        f"the logged release {entry.source_revision!r} of {logged}{where} has this measurement",
+    )
+
+
+def logged_release_checks(measurement: bytes, client: LogClient) -> list[Check]:
+    """log.checkpoint, log.inclusion and log.release for a measurement looked up in a log the
+    caller reads (no stapled proof): the log's current checkpoint must verify under the
+    client's policy, and an entry proven against it, read newest first, must be an enclave
+    release of `measurement`. Errors reading the log are failed checks, never raised."""
+    try:
+        verified = client.update()
+    except PrivprocError as exc:
+        return [
+            Check.failing("log.checkpoint", str(exc)),
+            Check.skipped("log.inclusion", "the checkpoint failed"),
+            Check.skipped("log.release", "the checkpoint failed"),
+        ]
+    checks = [
+        Check.passing(
+            "log.checkpoint",
+            f"size {verified.size}, cosigned by {', '.join(verified.cosigners) or 'nobody'}",
         )
+    ]
+    for index in reversed(range(verified.size)):
+        try:
+            raw = client.entry(index)
+        except PrivprocError as exc:
+            checks.append(Check.failing("log.inclusion", f"entry {index}: {exc}"))
+            checks.append(Check.skipped("log.release", "the log's entries are not proven"))
+            return checks
+        try:
+            entry = decode_entry(raw)
+        except PrivprocError:
+            continue  # not an entry this version knows: not a release
+        if isinstance(entry, EnclaveRelease) and entry.measurement == measurement:
+            checks.append(Check.passing("log.inclusion", f"entry {index} is in the tree"))
+            checks.append(_release_found(entry, index))
+            return checks
+    checks.append(Check.passing("log.inclusion", f"all {verified.size} entries are in the tree"))
+    checks.append(
+        Check.failing(
+            "log.release", f"no release in the log has MEASUREMENT {measurement.hex()[:16]}..."
+        )
+    )
     return checks
 
 
@@ -233,6 +324,24 @@ def appraise(
         *_policy_checks(report, hardware.product, expected_report_data, policy),
         *_measurement_checks(bundle, report, policy),
         *_log_checks(bundle, report, policy),
+    )
+
+
+def apply_policy(
+    hardware: VerificationReport,
+    policy: AttestationPolicy,
+    expected_report_data: bytes | None = None,
+) -> VerificationReport:
+    """The policy's checks on a report that `verify_snp_evidence` verified without a bundle:
+    report data (skipped when None), debug, migration agent, VMPL, minimum TCB and the listed
+    measurements. Without a report (it did not parse) there is nothing to appraise: the
+    hardware result, already failed, is returned."""
+    report = hardware.report
+    if report is None:
+        return hardware
+    return hardware.with_checks(
+        *_policy_checks(report, hardware.product, expected_report_data, policy),
+        _listed_measurement_check(report, policy),
     )
 
 

@@ -21,6 +21,8 @@ a human reason, in this order:
 | chain.validity | all three certificates are valid at `now` |
 | report.signature | the VCEK/VLEK's ECDSA P-384 signature over bytes 0x000..0x29F verifies |
 | vcek.tcb-matches-reported | the certificate's TCB equals the report's REPORTED_TCB |
+| report.tcb-consistent | no SPL of REPORTED_TCB is above CURRENT_TCB's (firmware derives keys
+  only for the TCB it runs or older ones: a report claiming more is forged or inconsistent) |
 | vcek.hwid-matches-chip-id | the VCEK's hwID equals CHIP_ID (skipped for a VLEK or a masked ID) |
 
 Rules of this module:
@@ -463,6 +465,26 @@ def verify_snp_evidence(
                 "vcek.tcb-matches-reported",
                 f"the {vek_label} is for {cert_tcb}, the report's REPORTED_TCB is {reported}",
             )
+
+    # report.tcb-consistent
+    if not run.blocked("report.tcb-consistent", "report.parse", "vcek.product"):
+        assert report is not None
+        assert chosen is not None
+        reported = report.tcb("reported", chosen)
+        current = report.tcb("current", chosen)
+        now_running = current.components()
+        above = [
+            f"{name} {level} > {now_running[name]}"
+            for name, level in reported.components().items()
+            if level > now_running[name]
+        ]
+        if above:
+            run.fail(
+                "report.tcb-consistent",
+                f"REPORTED_TCB is above CURRENT_TCB {current}: {', '.join(above)}",
+            )
+        else:
+            run.ok("report.tcb-consistent", f"REPORTED_TCB is at most CURRENT_TCB {current}")
 
     # vcek.hwid-matches-chip-id
     _hwid_check(run, report, ext, chosen)

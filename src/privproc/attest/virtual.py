@@ -4,7 +4,10 @@ AMD's algorithms and extensions, signing reports in the exact SNP format.
 - ARK and ASK: RSA-4096, RSASSA-PSS with SHA-384 (MGF1-SHA-384, salt 48), basicConstraints CA and
   keyUsage keyCertSign/cRLSign, both critical, as AMD's roots carry them.
 - VCEK: ECDSA P-384, signed by the ASK the same way, with the KDS extensions (structVersion,
-  productName, the SPLs of its TCB, hwID = the virtual chip id).
+  productName, the SPLs of its TCB, hwID = the virtual chip id: 64 bytes, 8 on Turin).
+- Products: Milan, Genoa or Turin, each with its TCB_VERSION layout. Unless told otherwise a
+  platform runs the product's minimum TCB (`privproc.attest.bulletins.MINIMUM_TCB`), so the
+  default policy accepts it; any other TCB can be asked for, to test policies.
 - Reports: version 5 with the product's CPUID, signed by the VCEK over bytes 0x000..0x29F.
 
 Every name says `(virtual)` and the organisation is `privproc virtual SEV-SNP (not AMD)`, and
@@ -27,6 +30,7 @@ from cryptography.x509.oid import NameOID
 
 from privproc.attest.amd import (
     OID_BL_SPL,
+    OID_FMC_SPL,
     OID_HWID,
     OID_PRODUCT_NAME,
     OID_SNP_SPL,
@@ -36,7 +40,9 @@ from privproc.attest.amd import (
     OID_UCODE_SPL,
     TrustAnchors,
     TrustedChain,
+    hwid_size,
 )
+from privproc.attest.bulletins import MINIMUM_TCB
 from privproc.attest.hardware import HardwareEvidence
 from privproc.attest.snp import (
     AttestationReport,
@@ -57,7 +63,7 @@ __all__ = ["VirtualSnp"]
 ORGANISATION = "privproc virtual SEV-SNP (not AMD)"
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
 _VALIDITY = timedelta(days=25 * 365)
-DEFAULT_TCB = {"bootloader": 10, "tee": 0, "snp": 23, "microcode": 213}
+_SPLS = ("bootloader", "tee", "snp", "microcode", "fmc")
 
 
 def _name(common_name: str) -> x509.Name:
@@ -123,14 +129,13 @@ class VirtualSnp:
 
     @classmethod
     def generate(cls, product: Product | str = Product.MILAN, **spl: int) -> VirtualSnp:
-        """A fresh virtual platform (RSA-4096 keys: a second or two)."""
+        """A fresh virtual platform (RSA-4096 keys: a second or two) running the product's
+        minimum TCB, or the SPLs given (bootloader, tee, snp, microcode; fmc on Turin)."""
         product = Product.parse(product)
-        if product is Product.TURIN:
-            raise UsageError("the virtual SNP models Milan or Genoa (64-byte chip ids)")
-        if set(spl) - set(DEFAULT_TCB):
-            raise UsageError(f"the SPLs are {', '.join(DEFAULT_TCB)}")
-        v = {**DEFAULT_TCB, **spl}
-        tcb = TcbParts(product, v["bootloader"], v["tee"], v["snp"], v["microcode"])
+        if set(spl) - set(_SPLS):
+            raise UsageError(f"the SPLs are {', '.join(_SPLS)}")
+        v = {**MINIMUM_TCB[product].components(), **spl}
+        tcb = TcbParts(product, v["bootloader"], v["tee"], v["snp"], v["microcode"], v.get("fmc"))
         now = datetime.now(UTC)
         ark_key = rsa.generate_private_key(65537, 4096)
         ask_key = rsa.generate_private_key(65537, 4096)
@@ -138,7 +143,7 @@ class VirtualSnp:
         ark = _ca(ark_name, ark_key, ark_name, ark_key, now)
         ask = _ca(ask_name, ask_key, ark_name, ark_key, now)
         vcek_key = ec.generate_private_key(ec.SECP384R1())
-        chip_id = secrets.token_bytes(64)
+        chip_id = secrets.token_bytes(hwid_size(product))
         vcek = cls._vcek(product, tcb, chip_id, vcek_key, ask_name, ask_key, now)
         return cls(product, ark, ask, vcek, vcek_key, chip_id, tcb)
 
@@ -152,15 +157,18 @@ class VirtualSnp:
         signer: rsa.RSAPrivateKey,
         now: datetime,
     ) -> x509.Certificate:
-        name = f"{product}-B0".encode()
+        # As AMD's KDS writes them: "Milan-B0", "Genoa-B0", but plain "Turin", with fmcSPL and
+        # no spl4 (its reserved bytes are spl5-spl7).
+        turin = product is Product.TURIN
+        name = (str(product) if turin else f"{product}-B0").encode()
+        spare = (5, 6, 7) if turin else (4, 5, 6, 7)
         values = {
             OID_STRUCT_VERSION: _der_integer(1),
             OID_PRODUCT_NAME: bytes((0x16, len(name))) + name,  # IA5String
+            **({OID_FMC_SPL: _der_integer(tcb.fmc or 0)} if turin else {}),
             OID_BL_SPL: _der_integer(tcb.bootloader),
             OID_TEE_SPL: _der_integer(tcb.tee),
-            **{
-                OID_SPL[n]: _der_integer(v) for n, v in zip((4, 5, 6, 7), tcb.reserved, strict=True)
-            },
+            **{OID_SPL[n]: _der_integer(v) for n, v in zip(spare, tcb.reserved, strict=True)},
             OID_SNP_SPL: _der_integer(tcb.snp),
             OID_UCODE_SPL: _der_integer(tcb.microcode),
             OID_HWID: chip_id,  # raw, as AMD's KDS writes it
@@ -244,8 +252,11 @@ class VirtualSnp:
         vmpl: int = 0,
         host_data: bytes = bytes(32),
         tcb: TcbParts | None = None,
+        cpuid: Cpuid | None = None,
     ) -> bytes:
-        """A signed version 5 report, as the firmware would produce it for this guest."""
+        """A signed version 5 report, as the firmware would produce it for this guest. To test
+        verifiers, `tcb` makes the platform run another TCB than its VCEK's (CURRENT_TCB and
+        the others; REPORTED_TCB stays the VCEK's), and `cpuid` names another product."""
         if len(report_data) != 64 or len(measurement) != 48:
             raise UsageError("report data is 64 bytes and a measurement 48")
         raw_tcb = (tcb or self.tcb).raw
@@ -262,8 +273,8 @@ class VirtualSnp:
             host_data=host_data,
             report_id=secrets.token_bytes(32),
             reported_tcb=self.tcb.raw,
-            cpuid=Cpuid.of(self.product, 1),
-            chip_id=self.chip_id,
+            cpuid=cpuid or Cpuid.of(self.product, 1),
+            chip_id=self.chip_id.ljust(64, b"\0"),  # Turin's 8 bytes, then zeros
             committed_tcb=raw_tcb,
             current_version=FirmwareVersion(1, 55, 21),
             committed_version=FirmwareVersion(1, 55, 21),

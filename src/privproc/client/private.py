@@ -38,6 +38,7 @@ import httpx
 
 from privproc.attest.amd import TrustAnchors, TrustedChain
 from privproc.attest.appraisal import AttestationPolicy, AttestationRejectedError, ratls_verifier
+from privproc.attest.bulletins import raised_minimum_tcb
 from privproc.attest.evidence import EvidenceBundle
 from privproc.attest.snp import Product, SigningKey, TcbParts
 from privproc.attest.verify import VerificationReport
@@ -123,8 +124,8 @@ class ClientConfig:
     witness_quorum: int
     hardware_roots: tuple[str, ...] = ()  # extra ASK+ARK PEM texts (a virtual SNP's)
     allow_amd_roots: bool = True
-    # The lowest firmware each product may run: {"Milan": {"bootloader": 3, "tee": 0, "snp":
-    # 8, "microcode": 115}, ...}; a product not named gets no minimum (the check is skipped).
+    # Minimum firmware per product on top of the built-in one (attest/bulletins.py), e.g.
+    # {"Milan": {"snp": 29}}: each SPL given raises that product's minimum, none lowers it.
     min_tcb: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = ()
 
     @classmethod
@@ -181,7 +182,7 @@ class ClientConfig:
         chains = [
             TrustedChain.from_pem(pem, product, SigningKey.VCEK, "client.json")
             for pem in self.hardware_roots
-            for product in ("Milan", "Genoa")
+            for product in Product  # a virtual SNP models any of them
         ]
         roots = TrustAnchors.of(chains)
         if self.allow_amd_roots:
@@ -205,7 +206,7 @@ class ClientConfig:
                 )
         except PrivprocError as exc:
             raise DecodeError(f"client.json's policy.min_tcb is not valid: {exc}") from None
-        return AttestationPolicy(roots=roots, log=log, min_tcb=min_tcb)
+        return AttestationPolicy(roots=roots, log=log, min_tcb=raised_minimum_tcb(min_tcb))
 
 
 _SPLS = frozenset({"bootloader", "tee", "snp", "microcode", "fmc"})
