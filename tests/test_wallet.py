@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ import pytest
 from privproc.client.issuer import IssuerClient, QuotaExhaustedError
 from privproc.client.wallet import Wallet
 from privproc.errors import DecodeError, PeerRejectedError, UsageError
-from privproc.tokens.auth import Token, TokenChallenge, parse_authorization
+from privproc.tokens.auth import Token, TokenChallenge, b64url_encode, parse_authorization
 from privproc.tokens.directory import KeySet
 from tests.servers import Running
 from tests.tokens_stack import add_account, issuer_process
@@ -283,3 +283,183 @@ def test_a_key_that_stops_signing_midway_keeps_what_came(tmp_path: Path) -> None
             other.fetch(client, challenge, token_key, key_set, count=2)
         assert refused.value.status == 422
     store.close()
+
+
+# --- Filled ahead, refilled in the background (issue 15, point 3) -----------------------------
+
+
+def _local_tokens(count: int) -> tuple[bytes, list[Token]]:
+    """`count` genuine tokens under a key made here (no issuer needed)."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from privproc.tokens import issuance
+
+    key = rsa.generate_private_key(65537, 2048)
+    spki = issuance.encode_token_key(key.public_key())
+    challenge = TokenChallenge(2, "issuer.example", b"", ("gw.example",)).encode()
+    tokens = []
+    for _ in range(count):
+        request, state = issuance.begin(challenge, spki)
+        tokens.append(state.finish(issuance.sign_request(key, request)))
+    return challenge, tokens
+
+
+def test_a_fresh_batch_waits_until_every_older_token_is_spent(tmp_path: Path) -> None:
+    """Whatever order batches were stored in, the oldest batch is spent first; tokens from a
+    wallet written before batches were stamped count as the oldest."""
+    challenge, tokens = _local_tokens(5)
+    wallet = Wallet(tmp_path / "w")
+    far = 2**40
+    wallet.add(challenge, [(tokens[0], far), (tokens[1], far)], at=5000)  # fresh
+    wallet.add(challenge, [(tokens[2], far)], at=1000)  # older, stored after it
+    doc = json.loads(wallet.path.read_text())
+    [entries] = doc["tokens"].values()
+    assert [e["fetched"] for e in entries] == [5000, 5000, 1000]
+    entries.append({"token": b64url_encode(tokens[3].encode()), "expires": far})  # no stamp
+    wallet.path.write_text(json.dumps(doc))
+    spent = [parse_authorization(wallet.take(challenge, 6000) or "") for _ in range(4)]
+    assert spent == [t.encode() for t in (tokens[3], tokens[2], tokens[0], tokens[1])]
+    assert wallet.take(challenge, 6000) is None
+
+
+def test_a_token_given_back_unspent_is_taken_first_for_a_while(tmp_path: Path) -> None:
+    from privproc.client.wallet import PUT_BACK_TTL
+
+    challenge, tokens = _local_tokens(3)
+    wallet = Wallet(tmp_path / "w")
+    wallet.add(challenge, [(tokens[0], 2**40), (tokens[1], 2**40)], at=1000)
+    busy = wallet.take(challenge, 2000)  # the gateway answered "busy": not spent
+    assert busy is not None
+    wallet.put_back(challenge, busy, 2000)
+    assert wallet.count(challenge, 2000) == 2
+    assert wallet.take(challenge, 2001) == busy  # first, before the batch's other token
+    wallet.put_back(challenge, busy, 2000)
+    assert wallet.count(challenge, 2000 + PUT_BACK_TTL) == 1  # then it is dropped
+    with pytest.raises(DecodeError):
+        wallet.put_back(challenge, "Bearer nonsense", 2000)
+
+
+def test_refill_policies_are_checked() -> None:
+    from privproc.client.wallet import RefillPolicy
+
+    RefillPolicy(low_water=0, target=1, delay=(0, 0))
+    for bad in (
+        {"low_water": 9, "target": 8},
+        {"low_water": -1},
+        {"target": 0, "low_water": 0},
+        {"target": 1001},
+        {"delay": (5.0, 1.0)},
+        {"delay": (-1.0, 1.0)},
+    ):
+        with pytest.raises(UsageError):
+            RefillPolicy(**bad)
+
+
+class _Later:
+    """A scheduler that only notes what it was asked to run."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[float, Callable[[], None]]] = []
+        self.cancelled = 0
+
+    def __call__(self, delay: float, run: Callable[[], None]) -> Callable[[], None]:
+        self.runs.append((delay, run))
+
+        def cancel() -> None:
+            self.cancelled += 1
+
+        return cancel
+
+
+def test_a_low_wallet_is_refilled_once_later_and_never_in_the_requests_path(
+    tmp_path: Path,
+) -> None:
+    """A take that leaves the wallet below its low-water mark schedules one refill, at a delay
+    drawn from the policy's range; more takes meanwhile schedule no other. The refill tops the
+    wallet up to the target; a failing refill says only the type of its failure; close cancels
+    a refill that has not run. An empty wallet fetches in the request's path (the fallback)."""
+    import logging
+    import random
+
+    from privproc.client.wallet import RefillPolicy, TokenSupply
+
+    challenge, tokens = _local_tokens(6)
+    wallet = Wallet(tmp_path / "w")
+    wallet.add(challenge, [(t, 2**40) for t in tokens[:2]], at=100)
+    fills: list[tuple[float, int, int]] = []
+    fetches: list[int] = []
+
+    def fill(ch: bytes, now: float, threshold: int, target: int) -> int:
+        assert ch == challenge
+        fills.append((now, threshold, target))
+        if len(fills) == 2:
+            raise PeerRejectedError("the issuer answered 503 for secret ppa_xyz", 503)
+        added = tokens[2:5] if len(fills) == 1 else tokens[5:]
+        wallet.add(ch, [(t, 2**40) for t in added], at=now)
+        return len(added)
+
+    def fetch(ch: bytes, now: float, count: int) -> str:
+        fetches.append(count)
+        return "PrivateToken token=fetched-now"
+
+    later = _Later()
+    policy = RefillPolicy(low_water=3, target=8, delay=(10.0, 20.0))
+    supply = TokenSupply(
+        wallet,
+        policy,
+        fetch=fetch,
+        fill=fill,
+        schedule=later,
+        clock=lambda: 777.0,
+        rng=random.Random(1),
+    )
+    assert supply.fill_ahead(challenge, 200) == 3  # 2 held, below the mark: filled ahead
+    assert fills == [(200, 3, 8)]
+    assert supply.token(challenge, 300)  # 5 -> 4 left: no refill
+    assert supply.token(challenge, 300)  # 3 left: none
+    assert later.runs == []
+    assert supply.token(challenge, 300)  # 2 left: below the mark
+    assert supply.token(challenge, 300)  # 1 left: still the one refill
+    [(delay, run)] = later.runs
+    assert 10.0 <= delay <= 20.0
+    assert supply.refill_pending
+    assert fetches == []  # nothing fetched in a request's path
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("privproc").addHandler(handler)
+    logging.getLogger("privproc").setLevel(logging.INFO)
+    try:
+        run()
+        assert fills[-1] == (777.0, 3, 8)  # it failed: swallowed, said by its type alone
+    finally:
+        logging.getLogger("privproc").removeHandler(handler)
+    assert not supply.refill_pending
+    [line] = records
+    assert '"outcome":"PeerRejectedError"' in line
+    assert "ppa_" not in line
+    assert wallet.count(challenge, 300) == 1
+    assert supply.token(challenge, 300)  # the last one, and a new refill scheduled
+    assert len(later.runs) == 2
+    assert supply.token(challenge, 300) == "PrivateToken token=fetched-now"  # empty: fallback
+    assert fetches == [8]
+    supply.close()
+    assert later.cancelled == 1
+    assert not supply.refill_pending
+    later.runs[1][1]()  # a refill that ran anyway (it had begun) still fills the wallet
+    assert wallet.count(challenge, 300) == 1
+    assert supply.token(challenge, 300)
+    assert len(later.runs) == 2  # closed: nothing more is scheduled
+
+
+def test_the_background_refill_runs_in_a_daemon_thread(tmp_path: Path) -> None:
+    from privproc.client.wallet import in_background
+
+    ran = threading.Event()
+    cancel = in_background(0.01, ran.set)
+    assert ran.wait(10)
+    cancel()  # after the run: harmless
+    never = threading.Event()
+    in_background(0.5, never.set)()
+    assert not never.wait(1)
+    assert all(t.daemon for t in threading.enumerate() if t.name == "wallet-refill")

@@ -1578,6 +1578,7 @@ def up(host: str, state_dir: Path | None, once: bool, fresh: bool) -> None:
         out.print("  asking the enclave for a private summary (a few seconds) ...")
         client = PrivateProcessingClient.from_state(system.client_dir)
         try:
+            client.fill_wallet()  # ahead of use: later requests spend tokens fetched now
             summary = client.summarize(SAMPLE_CHAT)
         finally:
             client.close()
@@ -1881,13 +1882,42 @@ def settings() -> None:
 @_CLIENT_STATE
 @_fail_cleanly
 def settings_enable(feature: str, state_dir: Path | None) -> None:
-    """Turn an AI feature on."""
+    """Turn an AI feature on, and fill the token wallet ahead of its first request (so that the
+    issuer's record of the fetch does not point at that request)."""
     from privproc.client.controls import Settings
 
     current = Settings.load(_client_dir(state_dir))
     current.set_feature(feature, True)
     current.save()
     click.echo(f"{feature}: on")
+    click.echo(_fill_wallet_ahead(_client_dir(state_dir)))
+
+
+def _fill_wallet_ahead(client_dir: Path) -> str:
+    """Fill the device's token wallet now, if a system is configured for it; a line saying what
+    happened. A failure is reported, never raised: the first request fetches tokens then."""
+    from privproc.client.http import new_client
+    from privproc.client.private import NotConfiguredError, PrivateProcessingClient
+
+    http = new_client(15)
+    try:
+        client = PrivateProcessingClient.from_state(client_dir, http=http)
+        try:
+            fetched = client.fill_wallet()
+        finally:
+            client.close()
+    except NotConfiguredError:
+        return "token wallet: no system configured yet; it is filled when one is"
+    except PrivprocError as exc:
+        return (
+            f"token wallet: not filled ahead ({type(exc).__name__}: {exc}); the first request "
+            "will fetch its tokens"
+        )
+    finally:
+        http.close()
+    if fetched:
+        return f"token wallet: {fetched} token(s) fetched ahead of use"
+    return "token wallet: holds enough tokens"
 
 
 @settings.command("disable")

@@ -4,6 +4,11 @@ Rules: a log line is one JSON object built only from the field names in `ALLOWED
 values are numbers, booleans or short identifiers chosen by the code, never by a request. There is
 no way to log a body, a header, a token, a key or a client address: asking for a field outside the
 allowlist is a programming error and raises at once, so a test run catches it.
+
+Every record carries `ts`, the time to the millisecond, except for a party whose times must stay
+coarse (`coarsen_time`): the issuer, which knows the account behind each token request, stamps
+its records with the start of the quota epoch alone, so that its log cannot be joined by time
+with a gateway's record of when tokens were spent.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import json
 import logging
 import sys
 import time
+
+from privproc.errors import UsageError
 
 ALLOWED_FIELDS = frozenset(
     {
@@ -29,6 +36,15 @@ ALLOWED_FIELDS = frozenset(
 )
 
 _logger = logging.getLogger("privproc")
+_coarse: dict[str, int] = {}  # party -> the seconds its `ts` is rounded down to
+
+
+def coarsen_time(party: str, seconds: int) -> None:
+    """From now on, stamp `party`'s records with the time rounded down to a multiple of
+    `seconds` (the start of the issuer's epoch, for its epoch length)."""
+    if seconds < 1:
+        raise UsageError("a time granularity is at least one second")
+    _coarse[party] = seconds
 
 
 def configure(level: int = logging.INFO) -> None:
@@ -49,5 +65,8 @@ def event(party: str, name: str, **fields: str | int | float | bool) -> None:
     for value in fields.values():
         if isinstance(value, str) and len(value) > 200:
             raise ValueError("log values are short identifiers")
-    record = {"ts": round(time.time(), 3), "party": party, "event": name, **fields}
+    now = time.time()
+    coarse = _coarse.get(party)
+    ts = round(now, 3) if coarse is None else int(now // coarse) * coarse
+    record = {"ts": ts, "party": party, "event": name, **fields}
     _logger.info(json.dumps(record, separators=(",", ":"), sort_keys=True))

@@ -5,7 +5,7 @@ session policy (two sessions, short times, few requests: measured and logged lik
 the attacks run in seconds. Each test plays one trick and checks the defence that stops it:
 
 - a full enclave answers "busy" before the gateway spends a token; the refused client keeps its
-  token and it works later;
+  token (in memory, and in its wallet when it closes) and it works later;
 - records without application data (empty posts) keep no session alive, and under pressure an
   idle session gives way to a new one;
 - a session ends after its request budget and after its lifetime, however busy it is kept.
@@ -23,6 +23,7 @@ import pytest
 
 from privproc.client.controls import FEATURES, Settings
 from privproc.client.private import PrivateProcessingClient
+from privproc.client.wallet import RefillPolicy
 from privproc.enclave.sessions import SessionPolicy
 from privproc.errors import PeerRejectedError
 from privproc.system import System
@@ -49,6 +50,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
 def _client(system: System) -> PrivateProcessingClient:
     client = PrivateProcessingClient.from_state(system.client_dir)
     client.retry_budget = 0.0  # the attack tests look at each answer, untried again
+    client.tokens.policy = RefillPolicy(low_water=0)  # no refill in the background: exact counts
     return client
 
 
@@ -118,6 +120,31 @@ def test_a_full_enclave_is_busy_before_a_token_is_spent(system: System) -> None:
         assert _opened(system) == opened
     finally:
         _free(*squatters, newcomer)
+
+
+def test_a_token_refused_as_busy_goes_back_to_the_wallet(system: System) -> None:
+    squatters = [_client(system) for _ in range(POLICY.max_sessions)]
+    newcomer, later = _client(system), _client(system)  # later: another run of the app
+    try:
+        for squatter in squatters:
+            _use(squatter)
+        tokens = _tokens(newcomer)
+        with pytest.raises(PeerRejectedError, match="busy"):
+            _use(newcomer)
+        assert newcomer._unspent is not None
+        kept = newcomer._unspent[1]
+        newcomer.close()  # the app gives up; the token is not lost
+        assert _tokens(newcomer) == tokens
+        time.sleep(POLICY.evictable_after + 0.5)
+        spent = _spent(system)
+        _use(later)
+        assert _spent(system) == spent + 1
+        assert _tokens(later) == tokens - 1
+        # The token it spent was the one given back: that one is spent now.
+        replay = later._inner("POST", "/v1/sessions", b"", [("authorization", kept)])
+        assert replay.status == 401
+    finally:
+        _free(*squatters, newcomer, later)
 
 
 def test_records_without_application_data_keep_no_session_alive(system: System) -> None:

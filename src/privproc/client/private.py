@@ -3,8 +3,9 @@
     client = PrivateProcessingClient.from_file(state / "client.json")
     summary = client.summarize(chat)                    # or rewrite(text, style), chat(prompt)
 
-One request: key configurations from the CDN -> a Privacy Pass token from the wallet (refilled
-from the issuer when low) -> `POST /v1/sessions` through the relay (OHTTP) with the token and the
+One request: key configurations from the CDN -> a Privacy Pass token from the wallet (filled
+ahead of use, refilled in the background at a random time when low: client/wallet.py's
+`TokenSupply`) -> `POST /v1/sessions` through the relay (OHTTP) with the token and the
 TLS ClientHello -> the TLS handshake record by record -> the enclave's evidence, appraised before
 anything else is sent (hardware chain, this session's binding, policy, the release in the
 witnessed log) -> HTTP/1.1 inside TLS -> the answer. A session is reused while it lives; a lost
@@ -27,6 +28,7 @@ import contextlib
 import functools
 import json
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -48,7 +50,7 @@ from privproc.client.issuer import IssuerClient
 from privproc.client.ohttp import OhttpClient, choose_config
 from privproc.client.results import ChatReply, Provenance, Rewrite, Summary, Usage
 from privproc.client.sse import data_events
-from privproc.client.wallet import Wallet
+from privproc.client.wallet import RefillPolicy, TokenSupply, Wallet
 from privproc.errors import (
     CryptoError,
     DecodeError,
@@ -68,7 +70,7 @@ from privproc.tlog.client import AcceptedCheckpoint, LogClient, LogPolicy, http_
 from privproc.tlog.entries import IssuerTokenKey, OhttpKeyConfigSet, decode_entry
 from privproc.tlog.note import parse_note
 from privproc.tokens.auth import TOKEN_TYPE_BLIND_RSA, TokenChallenge
-from privproc.tokens.directory import IssuerDirectory
+from privproc.tokens.directory import IssuerDirectory, KeySet
 from privproc.wire import load_json
 
 __all__ = [
@@ -86,7 +88,6 @@ T = TypeVar("T")
 GATEWAY_AUTHORITY = "https://gateway.invalid"
 MAX_ROUNDS = 8
 CHALLENGE_TTL = 600.0  # seconds before the issuer's name and keys are looked up again
-REFILL = 16  # tokens fetched at once when the wallet runs dry
 # Retrying what is retryable: the first wait, the longest, and the whole budget of one call.
 RETRY_FIRST = 0.25
 RETRY_MAX = 4.0
@@ -279,6 +280,9 @@ class PrivateProcessingClient:
         self.config = config
         self.state_dir = state_dir
         self.wallet = Wallet(state_dir)
+        self.tokens = TokenSupply(
+            self.wallet, RefillPolicy(), fetch=self._fetch_tokens, fill=self._fill_tokens
+        )
         self._policy = config.attestation_policy()
         self._http = http or new_client(300)
         self._owns_http = http is None
@@ -299,6 +303,7 @@ class PrivateProcessingClient:
             AcceptedCheckpoint(state_dir / "log-checkpoint.json"),
         )
         self._logged: tuple[int, set[bytes], list[IssuerTokenKey]] | None = None
+        self._logged_lock = threading.Lock()  # held by _logged_keys
         self._key_config: KeyConfig | None = None
         self._session: _Session | None = None
         self._step = on_step or (lambda _message: None)
@@ -320,6 +325,11 @@ class PrivateProcessingClient:
         return cls(config, state_dir, on_step=on_step, http=http)
 
     def close(self) -> None:
+        self.tokens.close()
+        unspent, self._unspent = self._unspent, None
+        if unspent is not None:  # the gateway did not spend it: the wallet keeps it for later
+            with contextlib.suppress(PrivprocError, OSError):
+                self.wallet.put_back(*unspent, time.time())
         self.close_session()
         if self._owns_http:
             self._http.close()
@@ -327,6 +337,10 @@ class PrivateProcessingClient:
     # --- The wire: OHTTP through the relay ---------------------------------------------------
 
     def _logged_keys(self) -> tuple[set[bytes], list[IssuerTokenKey]]:
+        with self._logged_lock:  # a background refill checks its key against them too
+            return self._read_logged_keys()
+
+    def _read_logged_keys(self) -> tuple[set[bytes], list[IssuerTokenKey]]:
         """(OHTTP key-config documents, issuer token keys) the witnessed log holds.
 
         The checkpoint must be consistent with the last one this device accepted; every entry
@@ -366,29 +380,51 @@ class PrivateProcessingClient:
 
     # --- Tokens -----------------------------------------------------------------------------
 
-    def _token(self) -> str:
-        now = time.time()
+    def _token_challenge(self, now: float) -> bytes:
         if self._challenge is None or now - self._challenge[1] > CHALLENGE_TTL:
             key_set = self._issuer.key_set()
             challenge = TokenChallenge(
                 TOKEN_TYPE_BLIND_RSA, key_set.issuer_name, b"", (self.config.gateway_origin,)
             ).encode()
             self._challenge = (challenge, now)
-        challenge = self._challenge[0]
+        return self._challenge[0]
+
+    def _token(self) -> str:
+        now = time.time()
+        challenge = self._token_challenge(now)
         unspent, self._unspent = self._unspent, None
         if unspent is not None and unspent[0] == challenge:
             self._step("the token the gateway did not spend last time")
             return unspent[1]
-        token = self.wallet.take(challenge, now)
-        if token is None:
-            # One client of a shared wallet fetches; the others wait for it, then take theirs.
-            with self.wallet.refilling():
-                token = self.wallet.take(challenge, now) or self._fetch_tokens(challenge, now)
+        token = self.tokens.token(challenge, now)
         self._step("a Privacy Pass token from the wallet (unlinkable to the account)")
         return token
 
-    def _fetch_tokens(self, challenge: bytes, now: float) -> str:
-        """A batch of tokens from the issuer, under a logged key: one to use now, the rest kept.
+    def fill_wallet(self) -> int:
+        """Fill the token wallet ahead of use (to its target, if it is low); how many tokens
+        were fetched. Run when a feature is turned on, long before its first request."""
+        now = time.time()
+        return self.tokens.fill_ahead(self._token_challenge(now), now)
+
+    def _fetch_tokens(self, challenge: bytes, now: float, count: int) -> str:
+        """A batch of `count` tokens, in the request's path (the wallet was empty): one to use
+        now, the rest kept."""
+        return self._issue(
+            now, lambda i, k, ks: self.wallet.fetch(i, challenge, k, ks, count=count, now=now)
+        )
+
+    def _fill_tokens(self, challenge: bytes, now: float, threshold: int, target: int) -> int:
+        """Top the wallet up to `target` tokens if it holds fewer than `threshold` (ahead of
+        use, or in the background); how many were fetched."""
+        return self._issue(
+            now,
+            lambda i, k, ks: self.wallet.refill(
+                i, challenge, k, ks, threshold=threshold, target=target, now=now
+            ),
+        )
+
+    def _issue(self, now: float, use: Callable[[IssuerClient, bytes, KeySet], T]) -> T:
+        """`use(issuer, key, key_set)`: tokens fetched from the issuer under a logged key.
 
         The key is the directory's current one, or, for a device whose clock is behind the
         issuer's as the key changes, the logged next one. A key refused as unknown (the issuer's
@@ -401,17 +437,19 @@ class PrivateProcessingClient:
             published_at=self.config.log_url,
         ) as issuer:
             try:
-                return self._fetch_batch(issuer, challenge, now)
+                return self._with_key(issuer, now, use)
             except PeerRejectedError as exc:
                 if exc.status != 422:
                     raise
             self._step("the issuer's token key changed as it was asked; asking again")
-            return self._fetch_batch(issuer, challenge, time.time())
+            return self._with_key(issuer, time.time(), use)
 
-    def _fetch_batch(self, issuer: IssuerClient, challenge: bytes, now: float) -> str:
+    def _with_key(
+        self, issuer: IssuerClient, now: float, use: Callable[[IssuerClient, bytes, KeySet], T]
+    ) -> T:
         key_set = issuer.key_set()
         key = self._token_key(key_set.issuer_name, issuer.directory(), now)
-        return self.wallet.fetch(issuer, challenge, key, key_set, count=REFILL)
+        return use(issuer, key, key_set)
 
     def _token_key(self, issuer: str, directory: IssuerDirectory, now: float) -> bytes:
         """The key to ask tokens for: the directory's preferred one (RFC 9578 §4: the first whose

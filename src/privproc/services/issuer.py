@@ -13,7 +13,10 @@ Rules: the request is validated before the quota is charged, so a malformed requ
 nothing; SQLite and the blind signature (about 1.2 ms of CPU) run in worker threads, never on the
 event loop. The issuer learns the
 account and the time, and nothing about the token: it logs neither the account nor any byte of
-the request or response.
+the request or response, and its records carry no time finer than the start of the quota epoch
+(`logs.coarsen_time`): the operator's log of issuance cannot be joined by time with the gateway's
+log of redemptions. (Its own server still sees each request arrive; the client's wallet fetches
+ahead, at random times, so that this says nothing about sessions: client/wallet.py.)
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ def create_issuer_app(
     store: IssuerStore, issuer_name: str, *, clock: Callable[[], float] = time.time
 ) -> Starlette:
     """Build the issuer's ASGI app over its store. `issuer_name` goes into the key set."""
+    logs.coarsen_time(PARTY, store.epoch_seconds)
 
     def cache_seconds(now: float) -> int:
         return min(MAX_DIRECTORY_CACHE, store.seconds_to_next_epoch(now))
