@@ -12,9 +12,10 @@ a real chat completion. Meanwhile, at fixed fractions of the run, the parties fa
     80%: the gateway SIGKILLed and restarted.
 Every call must succeed or fail with a typed error marked `retryable` (`EnclaveLostError`, a
 502/503/504 refusal, a cut stream); the SDK itself tries such calls again, backing off, within
-its 20 s budget. A success whose answer is not the expected one is *garbled*; a call that takes
-longer than `--deadline` seconds (default 30: more than the retry budget) is a *hang*. Exit
-status 1 if any call was garbled, hung or failed without a retryable error.
+its 20 s budget (each retry is counted, by cause, with the time waited before it). A success
+whose answer is not the expected one is *garbled*; a call that takes longer than `--deadline`
+seconds (default 30: more than the retry budget) is a *hang*. Exit status 1 if any call was
+garbled, hung or failed without a retryable error.
 By default every client shares one device's state directory (its wallet and usage report, as
 several apps of one device would); `--separate-devices` gives each its own copy (N devices).
 Memory: the RSS of the gateway, the enclave and this process at the start and the end (the
@@ -27,6 +28,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -69,6 +71,9 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
+_RETRY_STEP = re.compile(r"\((\w+)\): trying again in ([\d.]+) s$")
+
+
 class Tally:
     """Every call's outcome, under one lock."""
 
@@ -82,6 +87,16 @@ class Tally:
         self.messages: collections.Counter[str] = collections.Counter()
         self.first_fatal: list[str] = []
         self.first_garbled: list[str] = []
+        self.retries: collections.Counter[str] = collections.Counter()  # tries again, by cause
+        self.waited = 0.0  # seconds the SDK waited before them, in all
+
+    def retried(self, step: str) -> None:
+        """A step of a call: "... (EnclaveLostError): trying again in 0.3 s" is one retry."""
+        found = _RETRY_STEP.search(step)
+        if found is not None:
+            with self.lock:
+                self.retries[found.group(1)] += 1
+                self.waited += float(found.group(2))
 
     def outcome(self, ms: float, deadline_ms: float, error: BaseException | None, bad: str) -> None:
         with self.lock:
@@ -128,7 +143,7 @@ def _soak(system: System, args: argparse.Namespace) -> int:
             shutil.copytree(system.client_dir, d)
 
     def worker(i: int) -> None:
-        client = PrivateProcessingClient.from_state(dirs[i])
+        client = PrivateProcessingClient.from_state(dirs[i], on_step=tally.retried)
         n = 0
         try:
             while time.monotonic() < stop_at:
@@ -215,6 +230,11 @@ def _soak(system: System, args: argparse.Namespace) -> int:
     print(f"calls {tally.calls} ({tally.calls / args.seconds:.0f}/s), chats {tally.chats}")
     print(f"ok {tally.ok}")
     retry_total = sum(tally.retryable.values())
+    retries = sum(tally.retries.values())
+    print(
+        f"retries inside calls {retries} (waits {tally.waited:.1f} s in all): "
+        f"{dict(tally.retries.most_common())}"
+    )
     print(f"retryable errors {retry_total}: {dict(tally.retryable.most_common())}")
     fatal_total = sum(tally.fatal.values())
     print(f"non-retryable errors {fatal_total}: {dict(tally.fatal.most_common())}")

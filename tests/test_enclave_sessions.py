@@ -76,6 +76,23 @@ def test_a_session_ends_at_its_lifetime_and_after_its_requests() -> None:
     assert table.ended("b", 4.0) == "requests"
 
 
+def test_the_answer_that_spends_the_budget_or_follows_the_lifetime_is_the_last() -> None:
+    table = _table()
+    table.open("a", "A", 0.0)
+    assert not table.last_answer("a", 1.0)
+    table.touch("a", 1.0, 1)
+    assert not table.last_answer("a", 2.0)
+    table.touch("a", 2.0, 1)
+    assert table.last_answer("a", 3.0)  # its third request is its last (max_requests 3)
+    table.open("b", "B", 0.0)
+    assert not table.last_answer("b", 999.0)
+    assert table.last_answer("b", 1000.0)
+    assert not table.last_answer("nobody", 1000.0)
+    assert not table.idle("b", 99.0)
+    assert table.idle("b", 100.0)
+    assert not table.idle("nobody", 100.0)
+
+
 def test_expired_lists_ended_sessions_not_in_use() -> None:
     busy = {"B"}
     table = _table(busy)

@@ -598,7 +598,7 @@ class PrivateProcessingClient:
                 elif isinstance(event, h11.Data):
                     chunks += event.data
                 elif isinstance(event, h11.EndOfMessage):
-                    session.http.start_next_cycle()
+                    self._next_cycle(session)
                     answer = load_json(bytes(chunks), "the enclave's answer") if chunks else None
                     return status, answer
         raise PrivprocError("the enclave did not answer in time")
@@ -675,7 +675,7 @@ class PrivateProcessingClient:
                         yield bytes(event.data)
                     elif isinstance(event, h11.EndOfMessage):
                         complete = True
-                        session.http.start_next_cycle()
+                        self._next_cycle(session)
                         break
                 events.close()
                 for piece in records:  # the stream's own end (Binary HTTP, chunked OHTTP)
@@ -702,6 +702,17 @@ class PrivateProcessingClient:
             "the enclave's answer ended before its authenticated end (the last HTTP chunk inside "
             "TLS); what arrived is not the whole answer"
         )
+
+    def _next_cycle(self, session: _Session) -> None:
+        """A whole answer has arrived: ready the session for the next request, unless the
+        enclave said this was its last (`connection: close`: its request budget or lifetime is
+        spent, and it has forgotten the session): then the next request opens a new one."""
+        if session.http.their_state is h11.MUST_CLOSE:
+            if self._session is session:
+                self._session = None
+            self._step("the enclave ended the session with this answer; the next opens a new one")
+            return
+        session.http.start_next_cycle()
 
     def _drop(self, session: _Session) -> None:
         """Forget a session that cannot carry another request (its answer was cut)."""

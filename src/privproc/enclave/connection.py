@@ -13,7 +13,9 @@ enclave service) runs the API handler, off its event loop, between the two.
 Rules: one request at a time per connection (HTTP/1.1 without pipelining); bodies are bounded;
 a protocol error closes the connection; nothing of a request outlives its response. It counts
 the application bytes and the requests it has received (numbers only), so that the service can
-tell a session's use from records that only keep it alive.
+tell a session's use from records that only keep it alive; when the service says an answer is
+the session's last (`last_answer`), it carries `connection: close`, so the client opens its next
+session without first trying this one again.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class EnclaveConnection:
         self._body = bytearray()
         self.application_bytes = 0
         self.requests_received = 0
+        self.last_answer = False  # set by the service: the next answer ends the connection
 
     def receive(self, records: bytes) -> list[HttpRequest]:
         """Feed TLS records from the client; returns every request now complete."""
@@ -103,9 +106,15 @@ class EnclaveConnection:
         """The answer's last chunk: without it the client reports the answer as cut short."""
         self._send(h11.EndOfMessage())
 
-    @staticmethod
-    def _head(status: int, content_type: str, headers: list[tuple[str, str]]) -> h11.Response:
+    @property
+    def finished(self) -> bool:
+        """An answer said `connection: close` and is complete: nothing more will be served."""
+        return self._http.our_state is h11.MUST_CLOSE
+
+    def _head(self, status: int, content_type: str, headers: list[tuple[str, str]]) -> h11.Response:
         headers = [("content-type", content_type), *headers, ("cache-control", "no-store")]
+        if self.last_answer:
+            headers.append(("connection", "close"))
         return h11.Response(status_code=status, headers=headers)
 
     def _send(self, *events: h11.Response | h11.Data | h11.EndOfMessage) -> None:

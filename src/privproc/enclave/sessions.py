@@ -8,7 +8,10 @@ Rules of this module:
   records carried application bytes. Handshake records, empty posts and partial records keep
   nothing alive, so a squatter must send real requests, which `max_requests` counts.
 - A session ends when it has been idle `idle_timeout`, when it is `lifetime` old, or once it has
-  served `max_requests` requests (its next exchange is refused; the client opens a new session).
+  served `max_requests` requests. The answer that reaches the request budget, or the first one
+  after the lifetime, is the session's last (`last_answer`: the service closes the connection
+  with it, so the client opens a new session at once); an idle session's next exchange is
+  refused (`idle`), and the client opens a new one then.
 - At most `max_sessions` exist. A new session that finds the table full takes the place of the
   one idle longest, if that one has been idle at least `evictable_after` and is not in use;
   otherwise it is refused (`SessionsBusyError`), and the caller answers "busy".
@@ -125,6 +128,20 @@ class SessionTable(Generic[T]):
         if entry.requests >= policy.max_requests:
             return "requests"
         return None
+
+    def idle(self, session_id: str, now: float) -> bool:
+        """Whether the session has been idle `idle_timeout` (it may carry no more exchanges)."""
+        entry = self._entries.get(session_id)
+        return entry is not None and now - entry.active >= self.policy.idle_timeout
+
+    def last_answer(self, session_id: str, now: float) -> bool:
+        """Whether the next answer is the session's last: it reaches the request budget, or the
+        session has lived its lifetime."""
+        entry = self._entries.get(session_id)
+        if entry is None:
+            return False
+        policy = self.policy
+        return entry.requests + 1 >= policy.max_requests or now - entry.opened >= policy.lifetime
 
     def touch(self, session_id: str, now: float, requests: int) -> None:
         """An exchange carried application data, completing `requests` requests."""

@@ -12,9 +12,11 @@ Internal API (the operator's network, gateway -> enclave; never reachable by cli
 - `GET /health`: `{"sessions": n, "max_sessions": m, "model": name}` for the gateway's placement.
 
 Answers about sessions: `503` + `retry-after` to a `PUT` when every session is taken and none may
-give way (the gateway then spends no token); `404` when the session does not exist or has ended
-(idle, too old, or its requests used up: the client opens a new one); a `PUT` that made room
-names the session it evicted in `evicted-session`, so the gateway forgets it too.
+give way (the gateway then spends no token); `404` when the session does not exist or has been
+idle too long (the client opens a new one); the answer that uses up a session's requests, or the
+first after its lifetime, carries `connection: close` inside TLS and `session-ended: 1` outside
+(the client opens a new session for its next request; the gateway forgets this one); a `PUT`
+that made room names the session it evicted in `evicted-session`, so the gateway forgets it too.
 
 Rules: the enclave sees only TLS records and the gateway's session ids, never a client address or
 a token; it logs events without content; sessions live by a `SessionPolicy`
@@ -69,6 +71,11 @@ class _Slot:
         return self.connection.application_bytes, self.connection.requests_received
 
 
+def _ended(ended: bool) -> dict[str, str]:
+    """The header that tells the gateway this exchange ended the session (it forgets it)."""
+    return {"session-ended": "1"} if ended else {}
+
+
 def create_enclave_app(
     backend: Backend,
     identity: ServerIdentity,
@@ -116,23 +123,32 @@ def create_enclave_app(
             connection.end_stream()
         return connection.send_pending()
 
-    def account(session_id: str, before: tuple[int, int], after: tuple[int, int]) -> None:
-        """An exchange is activity only if it carried application data."""
+    def settle(slot: _Slot, session_id: str, before: tuple[int, int]) -> bool:
+        """After an exchange: activity counted only if it carried application data; a session
+        whose last answer went out is dropped (True)."""
+        after = slot.counters()
         if after[0] > before[0]:
             sessions.touch(session_id, time.monotonic(), after[1] - before[1])
+        if slot.connection.finished:
+            drop(session_id, "ended")
+            return True
+        return False
 
     async def exchange(slot: _Slot, session_id: str, records: bytes) -> Response:
         async with slot.lock:
             before = slot.counters()
+            slot.connection.last_answer = sessions.last_answer(session_id, time.monotonic())
             try:
                 out = await run_in_threadpool(serve_records, slot.connection, records)
             except PrivprocError:
                 out = slot.connection.send_pending()  # the alert or close_notify, for the client
                 drop(session_id, "failed")
-            account(session_id, before, slot.counters())
-            return Response(out, media_type="application/octet-stream")
+            ended = settle(slot, session_id, before)
+            return Response(out, media_type="application/octet-stream", headers=_ended(ended))
 
     def streamed_exchange(slot: _Slot, session_id: str, records: bytes) -> Response:
+        last = sessions.last_answer(session_id, time.monotonic())
+
         async def pieces() -> AsyncIterator[bytes]:
             loop = asyncio.get_running_loop()
             queue: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -153,6 +169,7 @@ def create_enclave_app(
 
             async with slot.lock:
                 before = slot.counters()
+                slot.connection.last_answer = last
                 worker = asyncio.ensure_future(asyncio.to_thread(work))
                 try:
                     while (piece := await queue.get()) is not None:
@@ -163,9 +180,10 @@ def create_enclave_app(
                         # The reader left mid-answer: stop generating; the session is unusable.
                         stop.set()
                         drop(session_id, "failed")
-                    account(session_id, before, slot.counters())
+                    settle(slot, session_id, before)
 
-        return StreamedBody(pieces(), "application/octet-stream", {"cache-control": "no-store"})
+        headers = {"cache-control": "no-store", **_ended(last)}
+        return StreamedBody(pieces(), "application/octet-stream", headers)
 
     async def session_records(request: Request, *, stream: bool) -> Response:
         session_id = request.path_params["session_id"]
@@ -192,8 +210,8 @@ def create_enclave_app(
                 headers["evicted-session"] = evicted
             metrics.sessions.labels(PARTY).set(len(sessions))
             logs.event(PARTY, "session-opened")
-        elif (ended := sessions.ended(session_id, time.monotonic())) is not None:
-            drop(session_id, ended)
+        elif sessions.idle(session_id, time.monotonic()):
+            drop(session_id, "idle")
         if (slot := sessions.get(session_id)) is None:
             return Response(status_code=404)
         if stream:

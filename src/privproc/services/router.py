@@ -27,7 +27,8 @@ session is closed again.
 
 Rules: the router sees sizes, timing and a token (unlinkable), never content: TLS records pass
 through untouched. Sessions idle longer than `idle_timeout` are forgotten, and those the enclave
-ends (a `404`, or named in `evicted-session` when it made room) too; at most `max_sessions`
+ends (a `404`, an answer marked `session-ended`, or named in `evicted-session` when it made
+room) too; at most `max_sessions`
 exist, and when they are all taken the one idle longest gives way if it has been idle
 `evictable_after`; an enclave that fails a request or a health check gets no new sessions until it
 passes one again. Nothing about a session is logged but its outcome.
@@ -157,8 +158,8 @@ class SessionRouter:
 
     async def _forward(
         self, method: str, enclave: Enclave, session_id: str, body: bytes
-    ) -> tuple[bytes, str | None]:
-        """The enclave's records, and the session it evicted to make room for this one (a PUT)."""
+    ) -> tuple[bytes, httpx.Headers]:
+        """The enclave's records and its answer's headers (`evicted-session`, `session-ended`)."""
         url = f"{enclave.url}/sessions/{session_id}"
         async with self.http.stream(method, url, content=body) as answer:
             if answer.status_code == 503:
@@ -169,7 +170,7 @@ class SessionRouter:
                 raise PrivprocError(f"the enclave answered {answer.status_code}")
             # Records are bounded: an enclave that sends more is cut off (TooLargeError).
             records = await read_bounded(answer, MAX_RECORDS)
-            return records, answer.headers.get("evicted-session")
+            return records, answer.headers
 
     @staticmethod
     def _decode(inner: bytes) -> bhttp.Request | bytes:
@@ -217,6 +218,8 @@ class SessionRouter:
                 async for records in answer.aiter_raw():
                     session.last_used = time.monotonic()
                     yield bhttp_stream.encode_content(records)
+                if "session-ended" in answer.headers:  # that answer was the session's last
+                    self._forget(session_id)
         except httpx.HTTPError:
             lost = self._lost(session_id, session.enclave)
             if started:  # the head is out: the only honest signal left is to cut the answer
@@ -242,7 +245,9 @@ class SessionRouter:
         if request.method != "POST":
             return _answer(405)
         try:
-            records, _ = await self._forward("POST", session.enclave, session_id, request.content)
+            records, headers = await self._forward(
+                "POST", session.enclave, session_id, request.content
+            )
         except _SessionGone:
             self._forget(session_id)
             return _error(404, "no-such-session", True)
@@ -250,6 +255,8 @@ class SessionRouter:
             return self._lost(session_id, session.enclave)
         if records:  # an exchange the enclave answered; records it ignored keep nothing alive
             session.last_used = time.monotonic()
+        if "session-ended" in headers:  # that answer was the session's last
+            self._forget(session_id)
         return _answer(200, records, (("content-type", "application/octet-stream"),))
 
     def _lost(self, session_id: str, enclave: Enclave) -> bytes:
@@ -318,7 +325,7 @@ class SessionRouter:
             enclave.sessions += 1
             self._count()
             try:
-                records, evicted = await self._forward("PUT", enclave, session_id, hello)
+                records, headers = await self._forward("PUT", enclave, session_id, hello)
             except _EnclaveBusy:
                 busy = True
                 self._forget(session_id)
@@ -328,7 +335,7 @@ class SessionRouter:
                 self._forget(session_id)
                 self._count("enclave-lost")
                 continue
-            self._evicted(enclave, evicted)
+            self._evicted(enclave, headers.get("evicted-session"))
             return records
         if busy:
             return _Refusal(_error(503, "busy", True, _BUSY))
