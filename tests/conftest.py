@@ -20,7 +20,7 @@ def load_vectors(relpath: str) -> Any:
 
 import pytest  # noqa: E402
 
-from tests.servers import Running, privproc_process  # noqa: E402
+from tests.servers import Running, privproc_process, running_system  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -39,19 +39,7 @@ def conformance_gateway(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def system(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Every party a real process on loopback (`privproc up`'s System), with every AI feature
     enabled for the local user; one per test module."""
-    from privproc.client.controls import FEATURES, Settings
-    from privproc.system import System
-
-    running = System(tmp_path_factory.mktemp("privproc"))
-    try:
-        running.start()
-        controls = Settings.load(running.client_dir)
-        for feature in FEATURES:
-            controls.set_feature(feature, True)
-        controls.save()
-        yield running
-    finally:
-        running.stop()
+    yield from running_system(tmp_path_factory.mktemp("privproc"))
 
 
 __all__ = ["Running", "load_vectors"]

@@ -11,10 +11,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from privproc.system import LogDrain
+from privproc.system import LogDrain, System
 
 NODE_DIR = Path(__file__).parent / "interop" / "node"
 
@@ -75,6 +76,33 @@ def privproc_process(
             proc.kill()
             proc.wait()
         drain.join()
+
+
+def privproc_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`privproc ARGS...` run to its end, its output captured (the exit status unchecked)."""
+    return subprocess.run(
+        [sys.executable, "-m", "privproc.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def running_system(state: Path, **options: Any) -> Iterator[System]:
+    """A started System (with `options`), every AI feature enabled; stopped after."""
+    from privproc.client.controls import FEATURES, Settings
+
+    running = System(state, **options)
+    try:
+        running.start()
+        controls = Settings.load(running.client_dir)
+        for feature in FEATURES:
+            controls.set_feature(feature, True)
+        controls.save()
+        yield running
+    finally:
+        running.stop()
 
 
 def node_or_fail() -> str:

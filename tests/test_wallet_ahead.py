@@ -5,24 +5,13 @@ would be, never in the request's path."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from privproc.client.private import PrivateProcessingClient
 from privproc.client.wallet import RefillPolicy, Wallet
 from privproc.system import System
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "privproc.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from tests.servers import privproc_cli as _cli
 
 
 def _held(system: System) -> int:

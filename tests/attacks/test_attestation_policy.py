@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +37,7 @@ from privproc.tlog.entries import EnclaveRelease, encode_entry
 from privproc.tlog.log import TransparencyLog
 from privproc.tlog.note import parse_note
 from privproc.tlog.witness import Witness, encode_add_checkpoint
+from tests.servers import privproc_cli as _cli
 
 ROOT = Path(__file__).parent.parent.parent
 SEV = ROOT / "tests" / "vectors" / "sev"
@@ -230,16 +229,6 @@ def test_real_amd_reports_pass_the_hardware_and_fail_the_minimum_tcb(name: str) 
 
 
 # --- privproc attest verify -----------------------------------------------------------------------
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "privproc.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def _verify(tmp: Path, platform: VirtualSnp, report: bytes, *extra: str) -> tuple[int, str, str]:

@@ -21,12 +21,12 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from privproc.client.controls import FEATURES, Settings
 from privproc.client.private import PrivateProcessingClient
 from privproc.client.wallet import RefillPolicy
 from privproc.enclave.sessions import SessionPolicy
 from privproc.errors import PeerRejectedError
 from privproc.system import System
+from tests.servers import running_system
 
 POLICY = SessionPolicy(
     max_sessions=2, idle_timeout=6.0, lifetime=12.0, max_requests=6, evictable_after=3.0
@@ -35,16 +35,7 @@ POLICY = SessionPolicy(
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    running = System(tmp_path_factory.mktemp("squat"), sessions=POLICY)
-    try:
-        running.start()
-        controls = Settings.load(running.client_dir)
-        for feature in FEATURES:
-            controls.set_feature(feature, True)
-        controls.save()
-        yield running
-    finally:
-        running.stop()
+    yield from running_system(tmp_path_factory.mktemp("squat"), sessions=POLICY)
 
 
 def _client(system: System) -> PrivateProcessingClient:
