@@ -8,18 +8,9 @@ import sys
 from pathlib import Path
 
 from tests.conftest import Running
+from tests.servers import privproc_cli as _privproc
 
 KEYS = "/.well-known/ohttp-gateway"
-
-
-def _privproc(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "privproc.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def test_up_once_brings_the_system_up_and_summarises_privately(tmp_path: Path) -> None:
