@@ -149,6 +149,17 @@ def test_an_echoing_answer_is_asked_again_then_refused() -> None:
     assert rewrite(Scripted(message), message, "proofread") == message
 
 
+def test_a_summary_keeps_only_what_the_chat_bears_out() -> None:
+    # Hand-written model answers: an invented name, an invented time.
+    mixed = "Ana and Ben meet at the park on Saturday. Carla brings the kite at 11am."
+    assert summarize(Scripted(mixed), CHAT) == "Ana and Ben meet at the park on Saturday."
+    invented = "Tom and Sarah meet at noon on Sunday."
+    good = "Ben brings the blue kite to the park at 10am."
+    assert summarize(Scripted(invented, good), CHAT) == good  # asked once more
+    with pytest.raises(UnusableAnswerError, match="the chat does not hold"):
+        summarize(Scripted(invented, invented), CHAT)
+
+
 def test_the_api_and_the_client_type_an_unusable_answer() -> None:
     response = handle(Scripted("", ""), "POST", "/v1/tasks/summarize",
                       json.dumps({"chat": [vars(c) for c in CHAT]}).encode())  # fmt: skip

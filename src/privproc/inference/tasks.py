@@ -5,7 +5,8 @@
   speech and decoding is greedy. An answer that is empty or mostly the chat's own words (runs of
   four or more words found in the chat, so a copy with a word changed is still a copy) is asked
   for once more with another phrasing, then refused (`UnusableAnswerError`), never passed off as
-  a summary.
+  a summary. A sentence that states a name, time, day or number the chat does not hold is
+  dropped (`privproc.inference.grounding`); a summary with nothing left counts as empty.
 - `rewrite(text, style)`: styles `rephrase`, `professional`, `funny`, `supportive`, `proofread`.
   An empty answer, or one that is the message unchanged (except for `proofread`, where an
   unchanged message is a correct answer), is asked for once more, then refused the same way.
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 from privproc.errors import DecodeError, UnusableAnswerError, UsageError
 from privproc.inference.backends import Backend, Message
+from privproc.inference.grounding import ground
 
 __all__ = ["STYLES", "ChatLine", "echoes", "parse_chat", "rewrite", "summarize"]
 
@@ -112,11 +114,15 @@ def summarize(backend: Backend, chat: list[ChatLine], *, max_tokens: int = 120) 
     for instruction in _SUMMARY_PROMPTS:
         messages = [Message("user", f"{instruction}\n\n{block}")]
         answer = _clean(backend.complete(messages, max_tokens=max_tokens, temperature=0.0).text)
-        if not echoes(answer, chat):
-            return answer
+        if echoes(answer, chat):
+            continue
+        grounded = ground(answer, chat).text  # no sentence stating what the chat does not
+        if grounded:
+            return grounded
     raise UnusableAnswerError(
-        "the model gave no summary, only an empty answer or the chat's own words, twice; "
-        "nothing is shown rather than a copy (a larger model summarises better)"
+        "the model gave no summary that the chat bears out (only an empty answer, the chat's own "
+        "words, or names, times, days or numbers the chat does not hold), twice; nothing is "
+        "shown rather than that (a larger model summarises better)"
     )
 
 
