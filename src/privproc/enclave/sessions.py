@@ -115,13 +115,14 @@ class SessionTable(Generic[T]):
         return None if oldest is None else oldest[1]
 
     def ended(self, session_id: str, now: float) -> str | None:
-        """Why the session may carry no more exchanges ("idle", "lifetime", "requests"), or None
-        while it may (or when there is no such session)."""
+        """Why the session is over and may be dropped while nobody uses it ("idle", "lifetime",
+        "requests"), or None (also when there is no such session). A session in use past its
+        lifetime still gets its last answer (`last_answer`); only `idle` refuses an exchange."""
         entry = self._entries.get(session_id)
         if entry is None:
             return None
         policy = self.policy
-        if now - entry.active >= policy.idle_timeout:
+        if self.idle(session_id, now):
             return "idle"
         if now - entry.opened >= policy.lifetime:
             return "lifetime"
