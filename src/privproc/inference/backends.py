@@ -136,6 +136,7 @@ class EmbeddedBackend:
     """SmolLM2-135M-Instruct on llama.cpp (CPU), loaded once per process."""
 
     model = MODEL_NAME
+    demonstration = True  # a small model, to show the path works: its prose is not to be trusted
 
     def __init__(self, model_path: Path | None = None, *, threads: int | None = None) -> None:
         try:
@@ -227,6 +228,8 @@ class EmbeddedBackend:
 
 class RemoteBackend:
     """Any OpenAI-compatible chat completions endpoint (the enclave's local inference server)."""
+
+    demonstration = False
 
     def __init__(self, base_url: str, model: str, *, timeout: float = 120.0) -> None:
         if not base_url.startswith(("http://", "https://")):

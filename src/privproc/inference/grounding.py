@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["Grounded", "facts", "ground"]
+__all__ = ["COMMON", "Grounded", "facts", "ground", "loose_minutes", "sentences", "times"]
 
 
 class Line(Protocol):
@@ -59,13 +59,16 @@ _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 # Words that start sentences or are capitalised without naming anyone or anywhere.
 _COMMON_WORDS = """a about after afterwards all also although an and another any anyone as at
     because before both but by during each either eventually everybody everyone everything finally
-    first for from he her here hers his however i if in initially instead it its later
+    first for from he her here hers his however i if in initially instead it its later latest
     meanwhile most my neither next no nobody none nor not now of on once or originally other
     our overall plans plan she since so some someone something still summary that the their
     them then there these they this those though to today tomorrow tonight until we what when
     where whether which while who whose why with yes yesterday you your group chat conversation
-    everyone's participants people friends family team"""
-_COMMON = frozenset(_COMMON_WORDS.split())
+    everyone's participants people friends family team hey hi hello please thanks thank sorry
+    just let's lets sure great ok okay well oh good maybe hope enjoy remember dear love best
+    don't can't won't i'm i'll i'd i've you're we're they're it's that's there's here's what's
+    he's she's we'll you'll they'll"""
+COMMON = frozenset(_COMMON_WORDS.split())
 
 
 @dataclass(frozen=True)
@@ -91,14 +94,21 @@ def _minutes(match: re.Match[str]) -> frozenset[int]:
     return frozenset({hour * 60 + minute})
 
 
-def _loose_minutes(text: str) -> set[int]:
+def times(text: str) -> set[int]:
+    """The times of day (minutes after midnight) a text states as times ("7pm", "19:30")."""
+    return {m for match in _TIME.finditer(_plain(text)) for m in _minutes(match)}
+
+
+def loose_minutes(text: str) -> set[int]:
     """Times in chat text, where "at 7" may mean 7:00 or 19:00 and "7:30" either half too."""
     found: set[int] = set()
     for match in _TIME.finditer(text):
         found |= _minutes(match)
         if match.group("h24") is not None and int(match.group("h24")) <= 12:
             found.add((int(match.group("h24")) % 12 + 12) * 60 + int(match.group("m24")))
-    for hour in re.findall(r"\b(?:at|by|around|about|from|until|till)\s+(\d{1,2})\b", text, re.I):
+    bare = r"\b(?:at|by|around|about|to|do|from|until|till|make it)\s+(\d{1,2})\b(?!:\d)"
+    lead = r"\b(\d{1,2})\s+(?=it is\b|then\b|instead\b|works\b)"
+    for hour in re.findall(bare, text, re.I) + re.findall(lead, text, re.I):
         if int(hour) <= 12:
             found |= {int(hour) % 12 * 60, (int(hour) % 12 + 12) * 60}
     return found
@@ -127,8 +137,9 @@ def _source(chat: Sequence[Line]) -> _Source:
     words = {w.lower().strip("'-") for w in _WORD.findall(joined)}
     words |= {_stem(w) for w in words}
     numbers = {n.replace(",", ".") for n in _NUMBER.findall(_TIME.sub(" ", joined))}
+    numbers |= set(re.findall(r"\b(\d+)(?:st|nd|rd|th)\b", joined))  # "the 12th"
     numbers |= {str(i) for i, w in enumerate(_NUMBER_WORDS) if w in words}
-    return _Source(frozenset(words), frozenset(numbers), frozenset(_loose_minutes(joined)))
+    return _Source(frozenset(words), frozenset(numbers), frozenset(loose_minutes(joined)))
 
 
 def facts(sentence: str) -> Iterable[tuple[str, str]]:
@@ -145,7 +156,7 @@ def facts(sentence: str) -> Iterable[tuple[str, str]]:
             yield "day", low
         elif low in _NUMBER_WORDS:
             yield "number", str(_NUMBER_WORDS.index(low))
-        elif word[0].isupper() and low not in _COMMON:
+        elif word[0].isupper() and low not in COMMON:
             yield "name", low
 
 
@@ -170,7 +181,7 @@ def _unsupported(sentence: str, source: _Source) -> str | None:
     return None
 
 
-def _sentences(text: str) -> list[str]:
+def sentences(text: str) -> list[str]:
     parts = re.split(r"(?<=[.!?])\s+", text.strip())
     return [p for p in parts if p.strip()]
 
@@ -179,7 +190,7 @@ def ground(summary: str, chat: Sequence[Line]) -> Grounded:
     """The summary without the sentences that state a fact the chat does not hold."""
     source = _source(chat)
     kept, dropped = [], []
-    for sentence in _sentences(summary):
+    for sentence in sentences(summary):
         reason = _unsupported(sentence, source)
         if reason is None:
             kept.append(sentence)

@@ -1,19 +1,24 @@
 """The AI tasks the enclave offers: message summaries and writing help, as prompts for a backend.
 
-- `summarize(chat)`: a chat export (sender, time, text) -> one sentence on what was discussed and
-  decided. Small models like to echo or continue their input, so the chat is given as reported
-  speech and decoding is greedy. An answer that is empty or mostly the chat's own words (runs of
-  four or more words found in the chat, so a copy with a word changed is still a copy) is asked
-  for once more with another phrasing, then refused (`UnusableAnswerError`), never passed off as
-  a summary. A sentence that states a name, time, day or number the chat does not hold is
-  dropped (`privproc.inference.grounding`); a summary with nothing left counts as empty.
+- `summarize(chat)`: a chat export (sender, time, text) -> what was discussed and decided. The
+  facts come from `privproc.inference.plans` (the latest plan, who will do what, the messages
+  that say more, quoted): rules that never attribute a word to the wrong person. Before them, the
+  model's own sentence (`model_gist`, asked with `gist=True`; the enclave turns it off for a
+  small demonstration model): small models like to echo or continue their input, so the chat
+  is given as reported speech and decoding is greedy; an answer that is empty or mostly the
+  chat's own words (runs of four or more words found in the chat) is asked for once more with
+  another phrasing; a sentence that states a name, time, day or number the chat does not hold
+  (`privproc.inference.grounding`), or a value a later message replaced, is dropped. A chat that
+  settles nothing and a model that says nothing usable is refused (`UnusableAnswerError`).
 - `rewrite(text, style)`: styles `rephrase`, `professional`, `funny`, `supportive`, `proofread`.
-  An empty answer, or one that is the message unchanged (except for `proofread`, where an
-  unchanged message is a correct answer), is asked for once more, then refused the same way.
+  Each answer is checked (`check_rewrite`): not empty or rambling, not the message unchanged
+  (except a proofread), every name, time, day and number of the message kept and none added,
+  and the style's own rule; a failing answer is asked for once more, then refused the same way.
 
 Rules: inputs are bounded; nothing is kept after the answer. The content is data inside one
-prompt; a model this small cannot be relied on to resist instructions hidden in a chat, which is
-why the enclave gives the model no tools and no access to anything but the request itself.
+prompt, defused (`backends.defuse`); a message that addresses the assistant is not shown to the
+model at all (`plans.speaks_to_assistant`), and the model has no tools and no access to anything
+but the request itself.
 """
 
 from __future__ import annotations
@@ -23,9 +28,19 @@ from dataclasses import dataclass
 
 from privproc.errors import DecodeError, UnusableAnswerError, UsageError
 from privproc.inference.backends import Backend, Message
-from privproc.inference.grounding import ground
+from privproc.inference.grounding import ground, sentences
+from privproc.inference.plans import Plan, compose, settle, speaks_to_assistant, states_superseded
 
-__all__ = ["STYLES", "ChatLine", "echoes", "parse_chat", "rewrite", "summarize"]
+__all__ = [
+    "STYLES",
+    "ChatLine",
+    "check_rewrite",
+    "echoes",
+    "model_gist",
+    "parse_chat",
+    "rewrite",
+    "summarize",
+]
 
 MAX_CHAT_LINES = 200
 MAX_TEXT = 4000
@@ -107,9 +122,33 @@ def echoes(answer: str, chat: list[ChatLine]) -> bool:
     return sum(copied) >= ECHO_SHARE * len(words)
 
 
-def summarize(backend: Backend, chat: list[ChatLine], *, max_tokens: int = 120) -> str:
+def summarize(
+    backend: Backend, chat: list[ChatLine], *, max_tokens: int = 120, gist: bool = True
+) -> str:
+    """What the chat settled on (`privproc.inference.plans`: the latest day, time and place, who
+    will do what, the messages that say more, quoted), after the model's own sentence where the
+    chat bears it out (`gist`; off for a demonstration model, whose sentences were wrong more often
+    than right: bench/README.md)."""
     if not chat:
         raise UsageError("there is nothing to summarise")
+    plan = settle(chat)
+    # A message that speaks to the assistant never reaches the model; the summary says it was there.
+    heard = [line for line in chat if not speaks_to_assistant(line.text)]
+    said = model_gist(backend, heard, plan, max_tokens) if gist and heard else ""
+    summary = ground(" ".join(part for part in (said, compose(plan)) if part), chat).text
+    if summary:
+        return summary
+    raise UnusableAnswerError(
+        "the chat settles no plan to report, and the model gave no summary that the chat bears "
+        "out (only an empty answer, the chat's own words, or names, times, days or numbers the "
+        "chat does not hold), twice; nothing is shown rather than that"
+    )
+
+
+def model_gist(backend: Backend, chat: list[ChatLine], plan: Plan, max_tokens: int = 120) -> str:
+    """The model's summary, kept sentence by sentence where it states only what the chat holds
+    and nothing a later message replaced; asked once more with another phrasing if nothing is
+    left; "" if still nothing."""
     block = _chat_block(chat)
     for instruction in _SUMMARY_PROMPTS:
         messages = [Message("user", f"{instruction}\n\n{block}")]
@@ -117,17 +156,18 @@ def summarize(backend: Backend, chat: list[ChatLine], *, max_tokens: int = 120) 
         if echoes(answer, chat):
             continue
         grounded = ground(answer, chat).text  # no sentence stating what the chat does not
-        if grounded:
-            return grounded
-    raise UnusableAnswerError(
-        "the model gave no summary that the chat bears out (only an empty answer, the chat's own "
-        "words, or names, times, days or numbers the chat does not hold), twice; nothing is "
-        "shown rather than that (a larger model summarises better)"
-    )
+        kept = [s for s in sentences(grounded) if not states_superseded(s, plan)]
+        if kept:
+            return " ".join(kept)
+    return ""
+
+
+_LEAD_IN = re.compile(r"^(?:here is|here's)\b[^:\n\"]{0,60}:\s*", re.IGNORECASE)
 
 
 def _clean(answer: str) -> str:
     """Drop a lead-in line ("Here is a revised version:") and the quotes around the answer."""
+    answer = _LEAD_IN.sub("", answer.strip())
     lines = [line for line in answer.strip().splitlines() if line.strip()]
     if lines and lines[0].rstrip().endswith(":"):
         lines = lines[1:]  # a lead-in alone is no answer
@@ -144,6 +184,7 @@ def rewrite(backend: Backend, text: str, style: str, *, max_tokens: int = 160) -
         raise UsageError(f"the styles are {', '.join(STYLES)}")
     if not text.strip() or len(text) > MAX_TEXT:
         raise UsageError(f"the text is 1 to {MAX_TEXT} characters")
+    problem = "no answer"
     for template in _REWRITE_PROMPTS:
         prompt = template.format(text=text.strip(), style=STYLES[style])
         answer = _clean(backend.complete([Message("user", prompt)], max_tokens=max_tokens,
@@ -151,10 +192,48 @@ def rewrite(backend: Backend, text: str, style: str, *, max_tokens: int = 160) -
         if "\n" not in text.strip() and answer:
             # A one-line message gets a one-line version: small models ramble on after it.
             answer = _clean(answer.splitlines()[0])
-        words = _words(answer)  # none: an empty answer
-        if words and (style == "proofread" or words != _words(text)):
+        if style != "proofread":  # a sentence adding what the message does not say goes
+            answer = ground(answer, [ChatLine("", "", text)]).text or answer
+        found = check_rewrite(text, answer, style)
+        if found is None:
             return answer
+        problem = found
     raise UnusableAnswerError(
-        f"the model gave no {style} version, only an empty answer or the message unchanged, "
-        "twice; nothing is shown rather than that"
+        f"the model gave no usable {style} version, twice (the last one {problem}); nothing is "
+        "shown rather than that"
     )
+
+
+# Words that are not the professional register (checked case-insensitively, as whole words).
+_CASUAL = frozenset(
+    ("u", "ur", "gonna", "wanna", "gotta", "im", "ive", "idk", "lol", "omg", "thx", "pls", "plz",
+     "ya", "yeah", "hey", "nah")
+)  # fmt: skip
+PROOFREAD_KEEP = 0.6  # of the message's words a proofread keeps, at least
+PROOFREAD_GROWTH = 1.5  # times the message's length, at most
+
+
+def check_rewrite(original: str, answer: str, style: str) -> str | None:
+    """What is wrong with a rewrite, or None: it must exist and be of a sensible length, differ
+    from the message (a proofread of a correct message may not), keep every name, time, day and
+    number the message states and add none, and fit its style's rule (professional: no casual
+    words such as "gonna" or "u"; proofread: changes little beyond errors, keeping most of the
+    message's words). Humour and warmth are not checked: no rule can tell them."""
+    words, before = _words(answer), _words(original)
+    if not words:
+        return "was empty"
+    if len(answer) > 3 * len(original) + 80:
+        return "was far longer than the message"
+    if style != "proofread" and words == before:
+        return "was the message unchanged"
+    if not ground(original, [ChatLine("", "", answer)]).whole:
+        return "lost a name, time, day or number of the message"
+    if not ground(answer, [ChatLine("", "", original)]).whole:
+        return "added a name, time, day or number the message does not state"
+    if style == "professional" and _CASUAL & set(words):
+        return "kept casual words"
+    if style == "proofread":
+        kept = sum(min(before.count(w), words.count(w)) for w in set(before))
+        if kept < PROOFREAD_KEEP * len(before) or len(words) > PROOFREAD_GROWTH * len(before) + 2:
+            return "changed more than a proofread does"
+    return None

@@ -1,0 +1,382 @@
+"""What a chat settled on, found by rules rather than by a model: the latest plan (day, date, time,
+place), who said they would do what, and which messages spoke to the assistant instead of to the
+people in the chat.
+
+    plan = settle(chat)
+    plan.day, plan.time, plan.place      # the latest value of each (or None)
+    plan.superseded                      # values a later message replaced: never shown as the plan
+    plan.commitments                     # "Ana will book a table for three", in the chat's order
+    plan.quotes                          # up to 3 messages that say more, quoted word for word
+    plan.instructions                    # senders whose messages tried to instruct the assistant
+    compose(plan)                        # sentences stating only the above
+
+A 135M model cannot be trusted to read a plan out of a chat (tried: it invents places and times,
+and reports the first proposal as the decision); a chat's plan is, most of the time, its latest
+mention of each kind of fact. So the summary's facts come from here, and the model's sentence
+(`privproc.inference.tasks.summarize`) is kept only where it agrees.
+
+Rules of this module:
+- Pure functions of the chat; no model, no I/O. Every value it returns is a span of the chat's
+  own text or a time the chat states (written as "7:30 pm"), so `compose` passes grounding.
+- A later message wins over an earlier one, value by value: a day, date, time or place that a
+  later message replaces is superseded. A clause that turns a value down ("6 is too early",
+  "the library is closed") supersedes that value at once.
+- A message that addresses the assistant (template markers, "ignore your instructions", role
+  lines, long repeats) is content, not instruction: none of its facts enter the plan, and the
+  summary says that it was there and was not followed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from privproc.inference.grounding import COMMON, Line, facts, loose_minutes
+
+__all__ = ["Plan", "compose", "settle", "speaks_to_assistant", "states_superseded"]
+
+_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
+         "today", "tonight", "tomorrow")  # fmt: skip
+_MONTHS = (
+    "january",
+    "february",
+    "march",
+    "april",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+)  # fmt: skip  ("may" is more often a verb)
+_TIME = re.compile(
+    r"\b(?P<h>1[0-2]|0?[1-9])(?::(?P<m>[0-5]\d))?\s*(?P<ap>[ap])\.?\s?m\b\.?"
+    r"|\b(?P<h24>[01]?\d|2[0-3]):(?P<m24>[0-5]\d)\b"
+    r"|\b(?P<word>noon|midday|midnight)\b"
+    r"|\b(?:at|by|around|to|do|until|till|from|make it)\s+(?P<bare>1[0-2]|[1-9])\b"
+    r"(?!\s*(?:minutes?|mins?|hours?|days?|weeks?|people|each|of|%|th\b|st\b|nd\b|rd\b|[.,:]\d))"
+    r"|\b(?P<lead>1[0-2]|[1-9])\s+(?=it is\b|then\b|instead\b|works\b|is (?:too|fine|good)\b)",
+    re.IGNORECASE,
+)
+_DATE = re.compile(
+    r"\b(?P<month>" + "|".join(_MONTHS) + r")(?:\s+(?P<n>[1-9]|[12]\d|3[01])(?:st|nd|rd|th)?)?\b"
+    r"|\bthe\s+(?P<nth>[1-9]|[12]\d|3[01])(?:st|nd|rd|th)\b",
+    re.IGNORECASE,
+)
+_PLACE = re.compile(
+    r"\b(?:at|in|to)\s+(?P<name>(?:room\s+)?[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*)"
+    r"|\b(?:at|in)\s+(?P<the>the\s+[a-z]+(?:\s+(?:shop|room|office|station|park|house))?)\b"
+    r"|(?P<lead>\b[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)+)"
+    r"|\bat\s+(?P<mine>my)\s+place\b"
+)
+# A clause that turns down what it names.
+_REFUSAL = re.compile(
+    r"\b(?:can't|cannot|can not|doesn't work|does not work|won't work|is too (?:early|late)|"
+    r"too (?:early|late)|is bad|is busy|busy|is full|full|is closed|closed|cancel+ed|"
+    r"not|no longer|instead of|rather than|sorry)\b",
+    re.IGNORECASE,
+)
+_COMMITMENT = re.compile(
+    r"\b(?:I'll|I will|I can|I'm going to|I am going to|I'm|I am)\s+(?P<rest>[^.!?;]+)",
+    re.IGNORECASE,
+)
+_TO_ASSISTANT = (
+    re.compile(r"<\|?/?[a-z_]+\|?>|\[/?INST\]|<</?SYS>>", re.IGNORECASE),  # template markers
+    re.compile(r"\b(?:ignore|disregard|forget)\b.{0,40}\b(?:instructions?|prompt|rules)\b", re.I),
+    re.compile(r"(?m)^\s*(?:system|assistant|user|model)\s*:", re.IGNORECASE),
+    re.compile(
+        r"\b(?:instructions?|prompt)\s+(?:for|to)\s+the\s+(?:ai|assistant|model|bot)\b",
+        re.IGNORECASE,
+    ),
+    re.compile(r"\b(?:the\s+)?(?:summary|assistant|ai)\s+(?:must|should)\b", re.IGNORECASE),
+    re.compile(r"\b(?:reveal|print|show)\b.{0,20}\bprompt\b", re.IGNORECASE),
+    re.compile(r"\bfrom now on\b", re.IGNORECASE),
+)
+_NOT_NAMES = COMMON | {"please", "for", "count", "update", "ok", "okay", "thanks", "thank", "yes"}
+_REPEATS = 5  # a phrase said this many times over is a flood, not a message
+
+
+def speaks_to_assistant(text: str) -> bool:
+    """Whether a message addresses the assistant rather than the chat: a chat template's markers,
+    "ignore your instructions", a line posing as a role, words for the AI, or one phrase repeated
+    over and over."""
+    if any(pattern.search(text) for pattern in _TO_ASSISTANT):
+        return True
+    phrases = [p.strip().lower() for p in re.split(r"[.!?\n]+", text) if p.strip()]
+    return any(phrases.count(p) >= _REPEATS for p in set(phrases))
+
+
+@dataclass(frozen=True)
+class _Time:
+    minutes: int | None  # None: an hour whose half of the day the chat leaves open
+    hour: int
+    minute: int
+    text: str
+
+
+def _read_time(match: re.Match[str]) -> _Time:
+    text = match.group(0).strip()
+    if match.group("word"):
+        return _Time(0 if match.group("word").lower() == "midnight" else 720, 12, 0, text)
+    if match.group("ap"):
+        hour = int(match.group("h")) % 12 + (12 if match.group("ap").lower() == "p" else 0)
+        return _Time(hour * 60 + int(match.group("m") or 0), hour, int(match.group("m") or 0), text)
+    if match.group("h24") is not None:
+        hour, minute = int(match.group("h24")), int(match.group("m24"))
+        exact = hour * 60 + minute if hour > 12 or hour == 0 else None
+        return _Time(exact, hour, minute, text)
+    hour = int(match.group("bare") or match.group("lead"))
+    return _Time(None, hour, 0, text)
+
+
+def _say_time(minutes: int) -> str:
+    if minutes == 720:
+        return "noon"
+    if minutes == 0:
+        return "midnight"
+    hour, minute = divmod(minutes, 60)
+    half = "pm" if hour >= 12 else "am"
+    shown = hour % 12 or 12
+    return f"{shown}:{minute:02d} {half}" if minute else f"{shown} {half}"
+
+
+def _resolve(t: _Time, afternoon: bool | None, sent: int | None) -> int:
+    """An open hour's time of day: the half of the chat's last stated time; for a plan made for
+    today, the next such time after the message was sent; else afternoon for 12 and 1 to 7,
+    morning for 8 to 11 (when people make plans)."""
+    if t.minutes is not None:
+        return t.minutes
+    morning = (t.hour % 12) * 60 + t.minute
+    if afternoon is not None:
+        pm = afternoon
+    elif sent is not None:
+        pm = sent > morning
+    else:
+        pm = t.hour == 12 or t.hour <= 7
+    return morning + (12 * 60 if pm else 0)
+
+
+def _sent(time: str) -> int | None:
+    """A message's own time ("18:02") in minutes, if it is one."""
+    match = re.fullmatch(r"\s*([01]?\d|2[0-3]):([0-5]\d)\s*", time)
+    return int(match.group(1)) * 60 + int(match.group(2)) if match else None
+
+
+@dataclass
+class Plan:
+    day: str | None = None
+    date: str | None = None
+    time: str | None = None
+    place: str | None = None
+    superseded: set[str] = field(default_factory=set)
+    commitments: list[str] = field(default_factory=list)
+    instructions: list[str] = field(default_factory=list)
+    quotes: list[str] = field(default_factory=list)
+
+
+def _clauses(text: str) -> list[str]:
+    parts = re.split(r"[.;!?\n]+|,\s+|\s+but\s+|\s+so\s+|\s+and then\s+", text)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _places(clause: str, sender: str) -> list[str]:
+    found = []
+    for match in _PLACE.finditer(clause):
+        if match.group("mine"):
+            found.append(f"{sender}'s place")
+            continue
+        name = match.group("name") or match.group("the") or match.group("lead")
+        words = name.split()
+        if match.group("lead"):  # "Cafe Bloom", "Mount Tam": not "Please RSVP", "For Paul's"
+            while words and words[0].lower() in _NOT_NAMES:
+                words.pop(0)
+            if len(words) < 2:
+                continue
+        while words and words[-1].lower() in _DAYS + _MONTHS:
+            words.pop()  # "at Sakura Friday": the day is not the place
+        if words and words[0].lower() not in _DAYS + _MONTHS:
+            found.append(" ".join(words))
+    return found
+
+
+def _third_person(action: str, sender: str, addressee: str | None) -> str:
+    """A first-person clause as said of the sender ("bring my car" -> "bring Ana's car")."""
+    swaps = {"my": f"{sender}'s", "mine": f"{sender}'s share", "me": sender, "myself": sender}
+    if addressee:
+        swaps |= {"you": addressee, "your": f"{addressee}'s"}
+    return re.sub(
+        r"\b(my|mine|me|myself|you|your)\b",
+        lambda m: swaps.get(m.group(1).lower(), m.group(1)),
+        action,
+    )
+
+
+_VERB_FOR = {"i'll": "will", "i will": "will", "i can": "can", "i'm going to": "will",
+             "i am going to": "will", "i'm": "is", "i am": "is"}  # fmt: skip
+
+
+def _commitment(clause: str, sender: str, addressee: str | None) -> str | None:
+    match = _COMMITMENT.search(clause)
+    if match is None:
+        return None
+    lead = clause[match.start() : match.start("rest")].strip().lower().replace("\u2019", "'")
+    rest = match.group("rest").strip().rstrip(",")
+    if not rest or rest.lower().startswith(("not ", "sorry")):
+        return None
+    return f"{sender} {_VERB_FOR[lead]} {_third_person(rest, sender, addressee)}"
+
+
+@dataclass
+class _Mention:
+    kind: str
+    value: str
+    turned_down: bool
+
+
+def settle(chat: Sequence[Line]) -> Plan:
+    """The chat's plan, as its messages left it."""
+    plan = Plan()
+    afternoon: bool | None = None
+    commitments: list[tuple[str, str, set[str]]] = []  # (sender, said, the values it states)
+    previous_sender: str | None = None
+    said_values: list[tuple[Line, set[str], bool]] = []  # each message, its values, a commitment?
+    for line in chat:
+        text = line.text.replace("\u2019", "'")
+        if speaks_to_assistant(text):
+            if line.sender not in plan.instructions:
+                plan.instructions.append(line.sender)
+            continue
+        addressee = previous_sender if previous_sender != line.sender else None
+        values: set[str] = set()
+        committed = False
+        for clause in _clauses(text):
+            down = bool(_REFUSAL.search(clause))
+            mentions: list[_Mention] = []
+            for match in _TIME.finditer(clause):
+                t = _read_time(match)
+                today = plan.day in (None, "Today") or "today" in clause.lower()
+                minutes = _resolve(t, afternoon, _sent(line.time) if today else None)
+                if t.minutes is not None and (match.group("ap") or match.group("word")):
+                    afternoon = minutes >= 720
+                mentions.append(_Mention("time", _say_time(minutes), down))
+            for match in _DATE.finditer(clause):
+                if match.group("month"):
+                    value = match.group("month").capitalize()
+                    value += f" {match.group('n')}" if match.group("n") else ""
+                elif plan.date and plan.date.split()[0].isalpha():  # "September ... the 12th"
+                    value = f"{plan.date.split()[0]} {match.group('nth')}"
+                else:
+                    value = f"the {match.group(0).split()[-1]}"
+                mentions.append(_Mention("date", value, down))
+            for word in re.findall(r"[A-Za-z]+", clause):
+                if word.lower() in _DAYS:
+                    mentions.append(_Mention("day", word.capitalize(), down))
+            for place in _places(clause, line.sender):
+                mentions.append(_Mention("place", place, down))
+            said = None if down else _commitment(clause, line.sender, addressee)
+            stated = {m.value for m in mentions if not m.turned_down}
+            for m in mentions:
+                current = getattr(plan, m.kind)
+                if m.turned_down:
+                    plan.superseded.add(m.value)
+                    if current == m.value:
+                        setattr(plan, m.kind, None)
+                    continue
+                if current is not None and current not in stated:
+                    plan.superseded.add(current)
+                setattr(plan, m.kind, m.value)
+                plan.superseded.discard(m.value)
+            if said:
+                commitments.append((line.sender, said, {m.value for m in mentions}))
+                committed = True
+            values |= {m.value for m in mentions}
+        said_values.append((line, values, committed))
+        previous_sender = line.sender
+    for i, (sender, said, values) in enumerate(commitments):
+        revised = any(s == sender and v and v != values for s, _, v in commitments[i + 1 :])
+        if not (values & plan.superseded) and not (revised and values):
+            plan.commitments.append(said)
+    plan.quotes = _quotes(plan, said_values)
+    return plan
+
+
+MAX_QUOTES = 3
+_ACKNOWLEDGEMENT = re.compile(r"^(?:ok|okay|sure|yes|yep|great|thanks|thank you|works for me|"
+                              r"me too|count me in|got it|good idea|perfect)\b", re.I)  # fmt: skip
+
+
+def _quotes(plan: Plan, messages: list[tuple[Line, set[str], bool]]) -> list[str]:
+    """Messages that say what the plan and the commitments do not, quoted word for word: not a
+    commitment or an acknowledgement, nothing superseded, some number, name or list the plan
+    does not hold, or a question; the earliest first, at most `MAX_QUOTES`."""
+    shown = {v for v in (plan.day, plan.date, plan.time, plan.place) if v}
+    chosen = []
+    for line, values, committed in messages:
+        text = " ".join(line.text.split())
+        if committed or values & plan.superseded or _ACKNOWLEDGEMENT.match(text):
+            continue
+        news = bool(values - shown) or bool(re.search(r"\d|,.*\band\b", text)) or "?" in text
+        names = {w for w in re.findall(r"\b[A-Z][a-z']+", text)[1:] if w.lower() not in _NOT_NAMES}
+        names -= set(" ".join(shown).split())
+        if (
+            (news or names)
+            and len(text.split()) >= 4
+            and not (values and values <= shown and not names)
+        ):
+            chosen.append(f'{line.sender}: "{text.rstrip()}"')
+    return chosen[:MAX_QUOTES]
+
+
+def compose(plan: Plan, topic: str | None = None) -> str:
+    """The plan in plain sentences: what was settled, who does what, and any message that tried
+    to instruct the assistant. Empty when the chat settled nothing this module can see."""
+    sentences = []
+    when = " ".join(
+        part
+        for part in (
+            f"on {plan.day}"
+            if plan.day and plan.day.lower() not in _DAYS[7:]
+            else (plan.day or "").lower(),
+            f"on {plan.date}" if plan.date else None,
+            f"at {plan.time}" if plan.time else None,
+            f"at {plan.place}" if plan.place else None,
+        )
+        if part
+    )
+    if when:
+        sentences.append(f"Latest plan: {topic + ' ' if topic else ''}{when}.")
+    sentences += [_sentence(said) for said in plan.commitments]
+    if plan.quotes:
+        sentences.append("Also said: " + " ".join(plan.quotes))
+    for sender in plan.instructions:
+        sentences.append(
+            f"{sender} posted a message addressed to the assistant; it was treated as chat "
+            "text, not followed."
+        )
+    return " ".join(sentences)
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text[0].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")
+
+
+def states_superseded(sentence: str, plan: Plan) -> bool:
+    """Whether a sentence states a value a later message replaced (a time in either half of the
+    day: "at 6" states 6 pm); a value that is also the plan's current one does not count."""
+    current = {v for v in (plan.day, plan.date, plan.time, plan.place) if v}
+    old = plan.superseded - current
+    said_times = loose_minutes(sentence) | {
+        int(m) for kind, value in facts(sentence) if kind == "time" for m in value.split(",")
+    }
+    low = sentence.lower()
+    for value in old:
+        times = {int(m) for kind, v in facts(value) if kind == "time" for m in v.split(",")}
+        if times:
+            if times & said_times:
+                return True
+        elif re.search(r"(?<![\w'])" + re.escape(value.lower()) + r"(?!\w)", low):
+            return True
+    return False
