@@ -1957,7 +1957,10 @@ def _turn(conversation: Any, text: str, stream: bool, max_tokens: int | None) ->
         if printed:
             click.echo()
         exc = _hinted(exc)
-        _note(f"error: {exc} ({type(exc).__name__}); this message is not kept: send it again")
+        what = (
+            "not sent" if isinstance(exc, UsageError) else "this message is not kept: send it again"
+        )
+        _note(f"error: {exc} ({type(exc).__name__}); {what}")
         return
     if conversation.dropped:
         _note(

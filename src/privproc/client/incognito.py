@@ -35,7 +35,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncGenerator, Generator, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -375,7 +375,7 @@ class AsyncIncognitoChat(_Conversation):
 
     async def stream(
         self, text: str, *, max_tokens: int | None = None, temperature: float | None = None
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """Send `text` with the conversation so far; the answer as it is produced, kept once the
         iteration has reached its end (not if it stops before or fails)."""
         async with self._lock:
