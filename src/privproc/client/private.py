@@ -2,6 +2,8 @@
 
     client = PrivateProcessingClient.from_file(state / "client.json")
     summary = client.summarize(chat)                    # or rewrite(text, style), chat(prompt)
+    with client.incognito_chat() as conversation:       # multi-turn, held in memory only
+        reply = conversation.send("hi")                 # (client/incognito.py)
 
 One request: key configurations from the CDN -> a Privacy Pass token from the wallet (filled
 ahead of use, refilled in the background at a random time when low: client/wallet.py's
@@ -30,7 +32,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,6 +48,13 @@ from privproc.attest.snp import Product, SigningKey, TcbParts
 from privproc.attest.verify import VerificationReport
 from privproc.client.controls import ReportEntry, Settings, UsageReport
 from privproc.client.http import new_client
+from privproc.client.incognito import (
+    DEFAULT_MAX_CHARS,
+    DEFAULT_MAX_TURNS,
+    AsyncIncognitoChat,
+    IncognitoChat,
+    Overflow,
+)
 from privproc.client.issuer import IssuerClient
 from privproc.client.ohttp import OhttpClient, choose_config
 from privproc.client.results import ChatReply, Provenance, Rewrite, Summary, Usage
@@ -788,7 +797,8 @@ class PrivateProcessingClient:
     ) -> StreamedAnswer:
         """`stream_request` as a use of `feature`: checked against the controls before anything
         is sent, tried again like every use if it fails in a retryable way before the answer
-        starts (`_retrying`), and noted in the report when the answer has ended (or failed)."""
+        starts (`_retrying`), and noted in the report when the answer has ended, failed, or was
+        stopped by the caller ("stopped")."""
         answer = self._use(feature, chat_id, lambda: self.stream_request(method, path, doc), False)
 
         def pieces() -> Iterator[bytes]:
@@ -796,6 +806,9 @@ class PrivateProcessingClient:
                 yield from answer.pieces
             except PrivprocError as exc:
                 self._note(feature, f"failed: {type(exc).__name__}", None)
+                raise
+            except GeneratorExit:  # the caller stopped reading: still a use, and said so
+                self._note(feature, "stopped", self.last_attestation)
                 raise
             self._note(feature, "ok", self.last_attestation)
 
@@ -891,6 +904,28 @@ class PrivateProcessingClient:
             detail = b"".join(answer)[:4096].decode("utf-8", "replace")
             raise PeerRejectedError(f"the enclave could not answer: {detail}", answer.status)
         return ChatStream(answer)
+
+    def incognito_chat(
+        self,
+        *,
+        system: str | None = None,
+        max_turns: int = DEFAULT_MAX_TURNS,
+        max_chars: int = DEFAULT_MAX_CHARS,
+        on_overflow: Overflow = "drop-oldest",
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        chat_id: str | None = None,
+    ) -> IncognitoChat:
+        """A multi-turn chat held in this object's memory only, sent whole each turn and
+        forgotten by `new()`, `close()` or the end of its `with` block (client/incognito.py):
+        `send(text)` -> `ChatReply`, `stream(text)` -> the pieces. At most `max_turns` exchanges
+        and `max_chars` characters a turn; beyond, the oldest exchanges are forgotten
+        (`on_overflow="refuse"`: `ChatTooLongError`)."""
+        return IncognitoChat(
+            self, system=system, max_turns=max_turns, max_chars=max_chars,
+            on_overflow=on_overflow, max_tokens=max_tokens, temperature=temperature,
+            chat_id=chat_id,
+        )  # fmt: skip
 
 
 def _chat_body(
@@ -1032,7 +1067,7 @@ class AsyncPrivateProcessingClient:
         chat_id: str | None = None,
         max_tokens: int | None = None,
         temperature: float | None = None,
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         """The answer as it is produced; the session is held until the stream ends."""
         async with self._lock:
             pieces = await asyncio.to_thread(
@@ -1049,3 +1084,22 @@ class AsyncPrivateProcessingClient:
                 close = getattr(pieces, "close", None)
                 if close is not None:
                     await asyncio.to_thread(close)
+
+    def incognito_chat(
+        self,
+        *,
+        system: str | None = None,
+        max_turns: int = DEFAULT_MAX_TURNS,
+        max_chars: int = DEFAULT_MAX_CHARS,
+        on_overflow: Overflow = "drop-oldest",
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        chat_id: str | None = None,
+    ) -> AsyncIncognitoChat:
+        """`PrivateProcessingClient.incognito_chat`, for asyncio code (`await send(text)`,
+        `async for piece in stream(text)`, `async with`)."""
+        return AsyncIncognitoChat(
+            self, system=system, max_turns=max_turns, max_chars=max_chars,
+            on_overflow=on_overflow, max_tokens=max_tokens, temperature=temperature,
+            chat_id=chat_id,
+        )  # fmt: skip
