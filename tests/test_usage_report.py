@@ -1,8 +1,12 @@
 """The device's usage report: private, append-only, whole lines, no entry lost when several
-clients (threads or processes) of one device write at once, and a line torn by a crash skipped."""
+clients (threads or processes) of one device write at once, and a line torn by a crash skipped.
+Each use names what served it (model, release, relay, gateway key, token key epoch, whether the
+session was new), to the minute and never with content; lines of older versions still read; and
+`privproc report` says it to a person, `--json` to an auditor."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import stat
 import threading
@@ -10,12 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from privproc.client.controls import ReportEntry, UsageReport
+from privproc.client.controls import MAX_REPORT_TEXT, ReportEntry, UsageReport
+from privproc.client.private import _UseFacts, model_of, relay_label, sniff_first_event
 from privproc.errors import DecodeError
+from tests.servers import privproc_cli
 
 
 def _entry(n: int, feature: str = "chat") -> ReportEntry:
-    return ReportEntry(1_700_000_000.0 + n, feature, "ok", "ab" * 48, n, n + 1)
+    return ReportEntry(1_700_000_000 + n, feature, "ok", "ab" * 48, n, n + 1)
 
 
 def _write(state: str, writer: int, count: int) -> None:
@@ -64,3 +70,166 @@ def test_a_corrupt_whole_line_is_still_an_error(tmp_path: Path) -> None:
     report.path.write_bytes(report.path.read_bytes() + b"not json\n")
     with pytest.raises(DecodeError, match="corrupt"):
         report.entries()
+
+
+# --- What an entry holds, and what it never holds ------------------------------------------------
+
+OLD_LINE = (  # a line as the report wrote it before it named the model, relay, key and session
+    b'{"checkpoint_size": 9, "feature": "chat", "log_index": 3, "measurement": "' + b"cd" * 48
+    + b'", "outcome": "ok", "time": 1700000123.456}\n'
+)  # fmt: skip
+
+
+def _full(n: int, fresh: bool) -> ReportEntry:
+    return ReportEntry(
+        1_700_000_000 + n,
+        "summaries",
+        "ok",
+        "ab" * 48,
+        4,
+        9,
+        source_revision="v1.2.3",
+        model="tiny-model",
+        model_digest="sha256:" + "12" * 32,
+        relay="http://relay.example:8080/relay",
+        gateway_key_id=7,
+        token_key_epoch=1_699_920_000,
+        token_key_log_index=5,
+        fresh_session=fresh,
+    )
+
+
+def test_times_are_kept_to_the_minute_and_nothing_finer(tmp_path: Path) -> None:
+    report = UsageReport(tmp_path)
+    report.add(_full(59, True))  # 1_700_000_059: 2023-11-14 22:14:19 UTC
+    entry = report.entries()[0]
+    assert entry.time == 1_700_000_040  # 22:14:00, rounded down
+    assert b"1700000059" not in report.path.read_bytes()
+    assert UsageReport.now() % 60 == 0
+
+
+def test_every_field_round_trips(tmp_path: Path) -> None:
+    report = UsageReport(tmp_path)
+    report.add(_full(1, True))
+    report.add(_full(2, False))
+    entries = report.entries()
+    assert entries == [_full(1, True), _full(2, False)]
+    doc = entries[0].to_dict()
+    assert ReportEntry.from_dict(doc) == entries[0]
+    assert all(value is not None and value != "" for value in doc.values())
+
+
+def test_a_line_of_an_older_version_still_reads(tmp_path: Path) -> None:
+    report = UsageReport(tmp_path)
+    report.path.write_bytes(OLD_LINE)
+    report.add(_full(1, False))
+    old, new = report.entries()
+    assert (old.feature, old.outcome, old.log_index, old.checkpoint_size) == ("chat", "ok", 3, 9)
+    assert old.measurement == "cd" * 48
+    assert old.time == 1_700_000_100  # its seconds are cut on reading, too
+    assert (old.model, old.relay, old.source_revision) == ("", "", "")
+    assert (old.gateway_key_id, old.token_key_epoch, old.fresh_session) == (None, None, None)
+    assert new == _full(1, False)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"time": 1, "feature": "chat", "outcome": "ok", "fresh_session": "yes"}',
+        b'{"time": 1, "feature": "chat", "outcome": "ok", "gateway_key_id": -1}',
+        b'{"time": 1, "feature": "chat", "outcome": "ok", "token_key_epoch": true}',
+        b'{"time": 1, "feature": "chat", "outcome": "ok", "model": 5}',
+        b'{"time": 1e400, "feature": "chat", "outcome": "ok"}',
+        b'{"time": NaN, "feature": "chat", "outcome": "ok"}',
+        b'{"feature": "chat", "outcome": "ok"}',
+        b'{"time": 1, "outcome": "ok"}',
+        b"[1, 2]",
+        b'{"time": 1, "feature": "chat", "outcome": "' + b"x" * 9000 + b'"}',
+    ],
+)
+def test_a_field_of_the_wrong_kind_is_corrupt(tmp_path: Path, line: bytes) -> None:
+    report = UsageReport(tmp_path)
+    report.path.write_bytes(line + b"\n")
+    with pytest.raises(DecodeError, match="corrupt"):
+        report.entries()
+
+
+def test_text_fields_are_bounded_and_printable(tmp_path: Path) -> None:
+    entry = ReportEntry(0, "chat", "ok", model="m\x1b[31m\u00e9" + "x" * 1000, relay="r\nr")
+    assert entry.model.startswith("m?[31m?x")
+    assert len(entry.model) == MAX_REPORT_TEXT
+    assert entry.relay == "r?r"
+    report = UsageReport(tmp_path)
+    report.add(entry)
+    assert report.entries() == [entry]
+
+
+def test_the_model_is_read_from_its_card_or_the_openai_field() -> None:
+    card = {"name": "qwen", "size": "0.5B", "quantisation": "Q4_K_M", "digest": "sha256:ab"}
+    assert model_of({"text": "...", "model_card": card}) == ("qwen", "sha256:ab")
+    assert model_of({"model": "qwen-chat", "model_card": card}) == ("qwen", "sha256:ab")
+    assert model_of({"model": "qwen-chat"}) == ("qwen-chat", "")
+    assert model_of({"model": "plain", "model_card": {"name": 3, "digest": ["x"]}}) == ("plain", "")
+    assert model_of({"model_card": "not an object", "summary": "qwen"}) == ("", "")
+    assert model_of({"summary": "the model is gpt-5"}) == ("", "")  # never read from content
+    assert model_of(["model"]) == ("", "")
+    assert model_of({"model": "m\n" + "y" * 500})[0] == "m?" + "y" * (MAX_REPORT_TEXT - 2)
+
+
+def test_a_streams_first_event_names_its_model() -> None:
+    facts = _UseFacts()
+    event = b":" + b" " * 40 + b'\ndata: {"model": "tiny", "choices": []}\n\n'
+    sniff_first_event(event, facts)
+    assert (facts.model, facts.model_digest) == ("tiny", "")
+    for junk in (b"data: not json\n\n", b"", b"\xff\xfe\n\n", b"data: [DONE]\n\n"):
+        quiet = _UseFacts()
+        sniff_first_event(junk, quiet)
+        assert quiet.model == ""
+
+
+def test_the_relay_is_named_without_credentials_or_query() -> None:
+    assert relay_label("https://user:pw@relay.example:8443/ohttp?device=42#x") == (
+        "https://relay.example:8443/ohttp"
+    )
+    assert relay_label("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert relay_label("http://[::1") == ""
+
+
+# --- `privproc report` -----------------------------------------------------------------------
+
+
+def _report_cli(state: Path, *args: str) -> str:
+    done = privproc_cli("report", "--state", str(state), *args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_cli_reads_old_and_new_lines_and_says_when_it_is_empty(tmp_path: Path) -> None:
+    client = tmp_path / "client"
+    client.mkdir()
+    assert "No use yet" in _report_cli(tmp_path)
+    assert json.loads(_report_cli(tmp_path, "--json")) == []
+    report = UsageReport(client)
+    report.path.write_bytes(OLD_LINE)
+    report.add(_full(1, True))
+    report.add(_full(2, False))
+    shown = _report_cli(tmp_path)
+    assert shown.startswith("Private Processing report")
+    assert "2023-11-14 22:15 UTC  chat  ok" in shown  # the old line
+    assert "not recorded" in shown
+    assert "2023-11-14 22:13 UTC  summaries  ok" in shown
+    for part in (
+        "tiny-model, digest sha256:1212121212121212...",
+        "log index 4 (proven in a checkpoint of 9 entries), source revision v1.2.3",
+        "abababababababab...",
+        "http://relay.example:8080/relay",
+        "OHTTP key id 7",
+        "issuer key of the epoch from 2023-11-14 00:00 UTC (log index 5)",
+        "new: attested for this use",
+        "reused: attested by an earlier use",
+    ):
+        assert part in shown, part
+    assert json.loads(_report_cli(tmp_path, "--json")) == [e.to_dict() for e in report.entries()]
+    last = json.loads(_report_cli(tmp_path, "--json", "--last", "1"))
+    assert last == [_full(2, False).to_dict()]
+    assert "22:15" not in _report_cli(tmp_path, "--last", "2")
