@@ -6,17 +6,36 @@ session was new), to the minute and never with content; lines of older versions 
 
 from __future__ import annotations
 
+import base64
+import datetime
 import json
 import multiprocessing
 import stat
 import threading
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
+from privproc.attest.provider import ReleaseProof
 from privproc.client.controls import MAX_REPORT_TEXT, ReportEntry, UsageReport
-from privproc.client.private import _UseFacts, model_of, relay_label, sniff_first_event
+from privproc.client.ohttp import OhttpClient, choose_config
+from privproc.client.private import (
+    ClientConfig,
+    PrivateProcessingClient,
+    _UseFacts,
+    model_of,
+    relay_label,
+    sniff_first_event,
+)
 from privproc.errors import DecodeError
+from privproc.ohttp.keys import decode_key_configs
+from privproc.system import System
+from privproc.tlog.entries import EnclaveRelease, IssuerTokenKey, decode_entry
+from privproc.tlog.log import TransparencyLog
+from privproc.tokens import issuance
+from privproc.tokens.auth import Token, parse_authorization
 from tests.servers import privproc_cli
 
 
@@ -233,3 +252,122 @@ def test_the_cli_reads_old_and_new_lines_and_says_when_it_is_empty(tmp_path: Pat
     last = json.loads(_report_cli(tmp_path, "--json", "--last", "1"))
     assert last == [_full(2, False).to_dict()]
     assert "22:15" not in _report_cli(tmp_path, "--last", "2")
+
+
+# --- On a real system --------------------------------------------------------------------------
+
+CANARY = "canary-report-5e2a: my passport number is X7654321"
+
+
+class _Spending(PrivateProcessingClient):
+    """The real client, keeping the tokens it spends (to find their key, and to search for them
+    in the report)."""
+
+    spent: list[str]
+
+    def _token(self) -> str:
+        token = super()._token()
+        self.spent = [*getattr(self, "spent", []), token]
+        return token
+
+
+def test_each_use_names_what_served_it_and_nothing_it_carried(system: System) -> None:
+    steps: list[str] = []
+    # The device reaches the relay from 127.0.0.2: an address the report must not hold.
+    http = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=300)
+    config = ClientConfig.load(system.client_dir / "client.json")
+    client = _Spending(config, system.client_dir, on_step=steps.append, http=http)
+    report = UsageReport(system.client_dir)
+    before, start = len(report.entries()), time.time()
+    chat = [
+        {"sender": "Ana", "time": "09:00", "text": f"here it is: {CANARY}"},
+        {"sender": "Ben", "time": "09:01", "text": "thanks, I will book the flights today"},
+        {"sender": "Ana", "time": "09:02", "text": "great, let's meet at the airport at 7pm"},
+    ]
+    client.summarize(chat)
+    client.rewrite(f"pls remember {CANARY}", "professional")
+    reply = client.chat("Say hello.", max_tokens=4, temperature=0)
+    streamed = "".join(client.chat_stream("Say hello.", max_tokens=4, temperature=0))
+    client.close()
+    assert streamed
+    entries = report.entries()[before:]
+    assert [e.feature for e in entries] == ["summaries", "writing-help", "chat", "chat"]
+    # What served them, each checked against its source rather than the client's own state.
+    proof = ReleaseProof.from_json((system.system_dir / "release-proof.json").read_text())
+    release = decode_entry(proof.entry)
+    assert isinstance(release, EnclaveRelease)
+    with OhttpClient() as ohttp:
+        keys_document = ohttp.fetch_key_configs_document(client.config.keys_url)
+    gateway_key = choose_config(decode_key_configs(keys_document))
+    [token] = client.spent  # one session served all four uses: one token paid for it
+    token_key_id = Token.decode(parse_authorization(token)).token_key_id
+    log = TransparencyLog(system.system_dir / "log")
+    try:
+        logged = {i: decode_entry(log.entry(i)) for i in range(log.size)}
+    finally:
+        log.close()
+    [(key_index, key_entry)] = [
+        (i, e)
+        for i, e in logged.items()
+        if isinstance(e, IssuerTokenKey) and issuance.token_key_id(e.token_key) == token_key_id
+    ]
+    assert isinstance(key_entry, IssuerTokenKey)
+    for entry in entries:
+        assert entry.outcome == "ok"
+        assert entry.measurement == release.measurement.hex()
+        assert entry.log_index == proof.index
+        assert entry.checkpoint_size is not None
+        assert entry.checkpoint_size > proof.index
+        assert entry.source_revision == release.source_revision
+        assert entry.relay == client.config.relay_url
+        assert entry.gateway_key_id == gateway_key.key_id
+        assert entry.token_key_epoch == key_entry.not_before
+        assert entry.token_key_log_index == key_index
+        assert entry.time % 60 == 0
+        assert start // 60 * 60 <= entry.time <= time.time()
+    # The first use opened the attested session; the others reused it.
+    assert [e.fresh_session for e in entries] == [True, False, False, False]
+    assert sum("attested TLS session verified" in s for s in steps) == 1
+    # The model: as the enclave named it (a chat answer and a stream always do; a task answer
+    # does when it carries a model card).
+    assert reply.model
+    assert [e.model for e in entries[2:]] == [reply.model, reply.model]
+    assert all(e.model in ("", reply.model) for e in entries[:2])
+    # For an auditor every field; for a person every use, readably.
+    dumped = json.loads(_report_cli(system.state, "--json", "--last", "4"))
+    assert dumped == [e.to_dict() for e in entries]
+    assert [ReportEntry.from_dict(d) for d in dumped] == entries
+    shown = _report_cli(system.state, "--last", "4")
+    assert shown.count("\n  measurement  ") == 4
+    for part in (
+        f"{datetime.datetime.fromtimestamp(entries[0].time, datetime.UTC):%Y-%m-%d %H:%M} UTC"
+        "  summaries  ok",
+        "  writing-help  ok",
+        f"log index {proof.index} (proven in a checkpoint of ",
+        f"source revision {release.source_revision}",
+        release.measurement.hex()[:16] + "...",
+        client.config.relay_url,
+        f"OHTTP key id {gateway_key.key_id}",
+        f"(log index {key_index})",
+        "new: attested for this use",
+        "reused: attested by an earlier use",
+        f"model        {reply.model}",
+    ):
+        assert part in shown, part
+    # Never content, a token, a key or the device's address.
+    data = report.path.read_bytes()
+    secrets_ = [CANARY.encode(), b"X7654321", b"passport", b"127.0.0.2"]
+    secrets_ += [reply.text.encode()] if len(reply.text) >= 8 else []
+    value = token.split('"')[1]
+    raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    secrets_ += [value.encode(), raw[2:34].hex().encode(), token_key_id.hex().encode()]
+    public = gateway_key.public_key.to_bytes()
+    for key in (public, key_entry.token_key):
+        secrets_ += [
+            key.hex().encode(),
+            base64.b64encode(key)[:24],
+            base64.urlsafe_b64encode(key)[:24],
+        ]
+    secrets_.append((system.client_dir / "account.secret").read_text().strip().encode())
+    for secret in secrets_:
+        assert secret not in data, secret[:16]
