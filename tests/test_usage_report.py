@@ -148,6 +148,7 @@ def test_a_line_of_an_older_version_still_reads(tmp_path: Path) -> None:
     assert old.time == 1_700_000_100  # its seconds are cut on reading, too
     assert (old.model, old.relay, old.source_revision) == ("", "", "")
     assert (old.gateway_key_id, old.token_key_epoch, old.fresh_session) == (None, None, None)
+    assert (old.version, new.version) == (1, 2)
     assert new == _full(1, False)
 
 
@@ -232,6 +233,7 @@ def test_the_cli_reads_old_and_new_lines_and_says_when_it_is_empty(tmp_path: Pat
     report.path.write_bytes(OLD_LINE)
     report.add(_full(1, True))
     report.add(_full(2, False))
+    report.add(ReportEntry(1_700_000_130, "chat", "failed: TransportError", relay="http://r"))
     shown = _report_cli(tmp_path)
     assert shown.startswith("Private Processing report")
     assert "2023-11-14 22:15 UTC  chat  ok" in shown  # the old line
@@ -246,12 +248,16 @@ def test_the_cli_reads_old_and_new_lines_and_says_when_it_is_empty(tmp_path: Pat
         "issuer key of the epoch from 2023-11-14 00:00 UTC (log index 5)",
         "new: attested for this use",
         "reused: attested by an earlier use",
+        "2023-11-14 22:15 UTC  chat  failed: TransportError",
+        "none: the use failed before a session was opened",
     ):
         assert part in shown, part
+    assert shown.count("not recorded") == 5  # the old line's model, relay, key, token, session
+    assert shown.count("  none\n") == 4  # the failed use's release, measurement, key, token
     assert json.loads(_report_cli(tmp_path, "--json")) == [e.to_dict() for e in report.entries()]
-    last = json.loads(_report_cli(tmp_path, "--json", "--last", "1"))
-    assert last == [_full(2, False).to_dict()]
-    assert "22:15" not in _report_cli(tmp_path, "--last", "2")
+    last = json.loads(_report_cli(tmp_path, "--json", "--last", "2"))
+    assert last == [_full(2, False).to_dict(), report.entries()[-1].to_dict()]
+    assert "22:15 UTC  chat  ok" not in _report_cli(tmp_path, "--last", "3")
 
 
 # --- On a real system --------------------------------------------------------------------------

@@ -2014,14 +2014,15 @@ def _utc_minute(seconds: int) -> str:
 
 
 def _report_lines(e: ReportEntry) -> list[str]:
-    """One use of the report, for a person: a heading line, then what served it."""
-    unknown = "not recorded"
-    older = e.fresh_session is None  # a line written before the report named these
+    """One use of the report, for a person: a heading line, then what served it. What a line of
+    an older version lacks is "not recorded"; what a use never reached (it failed) is "none"."""
+    older = e.version < 2  # a line written before the report named these
+    unknown = "not recorded" if older else "none"
     model = e.model or (unknown if older else "not named by the enclave")
     if e.model_digest:
         model += f", digest {e.model_digest[:23]}{'...' if len(e.model_digest) > 23 else ''}"
     if e.log_index is None:
-        release = "none verified" if e.outcome != "ok" else unknown
+        release = unknown
     else:
         release = f"log index {e.log_index}"
         if e.checkpoint_size is not None:
@@ -2039,7 +2040,7 @@ def _report_lines(e: ReportEntry) -> list[str]:
     session = {
         True: "new: attested for this use (a token was spent)",
         False: "reused: attested by an earlier use",
-        None: unknown,
+        None: unknown if older else "none: the use failed before a session was opened",
     }[e.fresh_session]
     return [
         f"{_utc_minute(e.time)}  {e.feature}  {e.outcome}",

@@ -17,7 +17,7 @@ skipped when read, and the next line starts on its own). The report never holds 
 token, a key or an address of the device; its times are rounded down to the minute, because a
 time to the second could be matched against a gateway's or a relay's logs to pick out this
 device's requests. Every field is bounded; lines written before a field existed still read (the
-field is then unknown: empty or None).
+field is then unknown: empty or None; such a line has no `version`, and reads as version 1).
 """
 
 from __future__ import annotations
@@ -100,6 +100,8 @@ class Settings:
 
 
 MAX_REPORT_TEXT = 256  # the longest text field of an entry (a relay URL, a model name)
+REPORT_VERSION = 2  # entries without a version are of version 1 (time to the millisecond, no model,
+# source revision, relay, gateway key id, token key epoch or session)
 
 
 def report_text(value: str, limit: int = MAX_REPORT_TEXT) -> str:
@@ -130,7 +132,8 @@ class ReportEntry:
     gateway_key_id: int | None = None  # the gateway's OHTTP key config id the use was sealed to
     token_key_epoch: int | None = None  # when the paying token's key began signing (Unix s)
     token_key_log_index: int | None = None  # that key's entry in the transparency log
-    fresh_session: bool | None = None  # a new attested session (True) or one reused (False)
+    fresh_session: bool | None = None  # a new attested session (True), one reused (False), none
+    version: int = REPORT_VERSION  # 1: a line written before the fields from source_revision on
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "time", minute(self.time))
@@ -153,6 +156,7 @@ class ReportEntry:
             "token_key_epoch": self.token_key_epoch,
             "token_key_log_index": self.token_key_log_index,
             "fresh_session": self.fresh_session,
+            "version": self.version,
         }
 
     @classmethod
@@ -185,6 +189,7 @@ class ReportEntry:
             _number(doc, "token_key_epoch"),
             _number(doc, "token_key_log_index"),
             _flag(doc, "fresh_session"),
+            _number(doc, "version") or 1,
         )
 
 

@@ -274,7 +274,9 @@ class StreamedAnswer:
 class _UseFacts:
     """What one use learns for its report entry, as it goes (never content)."""
 
-    fresh: bool = False  # it opened a new attested session (a token was spent)
+    # True: it opened a new attested session (a token was spent); False: it reused one; None:
+    # it reached no session (it failed before one was opened).
+    fresh: bool | None = None
     model: str = ""
     model_digest: str = ""
 
@@ -623,6 +625,8 @@ class PrivateProcessingClient:
         """Queue one HTTP request inside the session's TLS (opening a session if needed)."""
         if self._session is not None and self._session.http.our_state is not h11.IDLE:
             self._drop(self._session)  # never reuse a session left mid-exchange
+        if self._session is not None and self._facts.fresh is None:
+            self._facts.fresh = False  # this use goes on a session an earlier one opened
         session = self._session or self._open()
         self._session = session
         body = b"" if doc is None else json.dumps(doc).encode()
