@@ -13,7 +13,7 @@ import json
 import sys
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
@@ -26,6 +26,9 @@ from privproc.errors import PrivprocError, UsageError
 from privproc.issuer.store import DEFAULT_EPOCH_SECONDS, DEFAULT_QUOTA
 from privproc.services.limits import HEADER_TIMEOUT, MAX_CONNECTIONS, RELAY_MAX_PER_CLIENT
 from privproc.storage import private_by_default
+
+if TYPE_CHECKING:
+    from privproc.client.controls import ReportEntry
 
 _SESSIONS = SessionPolicy()  # the enclave's defaults, shown by its --help
 
@@ -2163,28 +2166,84 @@ def chat_privacy(chat_id: str, state: str, state_dir: Path | None) -> None:
 
 @main.command()
 @_CLIENT_STATE
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (to hand to an auditor).")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print every field as JSON (to hand to an auditor)."
+)
+@click.option("--last", type=click.IntRange(min=1), default=None, help="Only the last N uses.")
 @_fail_cleanly
-def report(state_dir: Path | None, as_json: bool) -> None:
-    """The Private Processing report: every use, with the enclave and release that served it."""
-    import datetime
-
+def report(state_dir: Path | None, as_json: bool, last: int | None) -> None:
+    """The Private Processing report: every use of an AI feature on this device, and what served
+    it (the model, the enclave release in the transparency log, the relay, the gateway's key, the
+    token key's epoch, whether the attested session was new). It never holds what you wrote or
+    what the model answered."""
     from privproc.client.controls import UsageReport
 
     entries = UsageReport(_client_dir(state_dir)).entries()
+    if last is not None:
+        entries = entries[-last:]
     if as_json:
         click.echo(json.dumps([e.to_dict() for e in entries], indent=2))
         return
-    table = Table(title="Private Processing report")
-    for col in ("time (UTC)", "feature", "enclave measurement", "log index", "outcome"):
-        table.add_column(col)
-    for e in entries:
-        when = datetime.datetime.fromtimestamp(e.time, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
-        index = "" if e.log_index is None else f"{e.log_index} (of {e.checkpoint_size})"
-        table.add_row(
-            when, e.feature, e.measurement[:16] + ("..." if e.measurement else ""), index, e.outcome
-        )
-    Console().print(table)
+    click.echo(
+        "Private Processing report: each use of an AI feature on this device, and what served "
+        "it.\nIt holds no messages, answers, tokens or keys. Times are UTC, to the minute."
+    )
+    if not entries:
+        click.echo("\nNo use yet: the report is empty.")
+    for entry in entries:
+        click.echo("")
+        click.echo("\n".join(_report_lines(entry)))
+
+
+def _utc_minute(seconds: int) -> str:
+    import datetime
+
+    try:
+        when = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    except (OverflowError, ValueError, OSError):
+        return f"{seconds} (Unix seconds)"
+    return when.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _report_lines(e: ReportEntry) -> list[str]:
+    """One use of the report, for a person: a heading line, then what served it. What a line of
+    an older version lacks is "not recorded"; what a use never reached (it failed) is "none"."""
+    older = e.version < 2  # a line written before the report named these
+    unknown = "not recorded" if older else "none"
+    model = e.model or (unknown if older else "not named by the enclave")
+    if e.model_digest:
+        model += f", digest {e.model_digest[:23]}{'...' if len(e.model_digest) > 23 else ''}"
+    if e.log_index is None:
+        release = unknown
+    else:
+        release = f"log index {e.log_index}"
+        if e.checkpoint_size is not None:
+            release += f" (proven in a checkpoint of {e.checkpoint_size} entries)"
+        if e.source_revision:
+            release += f", source revision {e.source_revision}"
+    measurement = f"{e.measurement[:16]}..." if e.measurement else unknown
+    key = unknown if e.gateway_key_id is None else f"OHTTP key id {e.gateway_key_id}"
+    if e.token_key_epoch is None:
+        token = unknown
+    else:
+        token = f"issuer key of the epoch from {_utc_minute(e.token_key_epoch)}"
+        if e.token_key_log_index is not None:
+            token += f" (log index {e.token_key_log_index})"
+    session = {
+        True: "new: attested for this use (a token was spent)",
+        False: "reused: attested by an earlier use",
+        None: unknown if older else "none: the use failed before a session was opened",
+    }[e.fresh_session]
+    return [
+        f"{_utc_minute(e.time)}  {e.feature}  {e.outcome}",
+        f"  model        {model}",
+        f"  release      {release}",
+        f"  measurement  {measurement}",
+        f"  relay        {e.relay or unknown}",
+        f"  gateway      {key}",
+        f"  token        {token}",
+        f"  session      {session}",
+    ]
 
 
 if __name__ == "__main__":  # pragma: no cover

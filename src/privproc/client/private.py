@@ -19,8 +19,14 @@ as TLS has authenticated it. The answer is whole only when its last HTTP chunk, 
 arrives; a stream that ends before (cut by the relay, the gateway or the network) raises
 `StreamTruncatedError`, never a short answer.
 
-Rules: nothing of a request or its answer is written anywhere; only the wallet and the account
-secret live in the state directory; every failure is a typed error that says what failed.
+Every use (a task, a chat, a `call`) is checked against the user's controls first and noted in
+the Private Processing report (client/controls.py): the model the enclave named, the release that
+served it, the relay, the gateway's key id, the epoch of the token key that paid for the session
+and whether the session was new; never what was asked or answered.
+
+Rules: nothing of a request or its answer is written anywhere; only the wallet, the account
+secret, the user's controls and the report live in the state directory; every failure is a typed
+error that says what failed.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from privproc.attest.bulletins import raised_minimum_tcb
 from privproc.attest.evidence import EvidenceBundle
 from privproc.attest.snp import Product, SigningKey, TcbParts
 from privproc.attest.verify import VerificationReport
-from privproc.client.controls import ReportEntry, Settings, UsageReport
+from privproc.client.controls import ReportEntry, Settings, UsageReport, report_text
 from privproc.client.http import new_client
 from privproc.client.incognito import (
     DEFAULT_MAX_CHARS,
@@ -76,10 +82,11 @@ from privproc.ohttp.keys import KeyConfig, decode_key_configs
 from privproc.ratls.session import ClientSession, ClientState, client_session
 from privproc.tlog.checkpoint import Checkpoint
 from privproc.tlog.client import AcceptedCheckpoint, LogClient, LogPolicy, http_fetcher
-from privproc.tlog.entries import IssuerTokenKey, OhttpKeyConfigSet, decode_entry
+from privproc.tlog.entries import EnclaveRelease, IssuerTokenKey, OhttpKeyConfigSet, decode_entry
 from privproc.tlog.note import parse_note
-from privproc.tokens.auth import TOKEN_TYPE_BLIND_RSA, TokenChallenge
+from privproc.tokens.auth import TOKEN_TYPE_BLIND_RSA, Token, TokenChallenge, parse_authorization
 from privproc.tokens.directory import IssuerDirectory, KeySet
+from privproc.tokens.issuance import token_key_id
 from privproc.wire import load_json
 
 __all__ = [
@@ -104,6 +111,8 @@ RETRY_BUDGET = 20.0
 # An issuer has at most three keys live at once: the previous epoch's (still verifying), the
 # current one and the next (announced with not-before). More could be keys per user.
 MAX_LIVE_ISSUER_KEYS = 3
+# How far into a streamed answer its first event (which names the model) is looked for.
+MODEL_SNIFF_LIMIT = 64 * 1024
 
 
 class NotLoggedError(CryptoError):
@@ -270,6 +279,31 @@ class StreamedAnswer:
             close()
 
 
+@dataclass
+class _UseFacts:
+    """What one use learns for its report entry, as it goes (never content)."""
+
+    # True: it opened a new attested session (a token was spent); False: it reused one; None:
+    # it reached no session (it failed before one was opened).
+    fresh: bool | None = None
+    model: str = ""
+    model_digest: str = ""
+
+    def saw(self, answer: object) -> None:
+        """Keep the model an answer names, if it names one."""
+        name, digest = model_of(answer)
+        if name or digest:
+            self.model, self.model_digest = name, digest
+
+
+@dataclass(frozen=True)
+class _TokenKeyRef:
+    """The logged issuer key of a spent token: when it began signing, and its log entry."""
+
+    not_before: int
+    log_index: int
+
+
 class _Session:
     def __init__(self, session_id: str, tls: ClientSession) -> None:
         self.id = session_id
@@ -311,7 +345,8 @@ class PrivateProcessingClient:
             http_fetcher(config.log_url, self._http),
             AcceptedCheckpoint(state_dir / "log-checkpoint.json"),
         )
-        self._logged: tuple[int, set[bytes], list[IssuerTokenKey]] | None = None
+        # (checkpoint size, key-config documents, issuer keys, issuer key id -> its log index)
+        self._logged: tuple[int, set[bytes], list[IssuerTokenKey], dict[bytes, int]] | None = None
         self._logged_lock = threading.Lock()  # held by _logged_keys
         self._key_config: KeyConfig | None = None
         self._session: _Session | None = None
@@ -319,7 +354,9 @@ class PrivateProcessingClient:
         self.last_attestation: VerificationReport | None = None
         self.settings = Settings.load(state_dir)
         self.report = UsageReport(state_dir)
-        self._last_bundle: EvidenceBundle | None = None
+        self._last_bundle: EvidenceBundle | None = None  # the current session's evidence
+        self._paid: _TokenKeyRef | None = None  # the key of the token the session was opened with
+        self._facts = _UseFacts()  # the current use's, for its report entry
         self.retry_budget = RETRY_BUDGET  # seconds one call may spend waiting to be tried again
 
     @classmethod
@@ -359,13 +396,15 @@ class PrivateProcessingClient:
         if self._logged is None or self._logged[0] != current.size:
             configs: set[bytes] = set()
             token_keys: list[IssuerTokenKey] = []
+            key_at: dict[bytes, int] = {}
             for index in range(current.size):
                 entry = decode_entry(self._log.entry(index))
                 if isinstance(entry, OhttpKeyConfigSet):
                     configs.add(entry.key_configs)
                 elif isinstance(entry, IssuerTokenKey):
                     token_keys.append(entry)
-            self._logged = (current.size, configs, token_keys)
+                    key_at.setdefault(token_key_id(entry.token_key), index)
+            self._logged = (current.size, configs, token_keys, key_at)
             cosigners = ", ".join(current.cosigners)
             self._step(f"log checkpoint size {current.size}, cosigned by {cosigners}")
         return self._logged[1], self._logged[2]
@@ -503,6 +542,24 @@ class PrivateProcessingClient:
                 "out; no token is fetched"
             )
 
+    def _token_key_of(self, authorization: str) -> _TokenKeyRef | None:
+        """The logged key a token was issued under, or None if it cannot be told. Looked up in
+        the log this client has read (read again only for a key it has not seen: a token another
+        client sharing the wallet fetched under a newer key). Only the key's public facts are
+        kept, never the token."""
+        try:
+            key_id = Token.decode(parse_authorization(authorization)).token_key_id
+        except PrivprocError:
+            return None
+        if self._logged is None or key_id not in self._logged[3]:
+            with contextlib.suppress(PrivprocError, httpx.HTTPError):
+                self._logged_keys()
+        logged = self._logged
+        if logged is None or key_id not in logged[3]:
+            return None
+        entry = next(e for e in logged[2] if token_key_id(e.token_key) == key_id)
+        return _TokenKeyRef(entry.not_before, logged[3][key_id])
+
     def _secret(self) -> str:
         path = self.state_dir / "account.secret"
         try:
@@ -525,6 +582,7 @@ class PrivateProcessingClient:
         session.tls.receive(answer.content)
 
     def _open(self) -> _Session:
+        self._last_bundle, self._paid = None, None  # a new session: nothing known of it yet
         self._config()  # the keys are checked against the log before a token is spent
         appraise = ratls_verifier(self._policy)
 
@@ -548,6 +606,8 @@ class PrivateProcessingClient:
                 answer.header("retry-after"),
             )
         session = _Session(answer.header("session-id") or "", tls)
+        self._paid = self._token_key_of(token)  # the gateway spent it: this session is new
+        self._facts.fresh = True
         tls.receive(answer.content)
         for _ in range(MAX_ROUNDS):
             if tls.state is ClientState.VERIFIED:
@@ -574,6 +634,8 @@ class PrivateProcessingClient:
         """Queue one HTTP request inside the session's TLS (opening a session if needed)."""
         if self._session is not None and self._session.http.our_state is not h11.IDLE:
             self._drop(self._session)  # never reuse a session left mid-exchange
+        if self._session is not None and self._facts.fresh is None:
+            self._facts.fresh = False  # this use goes on a session an earlier one opened
         session = self._session or self._open()
         self._session = session
         body = b"" if doc is None else json.dumps(doc).encode()
@@ -592,7 +654,9 @@ class PrivateProcessingClient:
         """One API request to the enclave over the private path; (status, JSON answer)."""
         session = self._send_http(method, path, doc)
         try:
-            return self._answer(session)
+            status, answer = self._answer(session)
+            self._facts.saw(answer)  # the model it names, for the report
+            return status, answer
         except BaseException:
             self._drop(session)  # a request left without its whole answer ends the session
             raise
@@ -734,17 +798,18 @@ class PrivateProcessingClient:
         self, feature: str, chat_id: str | None, call: Callable[[], T], note_ok: bool = True
     ) -> T:
         self.settings.require(feature, chat_id)  # before anything leaves the device
+        facts = self._facts = _UseFacts()
         try:
             result = self._retrying(call)
         except AttestationRejectedError as exc:
             ids = ",".join(c.id for c in exc.report.failures)
-            self._note(feature, f"attestation refused: {ids}", exc.report)
+            self._note(feature, f"attestation refused: {ids}", exc.report, facts)
             raise
         except PrivprocError as exc:
-            self._note(feature, f"failed: {type(exc).__name__}", None)
+            self._note(feature, f"failed: {type(exc).__name__}", None, facts)
             raise
         if note_ok:
-            self._note(feature, "ok", self.last_attestation)
+            self._note(feature, "ok", self.last_attestation, facts)
         return result
 
     def _retrying(self, call: Callable[[], T]) -> T:
@@ -800,17 +865,27 @@ class PrivateProcessingClient:
         starts (`_retrying`), and noted in the report when the answer has ended, failed, or was
         stopped by the caller ("stopped")."""
         answer = self._use(feature, chat_id, lambda: self.stream_request(method, path, doc), False)
+        facts, attestation = self._facts, self.last_attestation
+        events = answer.content_type.startswith("text/event-stream")
 
         def pieces() -> Iterator[bytes]:
+            # The stream's start, kept until its first event (which names the model) is whole.
+            head: bytearray | None = bytearray() if events else None
             try:
-                yield from answer.pieces
+                for piece in answer.pieces:
+                    if head is not None:
+                        head += piece
+                        if b"\n\n" in head or len(head) > MODEL_SNIFF_LIMIT:
+                            sniff_first_event(bytes(head), facts)
+                            head = None
+                    yield piece
             except PrivprocError as exc:
-                self._note(feature, f"failed: {type(exc).__name__}", None)
+                self._note(feature, f"failed: {type(exc).__name__}", None, facts)
                 raise
             except GeneratorExit:  # the caller stopped reading: still a use, and said so
-                self._note(feature, "stopped", self.last_attestation)
+                self._note(feature, "stopped", attestation, facts)
                 raise
-            self._note(feature, "ok", self.last_attestation)
+            self._note(feature, "ok", attestation, facts)
 
         return StreamedAnswer(answer.status, answer.content_type, pieces())
 
@@ -827,15 +902,43 @@ class PrivateProcessingClient:
         index = bundle.log_index if bundle is not None and bundle.release_entry else None
         return Provenance(measurement, index, size)
 
-    def _note(self, feature: str, outcome: str, attestation: VerificationReport | None) -> None:
+    def _release(self) -> EnclaveRelease | None:
+        """The logged release in the current session's evidence (proven before anything was
+        sent), if there is one."""
+        bundle = self._last_bundle
+        if bundle is None or not bundle.release_entry:
+            return None
+        with contextlib.suppress(PrivprocError):
+            entry = decode_entry(bundle.release_entry)
+            return entry if isinstance(entry, EnclaveRelease) else None
+        return None
+
+    def _note(
+        self,
+        feature: str,
+        outcome: str,
+        attestation: VerificationReport | None,
+        facts: _UseFacts,
+    ) -> None:
+        """Add this use to the report: what served it, never what it carried."""
         where = self._provenance(attestation)
+        release = self._release()
+        paid = self._paid
         entry = ReportEntry(
             UsageReport.now(),
             feature,
-            outcome,
+            report_text(outcome),
             where.measurement,
             where.log_index,
             where.checkpoint_size,
+            source_revision=release.source_revision if release is not None else "",
+            model=facts.model,
+            model_digest=facts.model_digest,
+            relay=relay_label(self.config.relay_url),
+            gateway_key_id=self._key_config.key_id if self._key_config is not None else None,
+            token_key_epoch=paid.not_before if paid is not None else None,
+            token_key_log_index=paid.log_index if paid is not None else None,
+            fresh_session=facts.fresh,
         )
         self.report.add(entry)
 
@@ -926,6 +1029,36 @@ class PrivateProcessingClient:
             on_overflow=on_overflow, max_tokens=max_tokens, temperature=temperature,
             chat_id=chat_id,
         )  # fmt: skip
+
+
+def model_of(answer: object) -> tuple[str, str]:
+    """(name, digest) of the model an enclave's answer names: its `model_card` object (`name`,
+    `digest`) when it has one, else OpenAI's `model` field; empty where it names none. What it
+    names is bounded and printable (`report_text`); nothing else of the answer is looked at."""
+    if not isinstance(answer, dict):
+        return "", ""
+    card = answer.get("model_card")
+    card = card if isinstance(card, dict) else {}
+    name, digest, plain = card.get("name"), card.get("digest"), answer.get("model")
+    name = name if isinstance(name, str) and name else plain if isinstance(plain, str) else ""
+    return report_text(name), report_text(digest if isinstance(digest, str) else "")
+
+
+def relay_label(url: str) -> str:
+    """The relay as the report names it: its URL without credentials, query or fragment."""
+    try:
+        kept = httpx.URL(url).copy_with(userinfo=b"", query=None, fragment=None)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return ""
+    return report_text(str(kept))
+
+
+def sniff_first_event(head: bytes, facts: _UseFacts) -> None:
+    """Note the model that the first event of a streamed answer (server-sent events) names."""
+    with contextlib.suppress(DecodeError):  # a stream that does not start as expected: no name
+        first = next(data_events([head]), None)
+        if first is not None:
+            facts.saw(load_json(first, "an event"))
 
 
 def _chat_body(
