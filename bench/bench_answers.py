@@ -21,9 +21,9 @@ import json
 import re
 import sys
 import time
-from functools import partial
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from privproc.errors import UnusableAnswerError

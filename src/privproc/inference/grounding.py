@@ -67,7 +67,8 @@ _COMMON_WORDS = """a about after afterwards all also although an and another any
     everyone's participants people friends family team hey hi hello please thanks thank sorry
     just let's lets sure great ok okay well oh good maybe hope enjoy remember dear love best
     don't can't won't i'm i'll i'd i've you're we're they're it's that's there's here's what's
-    he's she's we'll you'll they'll"""
+    he's she's we'll you'll they'll can could would will shall should do does did is are was were
+    have has had might must need want count got see let"""
 COMMON = frozenset(_COMMON_WORDS.split())
 
 

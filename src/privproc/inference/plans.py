@@ -250,7 +250,7 @@ def settle(chat: Sequence[Line]) -> Plan:
             continue
         addressee = previous_sender if previous_sender != line.sender else None
         values: set[str] = set()
-        committed = False
+        committed = refusing = False
         for clause in _clauses(text):
             down = bool(_REFUSAL.search(clause))
             mentions: list[_Mention] = []
@@ -275,7 +275,7 @@ def settle(chat: Sequence[Line]) -> Plan:
                     mentions.append(_Mention("day", word.capitalize(), down))
             for place in _places(clause, line.sender):
                 mentions.append(_Mention("place", place, down))
-            said = None if down else _commitment(clause, line.sender, addressee)
+            said = None if down or refusing else _commitment(clause, line.sender, addressee)
             stated = {m.value for m in mentions if not m.turned_down}
             for m in mentions:
                 current = getattr(plan, m.kind)
@@ -292,6 +292,7 @@ def settle(chat: Sequence[Line]) -> Plan:
                 commitments.append((line.sender, said, {m.value for m in mentions}))
                 committed = True
             values |= {m.value for m in mentions}
+            refusing |= down and not mentions  # "I can't, I'm busy until 4": no commitment after
         said_values.append((line, values, committed))
         previous_sender = line.sender
     for i, (sender, said, values) in enumerate(commitments):
