@@ -26,6 +26,7 @@ from privproc.inference.backends import (
     defuse,
     locate_smollm2,
 )
+from privproc.inference.models import ModelCard
 from privproc.inference.tasks import STYLES, ChatLine, echoes, parse_chat, rewrite, summarize
 from tests.servers import app_in_thread
 
@@ -100,6 +101,7 @@ class Scripted:
     was sent: for the tasks' handling of empty and echoing answers."""
 
     model = "scripted"
+    card = ModelCard("scripted", "", "", "", "a script", False)
 
     def __init__(self, *answers: str) -> None:
         self.answers = list(answers)
@@ -182,6 +184,7 @@ class Parrot:
     """A stand-in for a model that only repeats its input (the failure mode being guarded)."""
 
     model = "parrot"
+    card = ModelCard("parrot", "", "", "", "a script", False)
 
     def complete(
         self, messages: list[Message], *, max_tokens: int, temperature: float
