@@ -1662,7 +1662,10 @@ def up(
         if system.card.demonstration:
             out.print(
                 "  for better answers, run it on a capable engine: privproc up --engine URL "
-                "--engine-model NAME --engine-model-file FILE (README: What answers to expect)",
+                "--engine-model NAME --engine-model-file FILE (README: What answers to expect)"
+                if engine is None
+                else "  for better answers, serve a bigger model on the engine "
+                "(README: What answers to expect)",
                 highlight=False,
             )
         from privproc.client.controls import Settings

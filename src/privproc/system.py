@@ -524,7 +524,11 @@ class System:
         ]  # fmt: skip
         if self.engine is not None:
             self.enclave_args += self.engine.args()
-        self.say("starting the enclave (hardens itself, loads the model: a few seconds) ...")
+        self.say(
+            "starting the enclave (hardens itself, loads the model: a few seconds) ..."
+            if self.engine is None
+            else "starting the enclave (hardens itself, checks the engine serves the model) ..."
+        )
         self.start_enclave()
         self.say("starting the relay and the CDN ...")
         relay = self._start(
