@@ -153,10 +153,14 @@ def test_a_private_request_is_answered_by_the_engine_under_a_measurement_that_na
     try:
         summary = client.summarize(CHAT)
         reply = client.chat("What is the capital of France?", max_tokens=20, temperature=0)
+        stream = client.chat_stream("Name a colour.", max_tokens=10, temperature=0)
+        streamed = "".join(stream)
         status, models = client.request("GET", "/v1/models")
     finally:
         client.close()
-    assert _engine_requests(log) >= before + 2  # the summary and the answer came from it
+    assert _engine_requests(log) >= before + 3  # the summary and both answers came from it
+    assert streamed
+    assert stream.model_card == engine.card()  # a stream names its model in its first chunk
     assert summary.text
     assert reply.text
     assert summary.model_card == reply.model_card == engine.card()
