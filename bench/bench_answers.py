@@ -123,7 +123,7 @@ def plain_summary(backend: Backend) -> Summarizer:
 
 def task_summary(backend: Backend, chat: list[ChatLine]) -> str:
     """The enclave's summarize task as the enclave runs it for this backend."""
-    return summarize(backend, chat, gist=not getattr(backend, "demonstration", False))
+    return summarize(backend, chat, gist=not backend.card.demonstration)
 
 
 def score_summaries(score: Score, summarizer: Summarizer, verbose: bool) -> None:

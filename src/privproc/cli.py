@@ -410,6 +410,69 @@ def serve_cdn(host: str, port: int, directory: Path) -> None:
     _run_until_stopped(serve(app, sock, ready, limits=_limits()))
 
 
+def _engine_options(fn: F) -> F:
+    """--engine URL --engine-model NAME and the model's identity: what `serve enclave` and `up`
+    take to run the enclave against an OpenAI-compatible engine instead of the embedded model."""
+    options = [
+        click.option("--engine", "engine_url", default=None, metavar="URL",
+                     help="An OpenAI-compatible engine (llama.cpp's server, vLLM) that answers "
+                     "instead of the embedded model; it is part of the enclave's measurement."),
+        click.option("--engine-model", default=None, metavar="NAME",
+                     help="The model the engine serves, as its /v1/models lists it (llama.cpp's "
+                     "server: its --alias)."),
+        click.option("--engine-model-file", default=None,
+                     type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                     help="The GGUF file the engine runs, when it is on this machine: its "
+                     "SHA-256, size and quantisation are read from it."),
+        click.option("--engine-model-digest", default=None, metavar="sha256:HEX",
+                     help="The SHA-256 of the model's weights file, when the file is elsewhere "
+                     "(the enclave cannot hash a file on another machine)."),
+        click.option("--engine-model-size", default=None, metavar="SIZE",
+                     help="The model's parameter count as users are told it (8B) [default: read "
+                     "from --engine-model-file]."),
+        click.option("--engine-model-quantisation", default=None, metavar="TYPE",
+                     help="The model's quantisation (Q8_0, F16) [default: read from "
+                     "--engine-model-file]."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _declared_engine(
+    engine_url: str | None,
+    engine_model: str | None,
+    engine_model_file: Path | None,
+    engine_model_digest: str | None,
+    engine_model_size: str | None,
+    engine_model_quantisation: str | None,
+) -> Any:
+    """The engine the options declare (an `EngineModel`), or None for the embedded model."""
+    rest = (engine_model, engine_model_file, engine_model_digest, engine_model_size,
+            engine_model_quantisation)  # fmt: skip
+    if engine_url is None:
+        if any(value is not None for value in rest):
+            raise click.UsageError("the --engine-model options go with --engine URL")
+        return None
+    if engine_model is None:
+        raise click.UsageError("--engine needs --engine-model NAME, the model the engine serves")
+    if (engine_model_file is None) == (engine_model_digest is None):
+        raise click.UsageError(
+            "--engine needs the model's identity, --engine-model-file FILE or "
+            "--engine-model-digest sha256:HEX (one of them): a name alone is not an identity"
+        )
+    from privproc.inference.backends import declare_engine
+
+    return declare_engine(
+        engine_url,
+        engine_model,
+        digest=engine_model_digest,
+        model_file=engine_model_file,
+        size=engine_model_size,
+        quantisation=engine_model_quantisation,
+    )
+
+
 @serve.command("enclave")
 @_listen(8410)
 @click.option(
@@ -426,9 +489,7 @@ def serve_cdn(host: str, port: int, directory: Path) -> None:
     default=None,
     help="The release's log proof (JSON: entry, index, proof, checkpoint) to staple.",
 )
-@click.option("--inference-url", default=None, help="An OpenAI-compatible engine instead of the "
-              "embedded model.")  # fmt: skip
-@click.option("--model", "model_name", default=None, help="Model name at --inference-url.")
+@_engine_options
 @click.option("--max-sessions", default=_SESSIONS.max_sessions, show_default=True,
               type=click.IntRange(1, 100_000), help="Sessions held at once.")  # fmt: skip
 @click.option("--session-idle-timeout", default=_SESSIONS.idle_timeout, show_default=True,
@@ -448,8 +509,12 @@ def serve_enclave(
     port: int,
     platform_dir: Path | None,
     release_proof: Path | None,
-    inference_url: str | None,
-    model_name: str | None,
+    engine_url: str | None,
+    engine_model: str | None,
+    engine_model_file: Path | None,
+    engine_model_digest: str | None,
+    engine_model_size: str | None,
+    engine_model_quantisation: str | None,
     max_sessions: int,
     session_idle_timeout: float,
     session_lifetime: float,
@@ -466,6 +531,10 @@ def serve_enclave(
     environment outside its measured allowlist, turns off core dumps and ptrace, and makes every
     write to a regular file fail; so its standard output and error must be pipes or a terminal
     (`privproc up` starts it so). There is no option to skip this.
+
+    With --engine URL it runs no model of its own: every prompt goes to that OpenAI-compatible
+    engine, whose URL and declared model (name and digest) are part of the measurement. At start
+    it checks that the engine answers and serves the model, and does not start otherwise.
     """
     from privproc.enclave.hardening import harden
 
@@ -482,9 +551,14 @@ def serve_enclave(
 
     logs.configure()
     logs.event("enclave", "hardened", measures=hardened.measures())
+    engine = _declared_engine(
+        engine_url, engine_model, engine_model_file, engine_model_digest, engine_model_size,
+        engine_model_quantisation,
+    )  # fmt: skip
     backend: Any
-    if inference_url is not None:
-        backend = RemoteBackend(inference_url, model_name or "default")
+    if engine is not None:
+        backend = RemoteBackend.for_engine(engine)
+        backend.check()  # fail closed: the engine answers and serves the declared model
         model_path = None
     else:
         model_path = locate_smollm2()
@@ -493,7 +567,7 @@ def serve_enclave(
         max_sessions, session_idle_timeout, session_lifetime, session_max_requests,
         session_evictable_after,
     )  # fmt: skip
-    manifest = enclave_manifest(model_path, enclave_config(backend.model, policy))
+    manifest = enclave_manifest(model_path, enclave_config(backend.model, policy, engine=engine))
     platform: Any = VirtualSnp.load(platform_dir) if platform_dir else open_source()
     proof = ReleaseProof.from_json(release_proof.read_text()) if release_proof else None
     provider = EvidenceProvider(platform, manifest, proof)
@@ -1526,8 +1600,20 @@ def _next_steps(state: Path, default_state: bool) -> list[str]:
     help="Start over: new log, keys, platform and account, and reset the client's trust state "
     "with them (its anchors, remembered checkpoint, tokens and secret; settings and report kept).",
 )
+@_engine_options
 @_fail_cleanly
-def up(host: str, state_dir: Path | None, once: bool, fresh: bool) -> None:
+def up(
+    host: str,
+    state_dir: Path | None,
+    once: bool,
+    fresh: bool,
+    engine_url: str | None,
+    engine_model: str | None,
+    engine_model_file: Path | None,
+    engine_model_digest: str | None,
+    engine_model_size: str | None,
+    engine_model_quantisation: str | None,
+) -> None:
     """Start every party on loopback (issuer, witness, gateway, enclave, relay, CDN) with a
     virtual SEV-SNP, log the release, key configs and issuer keys with a witness cosignature,
     write the client's trust anchors, send a sample chat for a private summary by the embedded
@@ -1537,6 +1623,11 @@ def up(host: str, state_dir: Path | None, once: bool, fresh: bool) -> None:
     the client remembers), keys and account. `--fresh` starts over. While it serves, the issuer's
     new token keys (one an epoch) are logged every minute, so that clients can go on fetching
     tokens.
+
+    The embedded model is a small demonstration model. For better answers, `--engine URL
+    --engine-model NAME --engine-model-file FILE` runs the enclave against an OpenAI-compatible
+    engine (llama.cpp's server, vLLM) serving that model: the engine and the model's digest are
+    part of the logged release. It says which model answers as it starts.
     """
     import signal
     import time
@@ -1548,7 +1639,11 @@ def up(host: str, state_dir: Path | None, once: bool, fresh: bool) -> None:
 
     state = state_dir or _default_state()
     out = Console(soft_wrap=True)
-    system = System(state, host, say=lambda step: out.print(f"  {escape(step)}"))
+    engine = _declared_engine(
+        engine_url, engine_model, engine_model_file, engine_model_digest, engine_model_size,
+        engine_model_quantisation,
+    )  # fmt: skip
+    system = System(state, host, say=lambda step: out.print(f"  {escape(step)}"), engine=engine)
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -1566,6 +1661,16 @@ def up(host: str, state_dir: Path | None, once: bool, fresh: bool) -> None:
         for party in system.parties:
             table.add_row(party.name, party.url)
         out.print(table)
+        out.print(f"model: {escape(system.card.label())}", highlight=False)
+        if system.card.demonstration:
+            out.print(
+                "  for better answers, run it on a capable engine: privproc up --engine URL "
+                "--engine-model NAME --engine-model-file FILE (README: What answers to expect)"
+                if engine is None
+                else "  for better answers, serve a bigger model on the engine "
+                "(README: What answers to expect)",
+                highlight=False,
+            )
         from privproc.client.controls import Settings
 
         controls = Settings.load(system.client_dir)

@@ -25,6 +25,11 @@ logged OHTTP keys in its state directory).
 Every party's standard error is a pipe that this process copies to `STATE/system/NAME.log` (the
 enclave cannot write files: privproc.enclave.hardening); the enclave gets only the environment
 variables its measured allowlist accepts.
+The enclave runs the embedded model, or, given an `engine` (`privproc up --engine URL ...`), sends
+every prompt to that OpenAI-compatible engine: the engine and its declared model are then in the
+measured configuration (so in the logged release) instead of the embedded model's file, and the
+engine is asked for its model list before anything is started or reset, so a wrong URL or model
+name stops the start at once with a clear error. `card` says which model answers.
 """
 
 from __future__ import annotations
@@ -56,7 +61,8 @@ from privproc.enclave.hardening import enclave_environment
 from privproc.enclave.sessions import SessionPolicy
 from privproc.enclave.workload import enclave_config, enclave_manifest
 from privproc.errors import PrivprocError
-from privproc.inference.backends import MODEL_NAME, locate_smollm2
+from privproc.inference.backends import check_engine, embedded_card, locate_smollm2
+from privproc.inference.models import EngineModel, ModelCard
 from privproc.issuer.store import AccountError, IssuerStore
 from privproc.storage import create_private_file, private_by_default, write_atomically
 from privproc.tlog.entries import (
@@ -189,6 +195,8 @@ class System:
     sessions: SessionPolicy = field(default_factory=SessionPolicy)  # the enclave's, measured
     say: Callable[[str], None] = field(default=lambda _step: None, repr=False)  # progress
     resumed: bool = False  # whether the last start resumed a previous one's state
+    engine: EngineModel | None = None  # an OpenAI-compatible engine instead of the embedded model
+    _card: ModelCard | None = field(default=None, repr=False)
     _issuer_url: str = field(default="", repr=False)
     _lock_fd: int | None = field(default=None, repr=False)
     _logged_token_keys: set[bytes] = field(default_factory=set, repr=False)
@@ -196,6 +204,13 @@ class System:
     launches: dict[str, tuple[list[str], str, dict[str, str] | None]] = field(
         default_factory=dict, repr=False
     )
+
+    @property
+    def card(self) -> ModelCard:
+        """The model that answers: the engine's declared model, or the embedded one."""
+        if self._card is None:
+            self._card = self.engine.card() if self.engine is not None else embedded_card()
+        return self._card
 
     @property
     def system_dir(self) -> Path:
@@ -392,6 +407,9 @@ class System:
         """Start every party: on the state a previous complete start left (the same log, keys and
         account), or anew when `fresh` or when there is none (the client's trust state reset).
         `self.resumed` says which; `self.say` hears each step as it begins."""
+        if self.engine is not None:  # before anything is reset or started
+            self.say(f"asking the engine at {self.engine.url} for its models ...")
+            check_engine(self.engine.url, self.engine.model)
         self._lock_state()
         try:
             self.resumed = not fresh and (self.system_dir / COMPLETE).exists()
@@ -483,7 +501,9 @@ class System:
             platform_dir = sysdir / "platform"
             platform = virtual_platform(platform_dir, self.resumed, self.say)
             self.say("measuring the enclave's code, model and configuration ...")
-            manifest = enclave_manifest(locate_smollm2(), enclave_config(MODEL_NAME, self.sessions))
+            model_file = locate_smollm2() if self.engine is None else None
+            measured = enclave_config(self.card.name, self.sessions, engine=self.engine)
+            manifest = enclave_manifest(model_file, measured)
             release_index, release = self._log_release_and_keys(log, manifest, keys, issuer.url)
             self.say("publishing the log with the witness's cosignature ...")
             note, _ = publish(log, cdn_dir, 1)
@@ -502,7 +522,13 @@ class System:
             "serve", "enclave", "--host", host, "--port", str(enclave_port), "--platform",
             str(platform_dir), "--release-proof", str(sysdir / "release-proof.json"),
         ]  # fmt: skip
-        self.say("starting the enclave (hardens itself, loads the model: a few seconds) ...")
+        if self.engine is not None:
+            self.enclave_args += self.engine.args()
+        self.say(
+            "starting the enclave (hardens itself, loads the model: a few seconds) ..."
+            if self.engine is None
+            else "starting the enclave (hardens itself, checks the engine serves the model) ..."
+        )
         self.start_enclave()
         self.say("starting the relay and the CDN ...")
         relay = self._start(

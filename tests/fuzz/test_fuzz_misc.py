@@ -19,6 +19,7 @@ from privproc.client.sse import data_events
 from privproc.client.wallet import Wallet
 from privproc.enclave.api import ApiResponse, ApiStream, handle
 from privproc.inference.backends import Completion, Delta, Message
+from privproc.inference.models import ModelCard
 from privproc.ratls.session import ClientSession, client_session, pump
 from privproc.ratls.tls import ServerIdentity, TlsEndpoint
 from tests.fuzz.support import fuzz, mutated, parses
@@ -30,6 +31,7 @@ class EchoBackend:
     """A model stand-in that answers at once, converting its arguments as a real backend would."""
 
     model = "fuzz-model"
+    card = ModelCard("fuzz-model", "", "", "", "a stand-in", False)
 
     def complete(
         self, messages: list[Message], *, max_tokens: int, temperature: float

@@ -22,7 +22,9 @@ arrives; a stream that ends before (cut by the relay, the gateway or the network
 Every use (a task, a chat, a `call`) is checked against the user's controls first and noted in
 the Private Processing report (client/controls.py): the model the enclave named, the release that
 served it, the relay, the gateway's key id, the epoch of the token key that paid for the session
-and whether the session was new; never what was asked or answered.
+and whether the session was new; never what was asked or answered. Every answer names the model
+that gave it: results carry the enclave's `ModelCard` (a stream's `model_card` once it starts),
+and each is a step (`on_step`, what `--verbose` prints).
 
 Rules: nothing of a request or its answer is written anywhere; only the wallet, the account
 secret, the user's controls and the report live in the state directory; every failure is a typed
@@ -63,7 +65,7 @@ from privproc.client.incognito import (
 )
 from privproc.client.issuer import IssuerClient
 from privproc.client.ohttp import OhttpClient, choose_config
-from privproc.client.results import ChatReply, Provenance, Rewrite, Summary, Usage
+from privproc.client.results import ChatReply, ModelCard, Provenance, Rewrite, Summary, Usage
 from privproc.client.sse import data_events
 from privproc.client.wallet import RefillPolicy, TokenSupply, Wallet
 from privproc.errors import (
@@ -946,12 +948,19 @@ class PrivateProcessingClient:
         status, answer = self.request("POST", path, doc)
         return task_answer(status, answer, what)
 
+    def _card(self, answer: dict[str, Any]) -> ModelCard | None:
+        """The card of the model that gave `answer` (shown as a step: `--verbose` names it)."""
+        card = model_card_of(answer)
+        self._step(f"model: {card.label()}" if card else "model: the enclave named none")
+        return card
+
     def summarize(self, chat: list[dict[str, str]], *, chat_id: str | None = None) -> Summary:
         """A summary of `chat` (messages with sender, time and text)."""
 
         def call() -> Summary:
             doc = self._task("/v1/tasks/summarize", {"chat": chat}, "summarise")
-            return Summary(str(doc["summary"]), self._provenance(self.last_attestation))
+            where = self._provenance(self.last_attestation)
+            return Summary(str(doc["summary"]), where, self._card(doc))
 
         return self._use("summaries", chat_id, call)
 
@@ -960,7 +969,8 @@ class PrivateProcessingClient:
 
         def call() -> Rewrite:
             doc = self._task("/v1/tasks/rewrite", {"text": text, "style": style}, "rewrite")
-            return Rewrite(str(doc["text"]), style, self._provenance(self.last_attestation))
+            where = self._provenance(self.last_attestation)
+            return Rewrite(str(doc["text"]), style, where, self._card(doc))
 
         return self._use("writing-help", chat_id, call)
 
@@ -985,6 +995,7 @@ class PrivateProcessingClient:
                 str(choice.get("finish_reason") or "stop"),
                 Usage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))),
                 self._provenance(self.last_attestation),
+                self._card(doc),
             )
 
         return self._use("chat", chat_id, call)
@@ -1006,7 +1017,7 @@ class PrivateProcessingClient:
         if answer.status != 200:
             detail = b"".join(answer)[:4096].decode("utf-8", "replace")
             raise PeerRejectedError(f"the enclave could not answer: {detail}", answer.status)
-        return ChatStream(answer)
+        return ChatStream(answer, self._step)
 
     def incognito_chat(
         self,
@@ -1100,12 +1111,17 @@ def _reason(answer: object) -> str:
 class ChatStream(Iterator[str]):
     """The text of a streamed chat completion, piece by piece; an `error` event raises. It ends
     only at the answer's authenticated end (after `[DONE]`), so an iteration that ends is whole.
-    `finish_reason` is known once it has ended: "stop", or "length" when max_tokens cut it."""
+    `finish_reason` is known once it has ended: "stop", or "length" when max_tokens cut it;
+    `model_card`, once the first piece has come, which model answers."""
 
-    def __init__(self, answer: StreamedAnswer) -> None:
+    def __init__(
+        self, answer: StreamedAnswer, on_step: Callable[[str], None] | None = None
+    ) -> None:
         self._answer = answer
         self._pieces = self._texts()
+        self._step = on_step or (lambda _message: None)
         self.finish_reason: str | None = None
+        self.model_card: ModelCard | None = None
 
     def __next__(self) -> str:
         return next(self._pieces)
@@ -1130,6 +1146,9 @@ class ChatStream(Iterator[str]):
                     raise TransportError("the enclave's stream is not JSON events")
                 if "error" in doc:
                     raise PeerRejectedError(f"the model failed mid-answer: {doc['error']}", 503)
+                if self.model_card is None and (card := model_card_of(doc)) is not None:
+                    self.model_card = card
+                    self._step(f"model: {card.label()}")
                 for choice in doc.get("choices", ()):
                     text = (choice.get("delta") or {}).get("content")
                     if choice.get("finish_reason"):
@@ -1236,3 +1255,14 @@ class AsyncPrivateProcessingClient:
             on_overflow=on_overflow, max_tokens=max_tokens, temperature=temperature,
             chat_id=chat_id,
         )  # fmt: skip
+
+
+def model_card_of(answer: object) -> ModelCard | None:
+    """The `"model_card"` of an enclave's answer (or a stream's first chunk); None when it has
+    none or one that is not a card (a label that cannot be read is not shown)."""
+    if not isinstance(answer, dict) or "model_card" not in answer:
+        return None
+    try:
+        return ModelCard.from_dict(answer["model_card"])
+    except DecodeError:
+        return None

@@ -2,7 +2,9 @@
 
 Every result carries its `Provenance`: the measurement of the enclave that computed it (checked
 against the hardware's signature and the transparency log before the request was sent) and the
-log index of that release, so a caller can show or keep what the Private Processing report keeps.
+log index of that release, so a caller can show or keep what the Private Processing report keeps;
+and the `ModelCard` of the model that answered, as the enclave named it (None from an enclave
+that names none): name, size, quantisation, digest, and whether it is a demonstration model.
 A result prints as its text (`str(result)`), so code that only wants the text stays short.
 """
 
@@ -10,7 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ChatReply", "Provenance", "Rewrite", "Summary", "Usage"]
+from privproc.inference.models import ModelCard
+
+__all__ = ["ChatReply", "ModelCard", "Provenance", "Rewrite", "Summary", "Usage"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class Usage:
 class Summary:
     text: str
     provenance: Provenance
+    model_card: ModelCard | None = None
 
     def __str__(self) -> str:
         return self.text
@@ -40,6 +45,7 @@ class Rewrite:
     text: str
     style: str
     provenance: Provenance
+    model_card: ModelCard | None = None
 
     def __str__(self) -> str:
         return self.text
@@ -52,6 +58,7 @@ class ChatReply:
     finish_reason: str  # "stop", or "length" when max_tokens cut the answer
     usage: Usage
     provenance: Provenance
+    model_card: ModelCard | None = None
 
     def __str__(self) -> str:
         return self.text

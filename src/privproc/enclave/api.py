@@ -1,11 +1,15 @@
 """The enclave's application API, spoken as HTTP/1.1 inside the attested TLS session.
 
-- `GET /v1/models`: the OpenAI model list;
+- `GET /v1/models`: the OpenAI model list; the model object also holds its card's fields;
 - `POST /v1/chat/completions`: an OpenAI chat request (`messages`, `max_tokens`, `temperature`)
   -> an OpenAI chat completion; with `"stream": true`, server-sent events as the model produces
   them (`chat.completion.chunk` objects, then `data: [DONE]`), exactly as OpenAI streams;
 - `POST /v1/tasks/summarize`: `{"chat": [{"sender", "time", "text"}, ...]}` -> `{"summary"}`;
 - `POST /v1/tasks/rewrite`: `{"text", "style"}` -> `{"text", "style"}`.
+Every answer names the model that gave it: `"model_card"` (`privproc.inference.models`: name,
+size, quantisation, digest, engine, whether it is a demonstration model, and a one-line label)
+beside the task's fields, on a chat completion, and on a stream's first chunk; OpenAI's
+`"model"` string stays as OpenAI has it.
 A task whose model answer was empty or a copy of its input, twice, is a 422 whose error type is
 `unusable_answer` (the client raises `UnusableAnswerError`).
 
@@ -86,7 +90,8 @@ def _event_raw(event: bytes) -> bytes:
 def _chunks(
     backend: Backend, messages: list[Message], max_tokens: int, temperature: float
 ) -> Iterator[bytes]:
-    """OpenAI's streamed chat completion: a role chunk, content chunks, a finish chunk, [DONE].
+    """OpenAI's streamed chat completion: a role chunk (with the model's card), content chunks, a
+    finish chunk, [DONE].
     A failure half-way is an `error` event (the OpenAI SDK raises it), never a silent end."""
     base = {
         "id": "chatcmpl-" + secrets.token_hex(12),
@@ -95,11 +100,11 @@ def _chunks(
         "model": backend.model,
     }
 
-    def chunk(delta: dict[str, str], finish: str | None = None) -> bytes:
+    def chunk(delta: dict[str, str], finish: str | None = None, **extra: object) -> bytes:
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
-        return _event({**base, "choices": [choice]})
+        return _event({**base, "choices": [choice], **extra})
 
-    yield chunk({"role": "assistant", "content": ""})
+    yield chunk({"role": "assistant", "content": ""}, model_card=backend.card.to_dict())
     finish = "stop"
     stream = backend.stream(messages, max_tokens=max_tokens, temperature=temperature)
     try:
@@ -155,6 +160,7 @@ def _chat_completion(backend: Backend, doc: dict[str, Any]) -> ApiResponse | Api
             "object": "chat.completion",
             "created": int(time.time()),
             "model": completion.model,
+            "model_card": backend.card.to_dict(),
             "choices": [
                 {
                     "index": 0,
@@ -177,14 +183,15 @@ def handle(backend: Backend, method: str, path: str, body: bytes) -> ApiResponse
     try:
         if route == ("GET", "/v1/models"):
             model = {"id": backend.model, "object": "model", "created": 0, "owned_by": "privproc"}
+            model.update(backend.card.to_dict())
             return ApiResponse.json(200, {"object": "list", "data": [model]})
         if route == ("POST", "/v1/chat/completions"):
             return _chat_completion(backend, _load(body))
         if route == ("POST", "/v1/tasks/summarize"):
             chat = parse_chat(_load(body).get("chat"))
             # A demonstration model's own sentences are not shown as a summary (bench/README.md).
-            gist = not getattr(backend, "demonstration", False)
-            return ApiResponse.json(200, {"summary": summarize(backend, chat, gist=gist)})
+            summary = summarize(backend, chat, gist=not backend.card.demonstration)
+            return ApiResponse.json(200, {"summary": summary, "model_card": backend.card.to_dict()})
         if route == ("POST", "/v1/tasks/rewrite"):
             doc = _load(body)
             text, style = doc.get("text"), doc.get("style")
@@ -192,7 +199,8 @@ def handle(backend: Backend, method: str, path: str, body: bytes) -> ApiResponse
                 raise DecodeError("text and style are strings")
             if style not in STYLES:
                 raise UsageError(f"the styles are {', '.join(STYLES)}")
-            return ApiResponse.json(200, {"text": rewrite(backend, text, style), "style": style})
+            answer = {"text": rewrite(backend, text, style), "style": style}
+            return ApiResponse.json(200, {**answer, "model_card": backend.card.to_dict()})
     except (DecodeError, UsageError) as exc:
         return _error(400, str(exc))
     except UnusableAnswerError as exc:  # the model's answer, not the request, is at fault

@@ -1,5 +1,9 @@
 """What the enclave measures: its code (the privproc package), its model file and its config.
 
+The model file is the embedded model's, when the enclave runs it; an enclave on an engine
+(`privproc serve enclave --engine URL`) runs no model file of its own, and measures instead the
+engine's URL and the model it serves (name, digest, size, quantisation) in its config.
+
 The operator computes the same manifest before launch (to log the release) as the enclave at
 start (to staple it): one function, the same inputs, the same measurement.
 """
@@ -16,6 +20,8 @@ import privproc
 from privproc.attest.measurement import Manifest, ManifestEntry, measure_tree
 from privproc.enclave.hardening import ENV_ALLOWLIST, check_allowlist
 from privproc.enclave.sessions import SessionPolicy
+from privproc.errors import UsageError
+from privproc.inference.models import EngineModel
 
 __all__ = ["enclave_config", "enclave_manifest"]
 
@@ -24,6 +30,7 @@ def enclave_config(
     model: str,
     sessions: SessionPolicy | None = None,
     env_allowlist: Iterable[str] = ENV_ALLOWLIST,
+    engine: EngineModel | None = None,
 ) -> bytes:
     """The enclave's configuration as canonical JSON (part of the measurement).
 
@@ -31,10 +38,18 @@ def enclave_config(
     (`privproc.enclave.hardening`), so a build that accepts another environment is another build.
     Version 3 replaces `max_sessions` by `sessions`, the whole session policy (how many, how
     long, how many requests, when one gives way: `privproc.enclave.sessions`).
+    Version 4 adds `engine`: null for the embedded model (its file is measured), else the
+    OpenAI-compatible engine the enclave sends every prompt to and the model the operator
+    declares it serves (`EngineModel.config()`: URL, model name, digest, size, quantisation,
+    whether it is the demonstration model), so a release on another engine or model is another
+    measurement and what users are told about the model is what was measured.
     """
+    if engine is not None and engine.model != model:
+        raise UsageError("the configured model is the engine's model")
     doc: dict[str, Any] = {
-        "version": 3,
+        "version": 4,
         "model": model,
+        "engine": None if engine is None else engine.config(),
         "sessions": (sessions or SessionPolicy()).config(),
         "env_allowlist": list(check_allowlist(env_allowlist)),
     }
