@@ -73,6 +73,7 @@ bench: install
 	$(BIN)/python bench/bench_ratls.py
 	$(BIN)/python bench/bench_attest.py
 	$(BIN)/python bench/bench_slow_connections.py
+	$(BIN)/python bench/bench_answers.py $(if $(ENGINE),--engine $(ENGINE) --engine-model $(ENGINE_MODEL))
 
 clean:
 	rm -rf $(VENV) $(NODE_INTEROP)/node_modules .mypy_cache .pytest_cache .ruff_cache
