@@ -453,7 +453,8 @@ def test_the_async_sdk(system: System) -> None:
     async def run() -> tuple[str, str, str]:
         async with AsyncPrivateProcessingClient.from_state(system.client_dir) as client:
             first, second = await asyncio.gather(
-                client.rewrite("thx for the help", "professional"),
+                # a message the demonstration model rewrites within the checks (greedy decoding)
+                client.rewrite("thanks for the help", "professional"),
                 client.chat("What is the capital of France?", temperature=0),
             )
             question = "What is the capital of France?"

