@@ -121,11 +121,6 @@ def plain_summary(backend: Backend) -> Summarizer:
     return run
 
 
-def task_summary(backend: Backend, chat: list[ChatLine]) -> str:
-    """The enclave's summarize task as the enclave runs it for this backend."""
-    return summarize(backend, chat, gist=not backend.card.demonstration)
-
-
 def score_summaries(score: Score, summarizer: Summarizer, verbose: bool) -> None:
     cases = load("conversations.json")["conversations"]
     injections = load("injections.json")["summaries"]
@@ -203,7 +198,7 @@ def main() -> None:
         score_summaries(floor, plain_summary(backend), args.verbose)
         print(floor.row(), flush=True)
         ours = Score(name, "privproc tasks")
-        score_summaries(ours, partial(task_summary, backend), args.verbose)
+        score_summaries(ours, partial(summarize, backend), args.verbose)
         score_rewrites(ours, backend, args.verbose)
         print(ours.row(), flush=True)
 

@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
 import bench_answers as evaluation
 from privproc.inference.backends import EmbeddedBackend
+from privproc.inference.tasks import summarize
 
 
 def test_the_scorer_reads_facts_as_a_reader_would() -> None:
@@ -27,7 +28,7 @@ def test_the_scorer_reads_facts_as_a_reader_would() -> None:
 def test_the_embedded_model_meets_the_targets() -> None:
     backend = EmbeddedBackend()
     score = evaluation.Score("embedded", "privproc tasks")
-    evaluation.score_summaries(score, lambda chat: evaluation.task_summary(backend, chat), False)
+    evaluation.score_summaries(score, lambda chat: summarize(backend, chat), False)
     evaluation.score_rewrites(score, backend, False)
     assert score.summaries >= 28  # 22 conversations and 8 injection chats
     assert score.invented == 0

@@ -189,9 +189,8 @@ def handle(backend: Backend, method: str, path: str, body: bytes) -> ApiResponse
             return _chat_completion(backend, _load(body))
         if route == ("POST", "/v1/tasks/summarize"):
             chat = parse_chat(_load(body).get("chat"))
-            # A demonstration model's own sentences are not shown as a summary (bench/README.md).
-            summary = summarize(backend, chat, gist=not backend.card.demonstration)
-            return ApiResponse.json(200, {"summary": summary, "model_card": backend.card.to_dict()})
+            card = backend.card.to_dict()
+            return ApiResponse.json(200, {"summary": summarize(backend, chat), "model_card": card})
         if route == ("POST", "/v1/tasks/rewrite"):
             doc = _load(body)
             text, style = doc.get("text"), doc.get("style")

@@ -3,8 +3,8 @@
 - `summarize(chat)`: a chat export (sender, time, text) -> what was discussed and decided. The
   facts come from `privproc.inference.plans` (the latest plan, who will do what, the messages
   that say more, quoted): rules that never attribute a word to the wrong person. Before them, the
-  model's own sentence (`model_gist`, asked with `gist=True`; the enclave turns it off for a
-  small demonstration model): small models like to echo or continue their input, so the chat
+  model's own sentence (`model_gist`; not for a backend whose card is a small demonstration
+  model's): small models like to echo or continue their input, so the chat
   is given as reported speech and decoding is greedy; an answer that is empty or mostly the
   chat's own words (runs of four or more words found in the chat) is asked for once more with
   another phrasing; a sentence that states a name, time, day or number the chat does not hold
@@ -123,17 +123,19 @@ def echoes(answer: str, chat: list[ChatLine]) -> bool:
 
 
 def summarize(
-    backend: Backend, chat: list[ChatLine], *, max_tokens: int = 120, gist: bool = True
+    backend: Backend, chat: list[ChatLine], *, max_tokens: int = 120, gist: bool | None = None
 ) -> str:
     """What the chat settled on (`privproc.inference.plans`: the latest day, time and place, who
     will do what, the messages that say more, quoted), after the model's own sentence where the
-    chat bears it out (`gist`; off for a demonstration model, whose sentences were wrong more often
-    than right: bench/README.md)."""
+    chat bears it out (`gist`; by default, unless the backend's card is a demonstration model's,
+    whose sentences were wrong more often than right: bench/README.md)."""
     if not chat:
         raise UsageError("there is nothing to summarise")
     plan = settle(chat)
     # A message that speaks to the assistant never reaches the model; the summary says it was there.
     heard = [line for line in chat if not speaks_to_assistant(line.text)]
+    if gist is None:
+        gist = not backend.card.demonstration
     said = model_gist(backend, heard, plan, max_tokens) if gist and heard else ""
     summary = ground(" ".join(part for part in (said, compose(plan)) if part), chat).text
     if summary:
