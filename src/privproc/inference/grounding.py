@@ -26,7 +26,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["COMMON", "Grounded", "facts", "ground", "loose_minutes", "sentences", "times"]
+__all__ = [
+    "COMMON",
+    "DAYS",
+    "MONTHS",
+    "OPEN_HOUR_SHAPES",
+    "TIME_SHAPES",
+    "Grounded",
+    "facts",
+    "ground",
+    "loose_minutes",
+    "minutes_of",
+    "sentences",
+    "times",
+]
 
 
 class Line(Protocol):
@@ -42,16 +55,25 @@ class Line(Protocol):
     def text(self) -> str: ...
 
 
-_TIME = re.compile(
-    r"\b(?P<h>[01]?\d|2[0-3])(?::(?P<m>[0-5]\d))?\s*(?P<ap>[ap])\.?\s?m\b\.?"
+# The shapes of a time of day (here and in `privproc.inference.plans`, one definition): a time
+# ("7pm", "7:30 p.m.", "19:30", "noon"), and an hour said without its half of the day ("at 7",
+# "do 7", "7 it is"), which only chat text is read loosely for.
+TIME_SHAPES = (
+    r"\b(?P<h>1[0-2]|0?[1-9])(?::(?P<m>[0-5]\d))?\s*(?P<ap>[ap])\.?\s?m\b\.?"
     r"|\b(?P<h24>[01]?\d|2[0-3]):(?P<m24>[0-5]\d)\b"
-    r"|\b(?P<word>noon|midday|midnight)\b",
-    re.IGNORECASE,
+    r"|\b(?P<word>noon|midday|midnight)\b"
 )
+OPEN_HOUR_SHAPES = (
+    r"\b(?:at|by|around|about|to|do|until|till|from|make it)\s+(?P<bare>1[0-2]|[1-9])\b"
+    r"(?!\s*(?:minutes?|mins?|hours?|days?|weeks?|people|each|of|%|th\b|st\b|nd\b|rd\b|[.,:]\d))"
+    r"|\b(?P<lead>1[0-2]|[1-9])\s+(?=it is\b|then\b|instead\b|works\b|is (?:too|fine|good)\b)"
+)
+_TIME = re.compile(TIME_SHAPES, re.IGNORECASE)
+_OPEN_HOUR = re.compile(OPEN_HOUR_SHAPES, re.IGNORECASE)
 _WORD_TIMES = {"noon": 12 * 60, "midday": 12 * 60, "midnight": 0}
-_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
-           "september", "october", "november", "december")  # fmt: skip
+DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
+          "september", "october", "november", "december")  # fmt: skip
 _NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
                  "ten", "eleven", "twelve")  # fmt: skip
 _NUMBER = re.compile(r"\b\d+(?:[.,]\d+)?\b")
@@ -83,8 +105,8 @@ class Grounded:
         return not self.dropped
 
 
-def _minutes(match: re.Match[str]) -> frozenset[int]:
-    """The times of day (minutes after midnight) a time expression may mean."""
+def minutes_of(match: re.Match[str]) -> frozenset[int]:
+    """The times of day (minutes after midnight) a `TIME_SHAPES` match may mean."""
     if match.group("word"):
         return frozenset({_WORD_TIMES[match.group("word").lower()]})
     if match.group("h24") is not None:
@@ -97,21 +119,19 @@ def _minutes(match: re.Match[str]) -> frozenset[int]:
 
 def times(text: str) -> set[int]:
     """The times of day (minutes after midnight) a text states as times ("7pm", "19:30")."""
-    return {m for match in _TIME.finditer(_plain(text)) for m in _minutes(match)}
+    return {m for match in _TIME.finditer(_plain(text)) for m in minutes_of(match)}
 
 
 def loose_minutes(text: str) -> set[int]:
     """Times in chat text, where "at 7" may mean 7:00 or 19:00 and "7:30" either half too."""
     found: set[int] = set()
     for match in _TIME.finditer(text):
-        found |= _minutes(match)
+        found |= minutes_of(match)
         if match.group("h24") is not None and int(match.group("h24")) <= 12:
             found.add((int(match.group("h24")) % 12 + 12) * 60 + int(match.group("m24")))
-    bare = r"\b(?:at|by|around|about|to|do|from|until|till|make it)\s+(\d{1,2})\b(?!:\d)"
-    lead = r"\b(\d{1,2})\s+(?=it is\b|then\b|instead\b|works\b)"
-    for hour in re.findall(bare, text, re.I) + re.findall(lead, text, re.I):
-        if int(hour) <= 12:
-            found |= {int(hour) % 12 * 60, (int(hour) % 12 + 12) * 60}
+    for match in _OPEN_HOUR.finditer(text):
+        hour = int(match.group("bare") or match.group("lead")) % 12
+        found |= {hour * 60, (hour + 12) * 60}
     return found
 
 
@@ -147,13 +167,13 @@ def facts(sentence: str) -> Iterable[tuple[str, str]]:
     """(kind, value) of each fact the sentence states: "time", "day", "number", "name"."""
     sentence = _plain(sentence)
     for match in _TIME.finditer(sentence):
-        yield "time", ",".join(str(m) for m in sorted(_minutes(match)))
+        yield "time", ",".join(str(m) for m in sorted(minutes_of(match)))
     rest = _TIME.sub(" ", sentence)
     for number in _NUMBER.findall(rest):
         yield "number", number.replace(",", ".")
     for word in _WORD.findall(rest):
         low = _stem(word)
-        if low in _DAYS or low in _MONTHS:
+        if low in DAYS or low in MONTHS:
             yield "day", low
         elif low in _NUMBER_WORDS:
             yield "number", str(_NUMBER_WORDS.index(low))

@@ -32,34 +32,23 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from privproc.inference.grounding import COMMON, Line, facts, loose_minutes
+from privproc.inference.grounding import (
+    COMMON,
+    DAYS,
+    MONTHS,
+    OPEN_HOUR_SHAPES,
+    TIME_SHAPES,
+    Line,
+    facts,
+    loose_minutes,
+    minutes_of,
+)
 
 __all__ = ["Plan", "compose", "settle", "speaks_to_assistant", "states_superseded"]
 
-_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday",
-         "today", "tonight", "tomorrow")  # fmt: skip
-_MONTHS = (
-    "january",
-    "february",
-    "march",
-    "april",
-    "june",
-    "july",
-    "august",
-    "september",
-    "october",
-    "november",
-    "december",
-)  # fmt: skip  ("may" is more often a verb)
-_TIME = re.compile(
-    r"\b(?P<h>1[0-2]|0?[1-9])(?::(?P<m>[0-5]\d))?\s*(?P<ap>[ap])\.?\s?m\b\.?"
-    r"|\b(?P<h24>[01]?\d|2[0-3]):(?P<m24>[0-5]\d)\b"
-    r"|\b(?P<word>noon|midday|midnight)\b"
-    r"|\b(?:at|by|around|to|do|until|till|from|make it)\s+(?P<bare>1[0-2]|[1-9])\b"
-    r"(?!\s*(?:minutes?|mins?|hours?|days?|weeks?|people|each|of|%|th\b|st\b|nd\b|rd\b|[.,:]\d))"
-    r"|\b(?P<lead>1[0-2]|[1-9])\s+(?=it is\b|then\b|instead\b|works\b|is (?:too|fine|good)\b)",
-    re.IGNORECASE,
-)
+_DAYS = (*DAYS, "today", "tonight", "tomorrow")
+_MONTHS = tuple(m for m in MONTHS if m != "may")  # "may" is more often a verb
+_TIME = re.compile(TIME_SHAPES + "|" + OPEN_HOUR_SHAPES, re.IGNORECASE)
 _DATE = re.compile(
     r"\b(?P<month>" + "|".join(_MONTHS) + r")(?:\s+(?P<n>[1-9]|[12]\d|3[01])(?:st|nd|rd|th)?)?\b"
     r"|\bthe\s+(?P<nth>[1-9]|[12]\d|3[01])(?:st|nd|rd|th)\b",
@@ -113,22 +102,16 @@ class _Time:
     minutes: int | None  # None: an hour whose half of the day the chat leaves open
     hour: int
     minute: int
-    text: str
 
 
 def _read_time(match: re.Match[str]) -> _Time:
-    text = match.group(0).strip()
-    if match.group("word"):
-        return _Time(0 if match.group("word").lower() == "midnight" else 720, 12, 0, text)
-    if match.group("ap"):
-        hour = int(match.group("h")) % 12 + (12 if match.group("ap").lower() == "p" else 0)
-        return _Time(hour * 60 + int(match.group("m") or 0), hour, int(match.group("m") or 0), text)
+    if match.group("ap") or match.group("word"):
+        (exact,) = minutes_of(match)
+        return _Time(exact, *divmod(exact, 60))
     if match.group("h24") is not None:
         hour, minute = int(match.group("h24")), int(match.group("m24"))
-        exact = hour * 60 + minute if hour > 12 or hour == 0 else None
-        return _Time(exact, hour, minute, text)
-    hour = int(match.group("bare") or match.group("lead"))
-    return _Time(None, hour, 0, text)
+        return _Time(hour * 60 + minute if hour > 12 or hour == 0 else None, hour, minute)
+    return _Time(None, int(match.group("bare") or match.group("lead")), 0)
 
 
 def _say_time(minutes: int) -> str:
