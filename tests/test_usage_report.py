@@ -185,9 +185,14 @@ def test_text_fields_are_bounded_and_printable(tmp_path: Path) -> None:
 
 
 def test_the_model_is_read_from_its_card_or_the_openai_field() -> None:
-    card = {"name": "qwen", "size": "0.5B", "quantisation": "Q4_K_M", "digest": "sha256:ab"}
-    assert model_of({"text": "...", "model_card": card}) == ("qwen", "sha256:ab")
-    assert model_of({"model": "qwen-chat", "model_card": card}) == ("qwen", "sha256:ab")
+    digest = "sha256:" + "ab" * 32
+    card = {"name": "qwen", "size": "0.5B", "quantisation": "Q4_K_M", "digest": digest,
+            "engine": "http://engine", "demonstration": False}  # fmt: skip
+    assert model_of({"text": "...", "model_card": card}) == ("qwen", digest)
+    assert model_of({"model": "qwen-chat", "model_card": card}) == ("qwen", digest)
+    # A card that is not one (a digest that is not a SHA-256) is not believed: the plain name.
+    assert model_of({"model": "qwen-chat", "model_card": {**card, "digest": "sha256:ab"}}) == (
+        "qwen-chat", "")  # fmt: skip
     assert model_of({"model": "qwen-chat"}) == ("qwen-chat", "")
     assert model_of({"model": "plain", "model_card": {"name": 3, "digest": ["x"]}}) == ("plain", "")
     assert model_of({"model_card": "not an object", "summary": "qwen"}) == ("", "")

@@ -1043,16 +1043,16 @@ class PrivateProcessingClient:
 
 
 def model_of(answer: object) -> tuple[str, str]:
-    """(name, digest) of the model an enclave's answer names: its `model_card` object (`name`,
-    `digest`) when it has one, else OpenAI's `model` field; empty where it names none. What it
-    names is bounded and printable (`report_text`); nothing else of the answer is looked at."""
+    """(name, digest) of the model an enclave's answer names: its checked `model_card`
+    (`model_card_of`) when it has one, else OpenAI's `model` field; empty where it names none.
+    What it names is bounded and printable (`report_text`); nothing else of the answer is read."""
     if not isinstance(answer, dict):
         return "", ""
-    card = answer.get("model_card")
-    card = card if isinstance(card, dict) else {}
-    name, digest, plain = card.get("name"), card.get("digest"), answer.get("model")
-    name = name if isinstance(name, str) and name else plain if isinstance(plain, str) else ""
-    return report_text(name), report_text(digest if isinstance(digest, str) else "")
+    card = model_card_of(answer)
+    if card is not None:
+        return report_text(card.name), report_text(card.digest)
+    plain = answer.get("model")
+    return report_text(plain if isinstance(plain, str) else ""), ""
 
 
 def relay_label(url: str) -> str:
