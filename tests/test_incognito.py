@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -129,6 +130,9 @@ def test_a_long_conversation_forgets_its_oldest_exchanges_or_refuses(system: Sys
                 {"on_overflow": "wrap"}, {"system": "s" * 8_000}):  # fmt: skip
         with pytest.raises(UsageError):
             client.incognito_chat(**bad)
+    misspelt: Any = {"max_turn": 3}
+    with pytest.raises(UsageError, match=r"no option max_turn$"):
+        client.incognito_chat(**misspelt)
     client.close()
 
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Generator, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypedDict, Unpack
 
 from privproc.client.results import ChatReply
 from privproc.errors import UsageError
@@ -54,6 +54,7 @@ __all__ = [
     "DEFAULT_MAX_CHARS",
     "DEFAULT_MAX_TURNS",
     "AsyncIncognitoChat",
+    "ChatOptions",
     "ChatTooLongError",
     "IncognitoChat",
     "IncognitoStream",
@@ -147,26 +148,42 @@ class _History:
         self.generation += 1
 
 
+class ChatOptions(TypedDict, total=False):
+    """An incognito chat's options (the keywords of `incognito_chat()` and of the classes here):
+    `system` prompt; at most `max_turns` exchanges and `max_chars` characters a turn, beyond
+    which the oldest exchanges are forgotten (`on_overflow="drop-oldest"`) or the turn refused
+    (`"refuse"`: `ChatTooLongError`); each turn's default `max_tokens` and `temperature`; the
+    `chat_id` that Advanced Chat Privacy checks."""
+
+    system: str | None
+    max_turns: int
+    max_chars: int
+    on_overflow: Overflow
+    max_tokens: int | None
+    temperature: float | None
+    chat_id: str | None
+
+
 class _Conversation:
     """What the sync and async conversations share: the history, limits and per-turn options."""
 
-    def __init__(
-        self,
-        *,
-        system: str | None,
-        max_turns: int,
-        max_chars: int,
-        on_overflow: Overflow,
-        max_tokens: int | None,
-        temperature: float | None,
-        chat_id: str | None,
-    ) -> None:
+    def __init__(self, **options: Unpack[ChatOptions]) -> None:
+        unknown = sorted(set(options) - set(ChatOptions.__annotations__))
+        if unknown:  # a typed signature refuses these; keywords passed through must too
+            raise UsageError(f"an incognito chat has no option {', '.join(unknown)}")
+        max_tokens, temperature = options.get("max_tokens"), options.get("temperature")
         if max_tokens is not None and not 1 <= max_tokens <= MAX_TOKENS:
             raise UsageError(f"max_tokens is 1 to {MAX_TOKENS}")
         if temperature is not None and not 0 <= temperature <= 2:
             raise UsageError("temperature is 0 to 2")
-        self._history = _History(system, max_turns, max_chars, on_overflow)
-        self.max_tokens, self.temperature, self.chat_id = max_tokens, temperature, chat_id
+        self._history = _History(
+            options.get("system"),
+            options.get("max_turns", DEFAULT_MAX_TURNS),
+            options.get("max_chars", DEFAULT_MAX_CHARS),
+            options.get("on_overflow", "drop-oldest"),
+        )
+        self.max_tokens, self.temperature = max_tokens, temperature
+        self.chat_id = options.get("chat_id")
         self.dropped = 0  # the oldest exchanges the last whole turn forgot to make room
 
     @property
@@ -254,22 +271,8 @@ class IncognitoChat(_Conversation):
     """A multi-turn chat held in memory only (module docstring); made by
     `PrivateProcessingClient.incognito_chat()`. Use it in a `with` block, or call `close()`."""
 
-    def __init__(
-        self,
-        client: PrivateProcessingClient,
-        *,
-        system: str | None = None,
-        max_turns: int = DEFAULT_MAX_TURNS,
-        max_chars: int = DEFAULT_MAX_CHARS,
-        on_overflow: Overflow = "drop-oldest",
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        chat_id: str | None = None,
-    ) -> None:
-        super().__init__(
-            system=system, max_turns=max_turns, max_chars=max_chars, on_overflow=on_overflow,
-            max_tokens=max_tokens, temperature=temperature, chat_id=chat_id,
-        )  # fmt: skip
+    def __init__(self, client: PrivateProcessingClient, **options: Unpack[ChatOptions]) -> None:
+        super().__init__(**options)
         self._client = client
         self._open: IncognitoStream | None = None
 
@@ -336,21 +339,9 @@ class AsyncIncognitoChat(_Conversation):
     Turns run one at a time; a turn joins the conversation only when its answer is whole."""
 
     def __init__(
-        self,
-        client: AsyncPrivateProcessingClient,
-        *,
-        system: str | None = None,
-        max_turns: int = DEFAULT_MAX_TURNS,
-        max_chars: int = DEFAULT_MAX_CHARS,
-        on_overflow: Overflow = "drop-oldest",
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        chat_id: str | None = None,
+        self, client: AsyncPrivateProcessingClient, **options: Unpack[ChatOptions]
     ) -> None:
-        super().__init__(
-            system=system, max_turns=max_turns, max_chars=max_chars, on_overflow=on_overflow,
-            max_tokens=max_tokens, temperature=temperature, chat_id=chat_id,
-        )  # fmt: skip
+        super().__init__(**options)
         self._client = client
         self._lock = asyncio.Lock()  # one turn at a time
 

@@ -43,7 +43,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import h11
 import httpx
@@ -56,13 +56,7 @@ from privproc.attest.snp import Product, SigningKey, TcbParts
 from privproc.attest.verify import VerificationReport
 from privproc.client.controls import ReportEntry, Settings, UsageReport, report_text
 from privproc.client.http import new_client
-from privproc.client.incognito import (
-    DEFAULT_MAX_CHARS,
-    DEFAULT_MAX_TURNS,
-    AsyncIncognitoChat,
-    IncognitoChat,
-    Overflow,
-)
+from privproc.client.incognito import AsyncIncognitoChat, ChatOptions, IncognitoChat
 from privproc.client.issuer import IssuerClient
 from privproc.client.ohttp import OhttpClient, choose_config
 from privproc.client.results import ChatReply, ModelCard, Provenance, Rewrite, Summary, Usage
@@ -1019,27 +1013,13 @@ class PrivateProcessingClient:
             raise PeerRejectedError(f"the enclave could not answer: {detail}", answer.status)
         return ChatStream(answer, self._step)
 
-    def incognito_chat(
-        self,
-        *,
-        system: str | None = None,
-        max_turns: int = DEFAULT_MAX_TURNS,
-        max_chars: int = DEFAULT_MAX_CHARS,
-        on_overflow: Overflow = "drop-oldest",
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        chat_id: str | None = None,
-    ) -> IncognitoChat:
+    def incognito_chat(self, **options: Unpack[ChatOptions]) -> IncognitoChat:
         """A multi-turn chat held in this object's memory only, sent whole each turn and
         forgotten by `new()`, `close()` or the end of its `with` block (client/incognito.py):
         `send(text)` -> `ChatReply`, `stream(text)` -> the pieces. At most `max_turns` exchanges
         and `max_chars` characters a turn; beyond, the oldest exchanges are forgotten
         (`on_overflow="refuse"`: `ChatTooLongError`)."""
-        return IncognitoChat(
-            self, system=system, max_turns=max_turns, max_chars=max_chars,
-            on_overflow=on_overflow, max_tokens=max_tokens, temperature=temperature,
-            chat_id=chat_id,
-        )  # fmt: skip
+        return IncognitoChat(self, **options)
 
 
 def model_of(answer: object) -> tuple[str, str]:
@@ -1237,24 +1217,10 @@ class AsyncPrivateProcessingClient:
                 if close is not None:
                     await asyncio.to_thread(close)
 
-    def incognito_chat(
-        self,
-        *,
-        system: str | None = None,
-        max_turns: int = DEFAULT_MAX_TURNS,
-        max_chars: int = DEFAULT_MAX_CHARS,
-        on_overflow: Overflow = "drop-oldest",
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        chat_id: str | None = None,
-    ) -> AsyncIncognitoChat:
+    def incognito_chat(self, **options: Unpack[ChatOptions]) -> AsyncIncognitoChat:
         """`PrivateProcessingClient.incognito_chat`, for asyncio code (`await send(text)`,
         `async for piece in stream(text)`, `async with`)."""
-        return AsyncIncognitoChat(
-            self, system=system, max_turns=max_turns, max_chars=max_chars,
-            on_overflow=on_overflow, max_tokens=max_tokens, temperature=temperature,
-            chat_id=chat_id,
-        )  # fmt: skip
+        return AsyncIncognitoChat(self, **options)
 
 
 def model_card_of(answer: object) -> ModelCard | None:
