@@ -69,13 +69,18 @@ def privproc_process(
         url = _read_ready(proc, marker)
         yield Running(proc, url, stderr_path, drain)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         drain.join()
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """Ask a process to stop (SIGTERM); one still running 10 s later is killed."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def privproc_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -133,8 +138,7 @@ def node_gateway() -> Iterator[str]:
         port = _read_ready(proc, "listening ")
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_process(proc)
 
 
 def node_client(*args: str) -> subprocess.CompletedProcess[str]:

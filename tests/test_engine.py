@@ -32,7 +32,7 @@ from privproc.errors import UnusableAnswerError, UsageError
 from privproc.inference.backends import MODEL_NAME, declare_engine, locate_smollm2
 from privproc.inference.models import ENGINE_REMOTE, EngineModel
 from privproc.system import free_port
-from tests.servers import privproc_cli
+from tests.servers import privproc_cli, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE_MODEL = "smollm2-engine"  # the name the engine serves it under: not the embedded one's
@@ -75,12 +75,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
         _wait_for(url + "/v1/models", process, log, 120)
         yield url, log
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def _engine(url: str) -> EngineModel:
