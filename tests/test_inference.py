@@ -26,6 +26,7 @@ from privproc.inference.backends import (
     EmbeddedBackend,
     InferenceError,
     Message,
+    PromptTooLongError,
     RemoteBackend,
     check_engine,
     declare_engine,
@@ -567,4 +568,28 @@ def test_no_control_token_can_be_formed_from_content_in_the_embedded_model(
             safe, add_bos=False, special=False
         )
     # The backend sends only defused, checked content to the model.
-    assert model._defused(FORGERIES[0]) == defuse(FORGERIES[0])
+    assert model._defused(FORGERIES[0])[0] == defuse(FORGERIES[0])
+
+
+def test_a_prompt_longer_than_the_context_is_the_callers_to_fix(model: EmbeddedBackend) -> None:
+    # 8,000 CJK characters are about 12,000 tokens: under the character limit, over the context.
+    dense = [Message("user", "\u6f22\u5b57" * 4_000)]
+    with pytest.raises(PromptTooLongError, match="4096-token context"):
+        model.complete(dense, max_tokens=16)
+    with pytest.raises(PromptTooLongError):
+        list(model.stream(dense, max_tokens=16))
+    # Through the API: a 400 (the client does not retry it), and in a stream an error event of
+    # the request's kind, never a 503 "generation failed".
+    body = json.dumps({"messages": [{"role": "user", "content": dense[0].content}]}).encode()
+    refused = handle(model, "POST", "/v1/chat/completions", body)
+    assert isinstance(refused, ApiResponse)
+    assert refused.status == 400
+    assert "context" in json.loads(refused.body)["error"]["message"]
+    streamed = handle(model, "POST", "/v1/chat/completions",
+                      json.dumps({**json.loads(body), "stream": True}).encode())  # fmt: skip
+    assert isinstance(streamed, ApiStream)
+    events = b"".join(streamed.chunks).decode()
+    assert '"type":"invalid_request_error"' in events
+    assert "[DONE]" not in events
+    # The model is free afterwards (the refusal held no lock): a short prompt is answered.
+    assert model.complete([Message("user", "Say hi.")], max_tokens=4, temperature=0).text

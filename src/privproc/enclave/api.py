@@ -10,8 +10,9 @@ Every answer names the model that gave it: `"model_card"` (`privproc.inference.m
 size, quantisation, digest, engine, whether it is a demonstration model, and a one-line label)
 beside the task's fields, on a chat completion, and on a stream's first chunk; OpenAI's
 `"model"` string stays as OpenAI has it.
-A task whose model answer was empty or a copy of its input, twice, is a 422 whose error type is
-`unusable_answer` (the client raises `UnusableAnswerError`).
+A task whose model answer failed its checks twice is a 422 whose error type is
+`unusable_answer` (the client raises `UnusableAnswerError`). Messages that do not fit the
+model's context beside `max_tokens` are a 400 (in a stream, an `invalid_request_error` event).
 
 Rules: a pure function from one request (method, path, body) to one response (status, JSON) or
 one stream (status, events produced lazily), run in a worker thread because inference takes
@@ -112,6 +113,9 @@ def _chunks(
             if delta.text:
                 yield chunk({"content": delta.text})
             finish = delta.finish_reason or finish
+    except UsageError as exc:  # the request's fault (a prompt too long for the context)
+        yield _event(_error_doc(str(exc), "invalid_request_error"))
+        return
     except InferenceError as exc:
         yield _event(_error_doc(str(exc), "server_error"))
         return

