@@ -8,6 +8,7 @@ people in the chat.
     plan.commitments                     # "Ana will book a table for three", in the chat's order
     plan.quotes                          # up to 3 messages that say more, quoted word for word
     plan.instructions                    # senders whose messages tried to instruct the assistant
+    plan.heard                           # the other messages (the only ones a model may see)
     compose(plan)                        # sentences stating only the above
 
 A 135M model cannot be trusted to read a plan out of a chat (tried: it invents places and times,
@@ -46,7 +47,8 @@ from privproc.inference.grounding import (
 
 __all__ = ["Plan", "compose", "settle", "speaks_to_assistant", "states_superseded"]
 
-_DAYS = (*DAYS, "today", "tonight", "tomorrow")
+_RELATIVE_DAYS = ("today", "tonight", "tomorrow")
+_DAYS = (*DAYS, *_RELATIVE_DAYS)
 _MONTHS = tuple(m for m in MONTHS if m != "may")  # "may" is more often a verb
 _TIME = re.compile(TIME_SHAPES + "|" + OPEN_HOUR_SHAPES, re.IGNORECASE)
 _DATE = re.compile(
@@ -157,6 +159,7 @@ class Plan:
     commitments: list[str] = field(default_factory=list)
     instructions: list[str] = field(default_factory=list)
     quotes: list[str] = field(default_factory=list)
+    heard: list[Line] = field(default_factory=list)  # the messages that speak to the chat
 
 
 def _clauses(text: str) -> list[str]:
@@ -218,6 +221,35 @@ class _Mention:
     turned_down: bool
 
 
+def _mentions(
+    clause: str, line: Line, plan: Plan, afternoon: bool | None, down: bool
+) -> tuple[list[_Mention], bool | None]:
+    """The times, dates, days and places a clause names (each `turned_down` if the clause turns
+    it down), and the half of the day the chat's stated times are now in."""
+    mentions: list[_Mention] = []
+    for match in _TIME.finditer(clause):
+        t = _read_time(match)
+        today = plan.day in (None, "Today") or "today" in clause.lower()
+        minutes = _resolve(t, afternoon, _sent(line.time) if today else None)
+        if t.minutes is not None and (match.group("ap") or match.group("word")):
+            afternoon = minutes >= 720
+        mentions.append(_Mention("time", _say_time(minutes), down))
+    for match in _DATE.finditer(clause):
+        if match.group("month"):
+            value = match.group("month").capitalize()
+            value += f" {match.group('n')}" if match.group("n") else ""
+        elif plan.date and plan.date.split()[0].isalpha():  # "September ... the 12th"
+            value = f"{plan.date.split()[0]} {match.group('nth')}"
+        else:
+            value = f"the {match.group(0).split()[-1]}"
+        mentions.append(_Mention("date", value, down))
+    for word in re.findall(r"[A-Za-z]+", clause):
+        if word.lower() in _DAYS:
+            mentions.append(_Mention("day", word.capitalize(), down))
+    mentions += [_Mention("place", place, down) for place in _places(clause, line.sender)]
+    return mentions, afternoon
+
+
 def settle(chat: Sequence[Line]) -> Plan:
     """The chat's plan, as its messages left it."""
     plan = Plan()
@@ -231,33 +263,13 @@ def settle(chat: Sequence[Line]) -> Plan:
             if line.sender not in plan.instructions:
                 plan.instructions.append(line.sender)
             continue
+        plan.heard.append(line)
         addressee = previous_sender if previous_sender != line.sender else None
         values: set[str] = set()
         committed = refusing = False
         for clause in _clauses(text):
             down = bool(_REFUSAL.search(clause))
-            mentions: list[_Mention] = []
-            for match in _TIME.finditer(clause):
-                t = _read_time(match)
-                today = plan.day in (None, "Today") or "today" in clause.lower()
-                minutes = _resolve(t, afternoon, _sent(line.time) if today else None)
-                if t.minutes is not None and (match.group("ap") or match.group("word")):
-                    afternoon = minutes >= 720
-                mentions.append(_Mention("time", _say_time(minutes), down))
-            for match in _DATE.finditer(clause):
-                if match.group("month"):
-                    value = match.group("month").capitalize()
-                    value += f" {match.group('n')}" if match.group("n") else ""
-                elif plan.date and plan.date.split()[0].isalpha():  # "September ... the 12th"
-                    value = f"{plan.date.split()[0]} {match.group('nth')}"
-                else:
-                    value = f"the {match.group(0).split()[-1]}"
-                mentions.append(_Mention("date", value, down))
-            for word in re.findall(r"[A-Za-z]+", clause):
-                if word.lower() in _DAYS:
-                    mentions.append(_Mention("day", word.capitalize(), down))
-            for place in _places(clause, line.sender):
-                mentions.append(_Mention("place", place, down))
+            mentions, afternoon = _mentions(clause, line, plan, afternoon, down)
             said = None if down or refusing else _commitment(clause, line.sender, addressee)
             stated = {m.value for m in mentions if not m.turned_down}
             for m in mentions:
@@ -313,7 +325,7 @@ def _quotes(plan: Plan, messages: list[tuple[Line, set[str], bool]]) -> list[str
     return chosen[:MAX_QUOTES]
 
 
-def compose(plan: Plan, topic: str | None = None) -> str:
+def compose(plan: Plan) -> str:
     """The plan in plain sentences: what was settled, who does what, and any message that tried
     to instruct the assistant. Empty when the chat settled nothing this module can see."""
     sentences = []
@@ -321,7 +333,7 @@ def compose(plan: Plan, topic: str | None = None) -> str:
         part
         for part in (
             f"on {plan.day}"
-            if plan.day and plan.day.lower() not in _DAYS[7:]
+            if plan.day and plan.day.lower() not in _RELATIVE_DAYS
             else (plan.day or "").lower(),
             f"on {plan.date}" if plan.date else None,
             f"at {plan.time}" if plan.time else None,
@@ -330,7 +342,7 @@ def compose(plan: Plan, topic: str | None = None) -> str:
         if part
     )
     if when:
-        sentences.append(f"Latest plan: {topic + ' ' if topic else ''}{when}.")
+        sentences.append(f"Latest plan: {when}.")
     sentences += [_sentence(said) for said in plan.commitments]
     if plan.quotes:
         sentences.append("Also said: " + " ".join(plan.quotes))

@@ -24,12 +24,13 @@ but the request itself.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from privproc.errors import DecodeError, UnusableAnswerError, UsageError
 from privproc.inference.backends import Backend, Message
-from privproc.inference.grounding import ground, sentences
-from privproc.inference.plans import Plan, compose, settle, speaks_to_assistant, states_superseded
+from privproc.inference.grounding import Line, ground, sentences
+from privproc.inference.plans import Plan, compose, settle, states_superseded
 
 __all__ = [
     "STYLES",
@@ -94,7 +95,7 @@ def parse_chat(doc: object) -> list[ChatLine]:
     return lines
 
 
-def _chat_block(chat: list[ChatLine]) -> str:
+def _chat_block(chat: Sequence[Line]) -> str:
     # Reported speech, not "Name: text" lines: a small model continues a chat it is shown as one.
     return " ".join(f"{c.sender} said: {c.text.strip().rstrip('.')}." for c in chat)
 
@@ -103,7 +104,7 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9']+", text.lower())
 
 
-def echoes(answer: str, chat: list[ChatLine]) -> bool:
+def echoes(answer: str, chat: Sequence[Line]) -> bool:
     """Whether `answer` is mostly the chat's own words: at least `ECHO_SHARE` of its words lie in
     runs of `ECHO_RUN` words that the chat (its lines, or the reported speech the model was shown)
     holds too. A copy with a word changed here and there still is one; a summary that quotes a
@@ -132,11 +133,11 @@ def summarize(
     if not chat:
         raise UsageError("there is nothing to summarise")
     plan = settle(chat)
-    # A message that speaks to the assistant never reaches the model; the summary says it was there.
-    heard = [line for line in chat if not speaks_to_assistant(line.text)]
     if gist is None:
         gist = not backend.card.demonstration
-    said = model_gist(backend, heard, plan, max_tokens) if gist and heard else ""
+    # Only the messages that speak to the chat reach the model (plan.heard); the summary says
+    # that the others were there.
+    said = model_gist(backend, plan.heard, plan, max_tokens) if gist and plan.heard else ""
     summary = ground(" ".join(part for part in (said, compose(plan)) if part), chat).text
     if summary:
         return summary
@@ -147,7 +148,7 @@ def summarize(
     )
 
 
-def model_gist(backend: Backend, chat: list[ChatLine], plan: Plan, max_tokens: int = 120) -> str:
+def model_gist(backend: Backend, chat: Sequence[Line], plan: Plan, max_tokens: int = 120) -> str:
     """The model's summary, kept sentence by sentence where it states only what the chat holds
     and nothing a later message replaced; asked once more with another phrasing if nothing is
     left; "" if still nothing."""
