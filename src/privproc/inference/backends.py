@@ -178,11 +178,14 @@ def embedded_digest() -> str | None:
         return None
 
 
-def embedded_card(model_path: Path | None = None) -> ModelCard:
-    """The embedded model's card, read from its file without loading the weights (what the
-    launcher tells the user before the enclave starts)."""
+def embedded_card(
+    model_path: Path | None = None, *, facts: tuple[str, str] | None = None
+) -> ModelCard:
+    """The embedded model's card: its size and quantisation as `facts` (read from the loaded
+    model), else read from its file without loading the weights (what the launcher tells the
+    user before the enclave starts)."""
     path = model_path or locate_smollm2()
-    size, quantisation = gguf_facts(path)
+    size, quantisation = facts or gguf_facts(path)
     return ModelCard(MODEL_NAME, size, quantisation, file_digest(path), ENGINE_EMBEDDED, True)
 
 
@@ -299,10 +302,7 @@ class EmbeddedBackend:
         except (ValueError, RuntimeError) as exc:
             raise InferenceError(f"the model at {path.name} could not be loaded: {exc}") from None
         self._lock = threading.Lock()  # one llama context: one generation at a time
-        size, quantisation = facts_of(self._llama.model)
-        self.card = ModelCard(
-            MODEL_NAME, size, quantisation, file_digest(path), ENGINE_EMBEDDED, demonstration=True
-        )
+        self.card = embedded_card(path, facts=facts_of(self._llama.model))
 
     def _defused(self, content: str) -> tuple[str, int]:
         """The content defused, and proven so: this model's tokenizer reads it the same with
