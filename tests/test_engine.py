@@ -105,6 +105,7 @@ def engine_up(
             time.sleep(0.3)
         settings = Settings.load(state / "client")
         settings.set_feature("chat", True)
+        settings.set_feature("writing-help", True)
         settings.save()
         yield state, output
     finally:
