@@ -160,7 +160,9 @@ def test_an_empty_answer_is_asked_again_then_refused(empty: str) -> None:
         fixed = "Thx." if style == "proofread" else "Thank you."  # a proofread changes little
         assert rewrite(Scripted(empty, fixed), "thx", style) == fixed
         with pytest.raises(UnusableAnswerError, match=f"no usable {style} version.*was empty"):
-            rewrite(Scripted(empty, empty), "thx", style)
+            rewrite(Scripted(empty, empty), "Thx", style)
+    # A proofread whose model fails twice is the rules' corrections alone, where there are any.
+    assert rewrite(Scripted(empty, empty), "thx", "proofread") == "Thx"
 
 
 def test_an_echoing_answer_is_asked_again_then_refused() -> None:
@@ -181,6 +183,21 @@ def test_an_echoing_answer_is_asked_again_then_refused() -> None:
     with pytest.raises(UnusableAnswerError, match="unchanged"):
         rewrite(Scripted(message, f'"{message}"'), message, "rephrase")
     assert rewrite(Scripted(message), message, "proofread") == message
+
+
+def test_a_rewrite_loses_its_asides_and_a_proofread_starts_from_the_rules() -> None:
+    message = "Tom didn't get the job he interviewed for on Tuesday"
+    warm = "I'm so sorry Tom didn't get the job on Tuesday, he will find the right one."
+    answer = rewrite(Scripted("I can't help with that request. " + warm), message, "supportive")
+    assert answer == warm
+    asked = Scripted("I'll meet you at the library at 4pm tomorrow.")
+    typo = "ill meet you at the libary at 4pm tommorow"
+    assert rewrite(asked, typo, "proofread") == "I'll meet you at the library at 4pm tomorrow."
+    assert "I'll meet you at the library at 4pm tomorrow" in asked.prompts[0]  # rules first
+    # A model that puts an error back is asked again; then the rules' version is the answer.
+    assert rewrite(Scripted(typo, typo), typo, "proofread") == (
+        "I'll meet you at the library at 4pm tomorrow"
+    )
 
 
 def test_a_summary_keeps_only_what_the_chat_bears_out() -> None:

@@ -113,6 +113,97 @@ def test_rewrite_checks_on_hand_written_answers() -> None:
         assert problem in found, (answer, found)
     typo = "ill meet you at the libary at 4pm tommorow"
     assert check_rewrite(typo, "I'll meet you at the library at 4pm tomorrow.", "proofread") is None
-    assert check_rewrite(typo, typo, "proofread") is None  # unchanged is allowed here
-    rewritten = "Let us get together at the reading room at 4pm on the next day, friend."
+    assert "left an error" in (check_rewrite(typo, typo, "proofread") or "")
+    correct = "I'll meet you at the library at 4pm tomorrow."
+    assert check_rewrite(correct, correct, "proofread") is None  # nothing to correct
+    assert check_rewrite("Ill be there at 6", "I will be there at 6.", "professional") is None
+    assert check_rewrite("Running late, at 6 then", "Absolutely running late, 6 it is.",
+                         "funny") is None  # sentence words are no names  # fmt: skip
+    assert "added" in (check_rewrite("See you at 6", "See you tomorrow at 6", "rephrase") or "")
+    thanks = "Thanks for helping Priya move house on Sunday"
+    padded = thanks + ". I'm glad to have you as a friend and partner in your journey."
+    assert "unchanged with words added" in (check_rewrite(thanks, padded, "rephrase") or "")
+    said = "I'm grateful you helped Priya move house on Sunday."
+    assert check_rewrite(thanks, said, "rephrase") is None
+    job = "Tom didn't get the job he interviewed for on Tuesday"
+    cold = "Tom did not get the job on Tuesday."
+    assert "nothing kind" in (check_rewrite(job, cold, "supportive") or "")
+    warm = "So sorry Tom didn't get the job on Tuesday, the right one is out there."
+    assert check_rewrite(job, warm, "supportive") is None
+    rewritten = "Let us get together in the reading room at 4pm tomorrow, my dearest friend."
     assert "more than a proofread" in (check_rewrite(typo, rewritten, "proofread") or "")
+
+
+def test_times_as_people_say_them() -> None:
+    cases = {
+        "pick me up at quarter to 4 on Friday": "3:45 pm",
+        "moving day Saturday, van at half 7 in the morning": "7:30 am",
+        "lesson next tues, quarter past six": "6:15 pm",
+        "climbing sunday 10ish?": "10 am",
+        "lunch on Sunday, 1 o'clock": "1 pm",
+        "dinner Friday at 10 pm": "10 pm",  # never the open hour "at 10"
+        "dinner Saturday at half past 8": "8:30 pm",  # dinner is in the evening
+        "coffee Saturday at half past 8": "8:30 am",  # 8 to 11: the morning
+    }
+    for text, time in cases.items():
+        assert settle(chat(("A", "09:00", text))).time == time, text
+
+
+def test_days_as_people_write_them() -> None:
+    for text, day in {"book club weds?": "Wednesday", "cleaning moved to thurs": "Thursday",
+                      "hike sat?": "Saturday", "next sat works": "Saturday",
+                      "boiler guy coming tmrw": "Tomorrow"}.items():  # fmt: skip
+        assert settle(chat(("A", "", text))).day == day, text
+    for text in ("I sat down at the sun lounger", "the sun is out"):
+        assert settle(chat(("A", "", text))).day is None, text
+    assert ground("They meet on Wednesday.", chat(("A", "", "weds at 6?"))).whole
+    assert not ground("They meet tomorrow.", chat(("A", "", "weds at 6?"))).whole
+
+
+def test_deadlines_ends_and_other_appointments_are_not_the_plan() -> None:
+    plan = settle(chat(
+        ("Hana", "21:10", "bill is 186, so 62 each. pay me by friday pls"),
+        ("Pete", "08:20", "i've got a 9am lecture, can't"),
+        ("Ruth", "08:30", "plumber coming Thursday between 8 and noon"),
+        ("Ash", "08:40", "I'll be in from 11 till noon"),
+    ))  # fmt: skip
+    assert (plan.day, plan.time) == ("Thursday", "between 8 am and noon")
+    assert compose(plan).startswith("Latest plan: on Thursday between 8 am and noon.")
+    assert any("by friday" in quote for quote in plan.quotes)  # said, though not the plan
+    moved = settle(chat(("A", "", "The report is due on Friday"),
+                        ("B", "", "they need it by Thursday instead")))  # fmt: skip
+    assert moved.day == "Thursday"
+
+
+def test_a_commitment_keeps_its_own_time_and_day() -> None:
+    plan = settle(chat(
+        ("Raj", "14:12", "Deploy Thursday 10am. Carlos can you be on call?"),
+        ("Carlos", "14:30", "yep I'll be on call from 10 till noon"),
+        ("Jon", "15:16", "ok i'll get the PR up tonight then"),
+    ))  # fmt: skip
+    assert (plan.day, plan.time) == ("Thursday", "10 am")
+
+
+def test_dates_need_their_day_of_the_month() -> None:
+    for text, date in {"viewing Saturday 13 June, 10:30": "June 13",
+                       "its sept 12th right?": "September 12",
+                       "wedding on the 12th of September": "September 12"}.items():  # fmt: skip
+        assert settle(chat(("A", "", text))).date == date, text
+    assert settle(chat(("A", "", "gig in March was great"))).date is None
+    later = settle(chat(("A", "", "trip in September?"), ("B", "", "yes, the 12th")))
+    assert later.date == "September 12"
+
+
+def test_cant_turns_down_only_what_it_is_about() -> None:
+    kept = settle(chat(("Mum", "", "piano moved to next tues, quarter past six"),
+                       ("Leah", "", "can't drive him tues, netball")))  # fmt: skip
+    assert (kept.day, kept.time) == ("Tuesday", "6:15 pm")
+    dropped = settle(chat(("Mum", "", "piano on tues?"), ("Leah", "", "can't do tues")))
+    assert dropped.day is None
+    assert "Tuesday" in dropped.superseded
+
+
+def test_a_long_message_opening_with_yes_is_no_mere_acknowledgement() -> None:
+    plan = settle(chat(("Hana", "", "bill came, 186 this quarter"),
+                       ("Hana", "", "yep, 3 ways. pay me by friday pls")))  # fmt: skip
+    assert 'Hana: "yep, 3 ways. pay me by friday pls"' in plan.quotes

@@ -10,8 +10,9 @@ summary with nothing left is refused by the caller, never shown as fact.
 Rules of this module:
 - Pure functions of the summary and the chat; no model, no I/O.
 - Facts are found by shape, not by understanding: times (`7pm`, `7:30`, `19:00`, `noon`),
-  weekdays and months, other numbers (digits or number words), and names (a capitalised word that
-  is not a common sentence word). The comparison is case-insensitive, and a time without am/pm
+  weekdays, months and days said relative to now ("tomorrow", "tonight"), other numbers (digits
+  or number words), and names (a capitalised word that is not a common word at a sentence's
+  start). The comparison is case-insensitive, and a time without am/pm
   matches either half of the day.
 - It fails closed: a capitalised word it cannot place counts as a name, so a correct sentence may
   be dropped, but no invented name, time, day or number survives.
@@ -31,12 +32,16 @@ __all__ = [
     "DAYS",
     "MONTHS",
     "OPEN_HOUR_SHAPES",
+    "RELATIVE_DAYS",
     "TIME_SHAPES",
     "Grounded",
+    "clauses",
+    "day_spans",
     "facts",
     "ground",
     "loose_minutes",
     "minutes_of",
+    "open_hour",
     "sentences",
     "times",
 ]
@@ -57,16 +62,22 @@ class Line(Protocol):
 
 # The shapes of a time of day (here and in `privproc.inference.plans`, one definition): a time
 # ("7pm", "7:30 p.m.", "19:30", "noon"), and an hour said without its half of the day ("at 7",
-# "do 7", "7 it is"), which only chat text is read loosely for.
+# "do 7", "7 it is", "quarter to 4", "half 7", "10ish", "1 o'clock"), which only chat text is
+# read loosely for.
 TIME_SHAPES = (
     r"\b(?P<h>1[0-2]|0?[1-9])(?::(?P<m>[0-5]\d))?\s*(?P<ap>[ap])\.?\s?m\b\.?"
     r"|\b(?P<h24>[01]?\d|2[0-3]):(?P<m24>[0-5]\d)\b"
     r"|\b(?P<word>noon|midday|midnight)\b"
 )
 OPEN_HOUR_SHAPES = (
-    r"\b(?:at|by|around|about|to|do|until|till|from|make it)\s+(?P<bare>1[0-2]|[1-9])\b"
-    r"(?!\s*(?:minutes?|mins?|hours?|days?|weeks?|people|each|of|%|th\b|st\b|nd\b|rd\b|[.,:]\d))"
-    r"|\b(?P<lead>1[0-2]|[1-9])\s+(?=it is\b|then\b|instead\b|works\b|is (?:too|fine|good)\b)"
+    r"\b(?:(?P<quarter>quarter)\s+(?P<rel>to|past)|half(?:\s+past)?)\s+(?P<said>1[0-2]|[1-9]|"
+    r"one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)\b(?![:.]\d)"
+    r"|\b(?P<round>1[0-2]|[1-9])\s*(?:o'?clock|ish)\b"
+    r"|\b(?:at|by|around|about|to|do|until|till|from|make it)\s+(?P<bare>1[0-2]|[1-9])\b"
+    r"(?!\s*(?:minutes?|mins?|hours?|days?|weeks?|people|each|of|%|th\b|st\b|nd\b|rd\b|[.,:]\d|"
+    r"[ap]\.?\s?m\b))"
+    r"|\b(?P<lead>1[0-2]|[1-9])\s+(?=it is\b|then\b|instead\b|works\b|is (?:too|fine|good)\b|"
+    r"tonight\b|this (?:morning|afternoon|evening)\b|in the (?:morning|afternoon|evening)\b)"
 )
 _TIME = re.compile(TIME_SHAPES, re.IGNORECASE)
 _OPEN_HOUR = re.compile(OPEN_HOUR_SHAPES, re.IGNORECASE)
@@ -84,14 +95,58 @@ _COMMON_WORDS = """a about after afterwards all also although an and another any
     first for from he her here hers his however i if in initially instead it its later latest
     meanwhile most my neither next no nobody none nor not now of on once or originally other
     our overall plans plan she since so some someone something still summary that the their
-    them then there these they this those though to today tomorrow tonight until we what when
-    where whether which while who whose why with yes yesterday you your group chat conversation
+    them then there these they this those though to until we what when
+    where whether which while who whose why with yes you your group chat conversation
     everyone's participants people friends family team hey hi hello please thanks thank sorry
     just let's lets sure great ok okay well oh good maybe hope enjoy remember dear love best
     don't can't won't i'm i'll i'd i've you're we're they're it's that's there's here's what's
     he's she's we'll you'll they'll can could would will shall should do does did is are was were
-    have has had might must need want count got see let"""
+    have has had might must need want count got see let
+    im ive ill dont cant didnt doesnt isnt wasnt arent werent couldnt shouldnt wouldnt havent
+    hasnt youre theyre thats whats youve weve theyve youll theyll
+    absolutely actually apologies apparently awesome basically btw certainly cheers
+    congrats congratulations cool definitely excellent excited fantastic fyi glad great
+    haha happy honestly hopefully hoping just kindly lol looking luckily nice no perfect
+    quick quickly really regrettably reminder running sadly sending sounds thankfully totally
+    unfortunately wishing wow yay yep yup
+    bring call check come go grab keep make meet pick send take tell text try wait"""
 COMMON = frozenset(_COMMON_WORDS.split())
+# Days said relative to the message: a summary or a rewrite may state one only if the text does.
+RELATIVE_DAYS = ("today", "tonight", "tomorrow", "yesterday", "weekend")
+
+
+# Days as chats write them: full names, short ones ("tues", "weds", "thurs"), "sat" and "sun"
+# only where they cannot be the words ("sun morning", "next sat", "hike sat?"), and the short
+# spellings of the days relative to now ("tmrw", "tonite").
+_SHORT_DAYS = {"mon": "monday", "tue": "tuesday", "tues": "tuesday", "wed": "wednesday",
+               "weds": "wednesday", "thu": "thursday", "thur": "thursday", "thurs": "thursday",
+               "fri": "friday", "sat": "saturday", "sun": "sunday", "tmrw": "tomorrow",
+               "tmr": "tomorrow", "tomoz": "tomorrow", "2moro": "tomorrow",
+               "tonite": "tonight"}  # fmt: skip
+_DAY_WORDS = re.compile(
+    r"\b(?P<full>" + "|".join((*DAYS, *RELATIVE_DAYS)) + r")(?:s|'s)?\b"
+    r"|\b(?P<short>mon|tues?|weds?|thu(?:rs?)?|fri|tmrw|tmr|tomoz|2moro|tonite)\b\.?"
+    r"|\b(?P<end>sat|sun)\b(?=\s*(?:[?!,]|$|morning|afternoon|evening|night|\d|at\b|or\b|"
+    r"instead\b|then\b|works\b|is (?:fine|good|bad)\b))"
+    r"|\b(?:on|this|next|by|till|until|for|every|from)\s+(?P<after>sat|sun)\b",
+    re.IGNORECASE,
+)
+
+
+def clauses(text: str) -> list[str]:
+    """A message's clauses, as the rules read them (a day said as "sat" ends one)."""
+    parts = re.split(r"[.;!?\n]+|,\s+|\s+but\s+|\s+so\s+|\s+and then\s+", text)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def day_spans(text: str) -> list[tuple[int, str]]:
+    """Where each day a text names starts, and its full lower-case name ("weds" -> wednesday)."""
+    found = []
+    for match in _DAY_WORDS.finditer(text):
+        group = next(g for g in ("full", "short", "end", "after") if match.group(g))
+        word = match.group(group).lower()
+        found.append((match.start(group), _SHORT_DAYS.get(word, word)))
+    return found
 
 
 @dataclass(frozen=True)
@@ -117,6 +172,20 @@ def minutes_of(match: re.Match[str]) -> frozenset[int]:
     return frozenset({hour * 60 + minute})
 
 
+def open_hour(match: re.Match[str]) -> tuple[int, int]:
+    """The hour (1 to 12) and minute an `OPEN_HOUR_SHAPES` match says, its half of the day open:
+    "quarter to 4" is (3, 45), "half 7" (British) and "half past 7" (7, 30), "10ish" (10, 0)."""
+    if match.group("said"):
+        said = match.group("said").lower()
+        hour = int(said) if said.isdigit() else _NUMBER_WORDS.index(said)
+        if not match.group("quarter"):
+            return hour, 30
+        if match.group("rel").lower() == "past":
+            return hour, 15
+        return (hour - 2) % 12 + 1, 45
+    return int(match.group("round") or match.group("bare") or match.group("lead")), 0
+
+
 def times(text: str) -> set[int]:
     """The times of day (minutes after midnight) a text states as times ("7pm", "19:30")."""
     return {m for match in _TIME.finditer(_plain(text)) for m in minutes_of(match)}
@@ -130,8 +199,8 @@ def loose_minutes(text: str) -> set[int]:
         if match.group("h24") is not None and int(match.group("h24")) <= 12:
             found.add((int(match.group("h24")) % 12 + 12) * 60 + int(match.group("m24")))
     for match in _OPEN_HOUR.finditer(text):
-        hour = int(match.group("bare") or match.group("lead")) % 12
-        found |= {hour * 60, (hour + 12) * 60}
+        hour, minute = open_hour(match)
+        found |= {hour % 12 * 60 + minute, (hour % 12 + 12) * 60 + minute}
     return found
 
 
@@ -157,6 +226,8 @@ def _source(chat: Sequence[Line]) -> _Source:
     joined = _plain("\n".join(texts))
     words = {w.lower().strip("'-") for w in _WORD.findall(joined)}
     words |= {_stem(w) for w in words}
+    words |= {day for text in texts for part in clauses(_plain(text)) for _, day in day_spans(part)}
+    words |= {m for m in MONTHS if m[:3] in words or (m == "september" and "sept" in words)}
     numbers = {n.replace(",", ".") for n in _NUMBER.findall(_TIME.sub(" ", joined))}
     numbers |= set(re.findall(r"\b(\d+)(?:st|nd|rd|th)\b", joined))  # "the 12th"
     numbers |= {str(i) for i, w in enumerate(_NUMBER_WORDS) if w in words}
@@ -173,9 +244,9 @@ def facts(sentence: str) -> Iterable[tuple[str, str]]:
         yield "number", number.replace(",", ".")
     for word in _WORD.findall(rest):
         low = _stem(word)
-        if low in DAYS or low in MONTHS:
+        if low in DAYS or low in MONTHS or low in RELATIVE_DAYS:
             yield "day", low
-        elif low in _NUMBER_WORDS:
+        elif low in _NUMBER_WORDS and low != "one":  # "the right one" states no number
             yield "number", str(_NUMBER_WORDS.index(low))
         elif word[0].isupper() and low not in COMMON:
             yield "name", low

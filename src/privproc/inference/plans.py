@@ -40,9 +40,12 @@ from privproc.inference.grounding import (
     OPEN_HOUR_SHAPES,
     TIME_SHAPES,
     Line,
+    clauses,
+    day_spans,
     facts,
     loose_minutes,
     minutes_of,
+    open_hour,
 )
 
 __all__ = ["Plan", "compose", "settle", "speaks_to_assistant", "states_superseded"]
@@ -51,20 +54,33 @@ _RELATIVE_DAYS = ("today", "tonight", "tomorrow")
 _DAYS = (*DAYS, *_RELATIVE_DAYS)
 _MONTHS = tuple(m for m in MONTHS if m != "may")  # "may" is more often a verb
 _TIME = re.compile(TIME_SHAPES + "|" + OPEN_HOUR_SHAPES, re.IGNORECASE)
+# A date: a month with its day either side ("June 13", "13th June", "sept 12th"), or "the 12th"
+# (in the month the chat last named, if it named one). A month alone is no date of a plan.
+_MONTH_NAMES = "|".join((*_MONTHS, "jan", "feb", "apr", "jun", "jul", "aug", "sept?", "oct", "nov",
+                         "dec"))  # fmt: skip
+_NTH = r"(?:[1-9]|[12]\d|3[01])"
 _DATE = re.compile(
-    r"\b(?P<month>" + "|".join(_MONTHS) + r")(?:\s+(?P<n>[1-9]|[12]\d|3[01])(?:st|nd|rd|th)?)?\b"
-    r"|\bthe\s+(?P<nth>[1-9]|[12]\d|3[01])(?:st|nd|rd|th)\b",
+    rf"\b(?P<month>{_MONTH_NAMES})\.?\s+(?P<n>{_NTH})(?:st|nd|rd|th)?\b(?![:.]\d)"
+    rf"|(?<![:.])\b(?:the\s+)?(?P<first>{_NTH})(?:st|nd|rd|th)?(?:\s+of)?\s+(?P<month2>{_MONTH_NAMES})\b"
+    rf"|\bthe\s+(?P<nth>{_NTH})(?:st|nd|rd|th)\b",
     re.IGNORECASE,
 )
+_MONTH_OF = {m[:3]: m.capitalize() for m in MONTHS}
 _PLACE = re.compile(
     r"\b(?:at|in|to)\s+(?P<name>(?:room\s+)?[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*)"
-    r"|\b(?:at|in)\s+(?P<the>the\s+[a-z]+(?:\s+(?:shop|room|office|station|park|house))?)\b"
+    r"|\b(?:at|in)\s+(?P<the>the\s+(?!(?:end|moment|latest|earliest|weekend|same|start|least|"
+    r"most|time|beginning|front|back|door|last|top|bottom|office|car|middle|meantime|queue|way|"
+    r"morning|afternoon|evening|night|mood)\b)[a-z']+(?:\s+[a-z']+){0,2})\b"
     r"|(?P<lead>\b[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)+)"
     r"|\bat\s+(?P<mine>my)\s+place\b"
 )
 # A clause that turns down what it names.
+# "can't" turns a value down when it is about going ("can't make Friday", "can't do 6", "can't
+# come", "can't, busy"), not when it is about something else ("can't drive him tues").
 _REFUSAL = re.compile(
-    r"\b(?:can't|cannot|can not|doesn't work|does not work|won't work|is too (?:early|late)|"
+    r"\b(?:(?:can't|cannot|can not)(?!\s+(?!(?:do|make|come|go|join|manage|attend|be)\b)"
+    r"(?!(?:" + "|".join(_DAYS) + r"|mon|tues?|weds?|thu(?:rs?)?|fri|sat|sun)\b)[a-z]{2,})"
+    r"|doesn't work|does not work|won't work|is too (?:early|late)|"
     r"too (?:early|late)|is bad|is busy|busy|is full|full|is closed|closed|cancel+ed|"
     r"not|no longer|instead of|rather than|sorry)\b",
     re.IGNORECASE,
@@ -113,7 +129,7 @@ def _read_time(match: re.Match[str]) -> _Time:
     if match.group("h24") is not None:
         hour, minute = int(match.group("h24")), int(match.group("m24"))
         return _Time(hour * 60 + minute if hour > 12 or hour == 0 else None, hour, minute)
-    return _Time(None, int(match.group("bare") or match.group("lead")), 0)
+    return _Time(None, *open_hour(match))
 
 
 def _say_time(minutes: int) -> str:
@@ -128,13 +144,16 @@ def _say_time(minutes: int) -> str:
 
 
 def _resolve(t: _Time, afternoon: bool | None, sent: int | None) -> int:
-    """An open hour's time of day: the half of the chat's last stated time; for a plan made for
-    today, the next such time after the message was sent; else afternoon for 12 and 1 to 7,
-    morning for 8 to 11 (when people make plans)."""
+    """An open hour's time of day: afternoon for 12 and 1 to 6; else the half of the chat's last
+    stated time (or morning or evening words); for a plan made for today, the next such time
+    after the message was sent; else afternoon for 7, morning for 8 to 11 (when people make
+    plans)."""
     if t.minutes is not None:
         return t.minutes
     morning = (t.hour % 12) * 60 + t.minute
-    if afternoon is not None:
+    if 1 <= t.hour <= 6 or t.hour == 12:
+        pm = True  # no one makes plans for 2 am without saying so
+    elif afternoon is not None:
         pm = afternoon
     elif sent is not None:
         pm = sent > morning
@@ -155,6 +174,7 @@ class Plan:
     date: str | None = None
     time: str | None = None
     place: str | None = None
+    month: str | None = None  # the month the chat last named: "the 12th" is in it
     superseded: set[str] = field(default_factory=set)
     commitments: list[str] = field(default_factory=list)
     instructions: list[str] = field(default_factory=list)
@@ -162,9 +182,8 @@ class Plan:
     heard: list[Line] = field(default_factory=list)  # the messages that speak to the chat
 
 
-def _clauses(text: str) -> list[str]:
-    parts = re.split(r"[.;!?\n]+|,\s+|\s+but\s+|\s+so\s+|\s+and then\s+", text)
-    return [p.strip() for p in parts if p.strip()]
+# Words that end a lower-case place's name: common words, days, and these.
+_NOT_PLACE = COMMON | set(_DAYS) | {"near", "again", "pls", "tho", "first", "instead", "ish"}
 
 
 def _places(clause: str, sender: str) -> list[str]:
@@ -175,13 +194,16 @@ def _places(clause: str, sender: str) -> list[str]:
             continue
         name = match.group("name") or match.group("the") or match.group("lead")
         words = name.split()
+        if match.group("the"):  # "the red lion", "the main entrance": not "the park because"
+            end = next((i for i, w in enumerate(words[2:], 2) if w in _NOT_PLACE), len(words))
+            words = words[:end]
+        while words and words[-1].lower() in _DAYS + _MONTHS:
+            words.pop()  # "at Sakura Friday": the day is not the place
         if match.group("lead"):  # "Cafe Bloom", "Mount Tam": not "Please RSVP", "For Paul's"
             while words and words[0].lower() in _NOT_NAMES:
                 words.pop(0)
             if len(words) < 2:
                 continue
-        while words and words[-1].lower() in _DAYS + _MONTHS:
-            words.pop()  # "at Sakura Friday": the day is not the place
         if words and words[0].lower() not in _DAYS + _MONTHS:
             found.append(" ".join(words))
     return found
@@ -221,40 +243,116 @@ class _Mention:
     turned_down: bool
 
 
+# What stands before a time or a day that makes it something other than when the plan is: a
+# deadline ("pay by Friday", "be there by 8"), the end of a window ("till noon"), or another
+# appointment ("my 9am lecture", "a 2pm call").
+_CHANGE = re.compile(r"\b(?:instead|now|moved|changed)\b", re.IGNORECASE)
+_ASIDE_BEFORE = re.compile(
+    r"\b(?:by|till|until|til|before|a|an|my|his|her|our|their|closes|closing|due|deadline is)\s+$",
+    re.IGNORECASE,
+)
+_FROM = re.compile(r"\bfrom\s+(?:\d|noon|midday)", re.IGNORECASE)
+_MORNING = re.compile(r"\b(?:morning|breakfast)\b", re.IGNORECASE)
+_EVENING = re.compile(r"\b(?:tonight|evening|afternoon|night|dinner)\b", re.IGNORECASE)
+
+
+def _aside(clause: str, start: int) -> bool:
+    """Whether the time or day at `start` is a deadline, an end or another appointment; a deadline
+    that replaces one ("by Thursday instead") is the plan's."""
+    lead = clause[:start]
+    if _CHANGE.search(clause) and re.search(r"\bby\s+$", lead):
+        return False
+    return bool(_ASIDE_BEFORE.search(lead)) or clause[start:].lower().startswith(
+        ("by ", "till ", "until ")
+    )
+
+
+def _half_of_day(clause: str) -> bool | None:
+    """The half of the day a clause's words put its open hours in ("half 7 in the morning")."""
+    morning, evening = bool(_MORNING.search(clause)), bool(_EVENING.search(clause))
+    return None if morning == evening else evening
+
+
+_END = r"(?:1[0-2]|0?[1-9])(?::[0-5]\d)?(?:\s*[ap]\.?m\b\.?)?|noon|midday|midnight"
+_WINDOW = re.compile(
+    rf"\b(between|from)\s+(?P<a>{_END})\s*(?:and|till|until|til|to|-)\s*(?P<b>{_END})(?!\w)",
+    re.IGNORECASE,
+)
+
+
+def _end_of(said: str) -> _Time:
+    """One end of a window ("10", "10:30", "noon", "6pm")."""
+    match = re.fullmatch(TIME_SHAPES, said.strip(), re.IGNORECASE)
+    if match:
+        return _read_time(match)
+    hour, _, minute = said.strip().partition(":")
+    return _Time(None, int(hour), int(minute or 0))
+
+
+def _resolve_after(t: _Time, start: int) -> int:
+    """A window's end: its own time if it says one, else the first such hour after the start."""
+    if t.minutes is not None:
+        return t.minutes
+    morning = (t.hour % 12) * 60 + t.minute
+    return morning if morning > start else morning + 12 * 60
+
+
 def _mentions(
     clause: str, line: Line, plan: Plan, afternoon: bool | None, down: bool
 ) -> tuple[list[_Mention], bool | None]:
     """The times, dates, days and places a clause names (each `turned_down` if the clause turns
     it down), and the half of the day the chat's stated times are now in."""
     mentions: list[_Mention] = []
+    hint = _half_of_day(clause)
+    named = {day for _, day in day_spans(clause)} - {"today", "tonight"}
+    today = "today" in clause.lower() or (plan.day in (None, "Today") and not named)
+    half = afternoon if hint is None else hint
+    sent = _sent(line.time) if today else None
+    windows = list(_WINDOW.finditer(clause))
+    for window in windows:  # "between 10 and 12": the one time the plan is
+        first, last = _end_of(window.group("a")), _end_of(window.group("b"))
+        start = _resolve(first, half, sent)
+        end = _resolve_after(last, start)
+        if first.minutes is None and start > end >= start - 12 * 60:
+            start -= 12 * 60  # "between 8 and noon": 8 in the morning
+        word, join = ("between", "and") if window.group(1).lower() == "between" else ("from", "to")
+        value = f"{word} {_say_time(start)} {join} {_say_time(end)}"
+        mentions.append(_Mention("time", value, down))
     for match in _TIME.finditer(clause):
+        if _aside(clause, match.start()) or any(
+            w.start() <= match.start() < w.end() for w in windows
+        ):
+            continue  # "by 8", "till noon", "my 9am lecture": not when the plan is
         t = _read_time(match)
-        today = plan.day in (None, "Today") or "today" in clause.lower()
-        minutes = _resolve(t, afternoon, _sent(line.time) if today else None)
+        minutes = _resolve(t, half, sent)
         if t.minutes is not None and (match.group("ap") or match.group("word")):
             afternoon = minutes >= 720
         mentions.append(_Mention("time", _say_time(minutes), down))
+    for match in re.finditer(rf"\b(?:{_MONTH_NAMES})\b", clause, re.IGNORECASE):
+        plan.month = _MONTH_OF[match.group(0)[:3].lower()]
     for match in _DATE.finditer(clause):
-        if match.group("month"):
-            value = match.group("month").capitalize()
-            value += f" {match.group('n')}" if match.group("n") else ""
-        elif plan.date and plan.date.split()[0].isalpha():  # "September ... the 12th"
-            value = f"{plan.date.split()[0]} {match.group('nth')}"
+        if match.group("month") or match.group("month2"):
+            month = _MONTH_OF[(match.group("month") or match.group("month2"))[:3].lower()]
+            value = f"{month} {match.group('n') or match.group('first')}"
+        elif plan.month:  # "in September ... the 12th"
+            value = f"{plan.month} {match.group('nth')}"
         else:
             value = f"the {match.group(0).split()[-1]}"
         mentions.append(_Mention("date", value, down))
-    for word in re.findall(r"[A-Za-z]+", clause):
-        if word.lower() in _DAYS:
-            mentions.append(_Mention("day", word.capitalize(), down))
+    for start, day in day_spans(clause):
+        if day in _DAYS and not _aside(clause, start):
+            mentions.append(_Mention("day", day.capitalize(), down))
     mentions += [_Mention("place", place, down) for place in _places(clause, line.sender)]
-    return mentions, afternoon
+    return mentions, afternoon if hint is None else hint
 
 
 def settle(chat: Sequence[Line]) -> Plan:
     """The chat's plan, as its messages left it."""
     plan = Plan()
     afternoon: bool | None = None
-    commitments: list[tuple[str, str, set[str]]] = []  # (sender, said, the values it states)
+    # (the message's index, its sender, the commitment, the times it states)
+    commitments: list[tuple[int, str, str, set[str]]] = []
+    times_said: list[set[str]] = []  # each message's times
     previous_sender: str | None = None
     said_values: list[tuple[Line, set[str], bool]] = []  # each message, its values, a commitment?
     for line in chat:
@@ -267,9 +365,11 @@ def settle(chat: Sequence[Line]) -> Plan:
         addressee = previous_sender if previous_sender != line.sender else None
         values: set[str] = set()
         committed = refusing = False
-        for clause in _clauses(text):
+        mentions_of_line: list[_Mention] = []
+        for clause in clauses(text):
             down = bool(_REFUSAL.search(clause))
             mentions, afternoon = _mentions(clause, line, plan, afternoon, down)
+            mentions_of_line += mentions
             said = None if down or refusing else _commitment(clause, line.sender, addressee)
             stated = {m.value for m in mentions if not m.turned_down}
             for m in mentions:
@@ -279,28 +379,39 @@ def settle(chat: Sequence[Line]) -> Plan:
                     if current == m.value:
                         setattr(plan, m.kind, None)
                     continue
+                if said and m.kind in ("time", "day") and (current or _FROM.search(clause)):
+                    continue  # "I'll be on call from 10": the commitment's window, not the plan's
                 if current is not None and current not in stated:
                     plan.superseded.add(current)
                 setattr(plan, m.kind, m.value)
                 plan.superseded.discard(m.value)
             if said:
-                commitments.append((line.sender, said, {m.value for m in mentions}))
+                at = {m.value for m in mentions if m.kind == "time"}
+                commitments.append((len(said_values), line.sender, said, at))
                 committed = True
             values |= {m.value for m in mentions}
             refusing |= down and not mentions  # "I can't, I'm busy until 4": no commitment after
         said_values.append((line, values, committed))
+        times_said.append({m.value for m in mentions_of_line if m.kind == "time"})
         previous_sender = line.sender
-    for i, (sender, said, values) in enumerate(commitments):
-        revised = any(s == sender and v and v != values for s, _, v in commitments[i + 1 :])
-        if not (values & plan.superseded) and not (revised and values):
+    for index, sender, said, at in commitments:  # "I'll be there at 7:50" ... "8:05 then"
+        later = zip(said_values[index + 1 :], times_said[index + 1 :], strict=True)
+        revised = any(line.sender == sender and t and t != at for (line, _, _), t in later)
+        if not (at & plan.superseded) and not (revised and at):
             plan.commitments.append(said)
     plan.quotes = _quotes(plan, said_values)
     return plan
 
 
 MAX_QUOTES = 3
+_ACKNOWLEDGED = (
+    4  # words: "ok see you then" acknowledges; "yep, 3 ways. pay me by friday" says more
+)
 _ACKNOWLEDGEMENT = re.compile(r"^(?:ok|okay|sure|yes|yep|great|thanks|thank you|works for me|"
                               r"me too|count me in|got it|good idea|perfect)\b", re.I)  # fmt: skip
+
+
+_DEADLINE = re.compile(r"\b(?:by|before)\s+(?:\d|noon|" + "|".join(_DAYS) + r")", re.IGNORECASE)
 
 
 def _quotes(plan: Plan, messages: list[tuple[Line, set[str], bool]]) -> list[str]:
@@ -311,9 +422,11 @@ def _quotes(plan: Plan, messages: list[tuple[Line, set[str], bool]]) -> list[str
     chosen = []
     for line, values, committed in messages:
         text = " ".join(line.text.split())
-        if committed or values & plan.superseded or _ACKNOWLEDGEMENT.match(text):
+        acknowledges = _ACKNOWLEDGEMENT.match(text) and len(text.split()) <= _ACKNOWLEDGED
+        if committed or values & plan.superseded or acknowledges:
             continue
         news = bool(values - shown) or bool(re.search(r"\d|,.*\band\b", text)) or "?" in text
+        news |= bool(_DEADLINE.search(text))  # "pay me by friday": said, though not the plan's
         names = {w for w in re.findall(r"\b[A-Z][a-z']+", text)[1:] if w.lower() not in _NOT_NAMES}
         names -= set(" ".join(shown).split())
         if (
@@ -336,7 +449,9 @@ def compose(plan: Plan) -> str:
             if plan.day and plan.day.lower() not in _RELATIVE_DAYS
             else (plan.day or "").lower(),
             f"on {plan.date}" if plan.date else None,
-            f"at {plan.time}" if plan.time else None,
+            (plan.time if plan.time.startswith(("between", "from")) else f"at {plan.time}")
+            if plan.time
+            else None,
             f"at {plan.place}" if plan.place else None,
         )
         if part

@@ -13,7 +13,10 @@
 - `rewrite(text, style)`: styles `rephrase`, `professional`, `funny`, `supportive`, `proofread`.
   Each answer is checked (`check_rewrite`): not empty or rambling, not the message unchanged
   (except a proofread), every name, time, day and number of the message kept and none added,
-  and the style's own rule; a failing answer is asked for once more, then refused the same way.
+  and the style's own rule; sentences about the task ("I can't help with that") are dropped
+  first; a failing answer is asked for once more, then refused the same way. A proofread starts
+  from the message with the errors that need no model corrected (`privproc.inference.proofread`),
+  and if the model's versions fail, those corrections alone are the answer.
 
 Rules: inputs are bounded; nothing is kept after the answer. The content is data inside one
 prompt, defused (`backends.defuse`); a message that addresses the assistant is not shown to the
@@ -31,6 +34,7 @@ from privproc.errors import DecodeError, UnusableAnswerError, UsageError
 from privproc.inference.backends import Backend, Message
 from privproc.inference.grounding import Line, ground, sentences
 from privproc.inference.plans import Plan, compose, settle, states_superseded
+from privproc.inference.proofread import correct, errors
 
 __all__ = [
     "STYLES",
@@ -187,24 +191,47 @@ def rewrite(backend: Backend, text: str, style: str, *, max_tokens: int = 160) -
         raise UsageError(f"the styles are {', '.join(STYLES)}")
     if not text.strip() or len(text) > MAX_TEXT:
         raise UsageError(f"the text is 1 to {MAX_TEXT} characters")
+    # A proofread starts from the message with the errors that need no model corrected.
+    base = correct(text.strip()) if style == "proofread" else text.strip()
     problem = "no answer"
     for template in _REWRITE_PROMPTS:
-        prompt = template.format(text=text.strip(), style=STYLES[style])
+        prompt = template.format(text=base, style=STYLES[style])
         answer = _clean(backend.complete([Message("user", prompt)], max_tokens=max_tokens,
                                          temperature=0.0).text)  # fmt: skip
-        if "\n" not in text.strip() and answer:
+        if "\n" not in base and answer:
             # A one-line message gets a one-line version: small models ramble on after it.
             answer = _clean(answer.splitlines()[0])
+        answer = _without_asides(answer, base)
         if style != "proofread":  # a sentence adding what the message does not say goes
             answer = ground(answer, [ChatLine("", "", text)]).text or answer
         found = check_rewrite(text, answer, style)
         if found is None:
             return answer
         problem = found
+    if style == "proofread" and base != text.strip():
+        return base  # the rules' corrections alone: every one an error wherever it stands
     raise UnusableAnswerError(
         f"the model gave no usable {style} version, twice (the last one {problem}); nothing is "
         "shown rather than that"
     )
+
+
+# Sentences that speak about the task instead of being the message: a refusal, an aside.
+_ASIDE = re.compile(
+    r"\b(?:I (?:can't|cannot|can not|am unable to|'m unable to) (?:help|assist|do|fulfil+|"
+    r"rewrite|comply)|as an ai|as a language model|I hope this helps|here is (?:the|a|your)|"
+    r"here's (?:the|a|your)|let me know if)\b",
+    re.IGNORECASE,
+)
+
+
+def _without_asides(answer: str, message: str) -> str:
+    """The answer without its sentences about the task ("I can't help with that."), unless the
+    message itself says as much; the answer as it is if nothing else is left."""
+    if _ASIDE.search(message):
+        return answer
+    kept = [s for s in sentences(answer) if not _ASIDE.search(s)]
+    return " ".join(kept) if kept else answer
 
 
 # Words that are not the professional register (checked case-insensitively, as whole words).
@@ -212,16 +239,34 @@ _CASUAL = frozenset(
     ("u", "ur", "gonna", "wanna", "gotta", "im", "ive", "idk", "lol", "omg", "thx", "pls", "plz",
      "ya", "yeah", "hey", "nah")
 )  # fmt: skip
+# A supportive version says something kind: one of these, at least (a rule can see no more).
+_WARM = re.compile(
+    r"\b(?:sorry|proud|hope|hug|hugs|here for you|got this|don't worry|do not worry|it's okay|"
+    r"it is okay|will be (?:fine|okay|ok)|next time|well done|congrat\w*|love|care|thinking of|"
+    r"believe in|you can do|keep going|don't give up|brave|amazing|great|wonderful|glad|"
+    r"happy|thank|cheer|best|better|support|rooting)\b",
+    re.IGNORECASE,
+)
+_PADDED_MIN = 4  # words: a message this long found whole inside its "rewrite" was not rewritten
 PROOFREAD_KEEP = 0.6  # of the message's words a proofread keeps, at least
 PROOFREAD_GROWTH = 1.5  # times the message's length, at most
+
+
+def _contains(words: list[str], run: list[str]) -> bool:
+    """Whether `run` appears in `words`, word for word and in one piece."""
+    return any(words[i : i + len(run)] == run for i in range(len(words) - len(run) + 1))
 
 
 def check_rewrite(original: str, answer: str, style: str) -> str | None:
     """What is wrong with a rewrite, or None: it must exist and be of a sensible length, differ
     from the message (a proofread of a correct message may not), keep every name, time, day and
-    number the message states and add none, and fit its style's rule (professional: no casual
-    words such as "gonna" or "u"; proofread: changes little beyond errors, keeping most of the
-    message's words). Humour and warmth are not checked: no rule can tell them."""
+    number the message states and add none, not be the message whole with words around it, and
+    fit its style's rule (professional: no casual words such as "gonna" or "u"; supportive: at
+    least one kind or encouraging word; proofread: no error `privproc.inference.proofread` knows
+    left in, and little changed beyond errors, keeping most of the message's words). Humour, and
+    warmth beyond a word, are not checked: no rule can tell them."""
+    if style == "proofread":  # what the rules correct is no change of meaning
+        original = correct(original)
     words, before = _words(answer), _words(original)
     if not words:
         return "was empty"
@@ -229,12 +274,18 @@ def check_rewrite(original: str, answer: str, style: str) -> str | None:
         return "was far longer than the message"
     if style != "proofread" and words == before:
         return "was the message unchanged"
+    if style != "proofread" and len(before) >= _PADDED_MIN and _contains(words, before):
+        return "was the message unchanged with words added"
+    if style == "proofread" and errors(answer):
+        return "left an error uncorrected"
     if not ground(original, [ChatLine("", "", answer)]).whole:
         return "lost a name, time, day or number of the message"
     if not ground(answer, [ChatLine("", "", original)]).whole:
         return "added a name, time, day or number the message does not state"
     if style == "professional" and _CASUAL & set(words):
         return "kept casual words"
+    if style == "supportive" and not _WARM.search(answer.replace("\u2019", "'")):
+        return "said nothing kind or encouraging"
     if style == "proofread":
         kept = sum(min(before.count(w), words.count(w)) for w in set(before))
         if kept < PROOFREAD_KEEP * len(before) or len(words) > PROOFREAD_GROWTH * len(before) + 2:
