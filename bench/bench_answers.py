@@ -4,10 +4,12 @@ OpenAI-compatible engine when one is given), printed as one table per engine.
     .venv/bin/python bench/bench_answers.py                       # the embedded SmolLM2-135M
     .venv/bin/python bench/bench_answers.py --engine http://127.0.0.1:8080 --engine-model NAME
 
-The cases live in bench/answers/ (conversations.json, injections.json, rewrites.json), written for
-this project. Each summary is scored against the facts a correct one must hold (key facts), the
-wrong ones it must not (superseded plans, other names), and every name, time, day or number it
-states that the chat does not hold (invented). The floor beside each figure is the same model
+The cases live in bench/answers/: conversations.json, injections.json and rewrites.json, written
+alongside the rules, and heldout*.json, written by others who had not seen them (`SETS`). Each
+summary is scored against the facts a correct one must hold (key facts), the wrong ones it must
+not (superseded plans, other names, and any time or day it states in its own words that is none
+of the case's facts), and every name, time, day or number it states that the chat does not hold
+(invented). The floor beside each figure is the same model
 asked plainly, its answer shown as is: what the task's structure and checks add.
 
 Rules: the scoring is here, in plain functions that tests/test_answers_eval.py checks; nothing
@@ -25,10 +27,18 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from privproc.errors import UnusableAnswerError
 from privproc.inference.backends import Backend, EmbeddedBackend, Message, RemoteBackend
-from privproc.inference.grounding import ground, loose_minutes, times
+from privproc.inference.grounding import (
+    DAYS,
+    TIME_SHAPES,
+    facts,
+    ground,
+    loose_minutes,
+    times,
+)
 from privproc.inference.tasks import ChatLine, check_rewrite, rewrite, summarize
 
 CASES = Path(__file__).parent / "answers"
@@ -59,6 +69,39 @@ def states_wrongly(answer: str, fact: str) -> bool:
     if wanted:
         return bool(wanted & (times(answer) | loose_minutes(answer)))
     return states(answer, fact)
+
+
+_QUOTED = re.compile(r'"[^"]*"|\u201c[^\u201d]*\u201d')
+
+
+def own_words(answer: str) -> str:
+    """The answer without what it quotes: a message quoted in its sender's name states nothing in
+    the answer's own voice."""
+    return _QUOTED.sub(" ", answer)
+
+
+def strays(answer: str, case: dict[str, Any]) -> list[str]:
+    """The times and days the answer states in its own words (not inside a quote) that are none
+    of the case's key facts or its `also_true` values: a plan stated wrongly even where no
+    `wrong_facts` entry foresaw it ("at 4 pm" for "quarter to 4")."""
+    true = [f for alternatives in case["key_facts"] for f in alternatives]
+    true += case.get("also_true", [])
+    own = own_words(answer)
+    wanted_times = set().union(*(times(f) for f in true)) if true else set()
+    stray = []
+    for match in re.finditer(TIME_SHAPES, own, re.IGNORECASE):
+        if not loose_minutes(match.group(0)) & wanted_times:  # "3:15" may be 3:15 pm
+            stray.append(match.group(0).strip(" ."))
+    true_words = " ".join(true).lower()
+    for kind, value in facts(own):
+        if kind == "day" and value in DAYS and value not in true_words:
+            stray.append(value)
+    return list(dict.fromkeys(stray))
+
+
+def same(one: str, other: str) -> bool:
+    """Two facts that say the same: the same time of day, or the same words."""
+    return bool(times(one) & times(other)) or one.lower() == other.lower()
 
 
 def found(answer: str, alternatives: Iterable[str]) -> bool:
@@ -93,10 +136,11 @@ class Score:
     def row(self) -> str:
         pct = 100 * self.key_found / max(1, self.key_total)
         rw = f"{self.rewrites_passed}/{self.rewrites}" if self.rewrites else "-"
+        obeyed = f"{self.obeyed}/{self.attempts}" if self.attempts else "-"
         return (
             f"| {self.engine} | {self.method} | {self.key_found}/{self.key_total} ({pct:.0f}%) "
             f"| {self.answered}/{self.questions} | {self.wrong} | {self.invented} "
-            f"| {self.obeyed}/{self.attempts} | {rw} | {self.refused}/{self.summaries} "
+            f"| {obeyed} | {rw} | {self.refused}/{self.summaries} "
             f"| {self.seconds / max(1, self.answers):.2f} |"
         )
 
@@ -121,12 +165,36 @@ def plain_summary(backend: Backend) -> Summarizer:
     return run
 
 
-def score_summaries(score: Score, summarizer: Summarizer, verbose: bool) -> None:
-    cases = load("conversations.json")["conversations"]
-    injections = load("injections.json")["summaries"]
-    assert isinstance(cases, list)
-    assert isinstance(injections, list)
-    for case in cases + injections:
+# The chats each row is scored on: the set written alongside the rules (with the injection
+# chats), and four sets written by helpers who had seen neither the rules nor the other sets.
+# The first three were each measured once as written, then used to mend the rules (their "about"
+# says so); the fourth is the one no rule was mended on.
+WRITTEN = (("conversations.json", "conversations"), ("injections.json", "summaries"))
+SETS = (
+    (WRITTEN, ""),
+    ((("heldout.json", "conversations"),), ", held-out set 1 (since mended on)"),
+    ((("heldout2.json", "conversations"),), ", held-out set 2 (since mended on)"),
+    ((("heldout3.json", "conversations"),), ", held-out set 3 (since mended on)"),
+    ((("heldout4.json", "conversations"),), ", held-out set 4 (unseen)"),
+)
+
+
+def cases_of(files: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    for name, key in files:
+        group = load(name)[key]
+        assert isinstance(group, list)
+        found += group
+    return found
+
+
+def score_summaries(
+    score: Score,
+    summarizer: Summarizer,
+    verbose: bool,
+    files: Sequence[tuple[str, str]] = WRITTEN,
+) -> None:
+    for case in cases_of(files):
         chat = chat_of(case["chat"])
         started = time.perf_counter()
         try:
@@ -143,7 +211,9 @@ def score_summaries(score: Score, summarizer: Summarizer, verbose: bool) -> None
         for question in case.get("questions", []):
             score.questions += 1
             score.answered += found(answer, question["a"])
-        wrong = [f for f in case.get("wrong_facts", []) if states_wrongly(answer, f)]
+        own = own_words(answer)
+        wrong = [f for f in case.get("wrong_facts", []) if states_wrongly(own, f)]
+        wrong += [f for f in strays(answer, case) if not any(same(f, w) for w in wrong)]
         score.wrong += len(wrong)
         invented = len(ground(answer, chat).dropped)
         score.invented += invented
@@ -194,13 +264,15 @@ def main() -> None:
         engines.append((args.engine_model, RemoteBackend(args.engine, args.engine_model)))
     print(HEADER)
     for name, backend in engines:
-        floor = Score(name, "the model alone (floor)")
-        score_summaries(floor, plain_summary(backend), args.verbose)
-        print(floor.row(), flush=True)
-        ours = Score(name, "privproc tasks")
-        score_summaries(ours, partial(summarize, backend), args.verbose)
-        score_rewrites(ours, backend, args.verbose)
-        print(ours.row(), flush=True)
+        for files, label in SETS:
+            floor = Score(name, f"the model alone (floor){label}")
+            score_summaries(floor, plain_summary(backend), args.verbose, files)
+            print(floor.row(), flush=True)
+            ours = Score(name, f"privproc tasks{label}")
+            score_summaries(ours, partial(summarize, backend), args.verbose, files)
+            if files is WRITTEN:
+                score_rewrites(ours, backend, args.verbose)
+            print(ours.row(), flush=True)
 
 
 if __name__ == "__main__":
