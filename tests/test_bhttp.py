@@ -157,9 +157,9 @@ def test_encoder_refuses_what_the_decoder_refuses() -> None:
         bhttp.encode_request(bhttp.Request("GET", "https", "", "/", headers=((b"Bad", b"x"),)))
     with pytest.raises(DecodeError):
         bhttp.encode_request(bhttp.Request("G T", "https", "", "/"))
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         bhttp.encode_response(bhttp.Response(99))
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         bhttp.encode_request(
             bhttp.Request("GET", "https", "", "/", content=b"x"), bhttp.Framing(omitted=2)
         )
@@ -197,7 +197,7 @@ def test_varints() -> None:
         assert Reader(encode_varint(value)).varint() == value
     assert len(encode_varint(63)) == 1
     assert len(encode_varint(64)) == 2
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         encode_varint(1 << 62)
     with pytest.raises(TruncatedError):
         Reader(b"\x80\x00").varint()

@@ -173,11 +173,11 @@ def test_key_material_checks() -> None:
     b = hpke.KEM_X25519_HKDF_SHA256.generate_key_pair()
     with pytest.raises(PrivprocError):
         GatewayKey(a.config, b)
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         KeyRing([a, a])
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         KeyConfig(256, b.public_key, a.config.suites)
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         KeyConfig(1, b.public_key, (SymmetricSuite(hpke.KDF_HKDF_SHA256, hpke.AEAD_EXPORT_ONLY),))
     with pytest.raises(UnsupportedError):
         a.config.cipher_suite(SymmetricSuite(hpke.KDF_HKDF_SHA512, hpke.AEAD_AES_128_GCM))

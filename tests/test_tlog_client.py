@@ -245,7 +245,7 @@ def test_corrupt_client_state_is_reported(world: World) -> None:
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base names it)
         return None
 
 

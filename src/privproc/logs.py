@@ -61,10 +61,10 @@ def configure(level: int = logging.INFO) -> None:
 def event(party: str, name: str, **fields: str | int | float | bool) -> None:
     unknown = set(fields) - ALLOWED_FIELDS
     if unknown:
-        raise ValueError(f"log fields outside the allowlist: {sorted(unknown)}")
+        raise UsageError(f"log fields outside the allowlist: {sorted(unknown)}")
     for value in fields.values():
         if isinstance(value, str) and len(value) > 200:
-            raise ValueError("log values are short identifiers")
+            raise UsageError("log values are short identifiers")
     now = time.time()
     coarse = _coarse.get(party)
     ts = round(now, 3) if coarse is None else int(now // coarse) * coarse

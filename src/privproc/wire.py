@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from privproc.errors import DecodeError, TooLargeError, TruncatedError
+from privproc.errors import DecodeError, TooLargeError, TruncatedError, UsageError
 
 VARINT_MAX = (1 << 62) - 1
 
@@ -16,7 +16,7 @@ VARINT_MAX = (1 << 62) - 1
 def encode_varint(value: int) -> bytes:
     """The variable-length integer encoding of RFC 9000 §16, in its shortest form."""
     if value < 0:
-        raise ValueError("varints are non-negative")
+        raise UsageError("varints are non-negative")
     if value < 1 << 6:
         return bytes((value,))
     if value < 1 << 14:
@@ -25,7 +25,7 @@ def encode_varint(value: int) -> bytes:
         return (value | 0x8000_0000).to_bytes(4, "big")
     if value <= VARINT_MAX:
         return (value | 0xC000_0000_0000_0000).to_bytes(8, "big")
-    raise ValueError("varint too large")
+    raise UsageError("varint too large")
 
 
 class Reader:

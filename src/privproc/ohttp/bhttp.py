@@ -235,7 +235,7 @@ def _encode_tail(
                 if not headers:
                     omitted = 3
     if (omitted >= 1 and trailers) or (omitted >= 2 and content) or (omitted >= 3 and headers):
-        raise ValueError("only empty parts can be truncated")
+        raise UsageError("only empty parts can be truncated")
     if omitted < 3:
         _encode_fields(out, headers, ind)
     if omitted < 2:
@@ -266,11 +266,11 @@ def encode_response(response: Response, framing: Framing | None = None) -> bytes
     )
     for info in response.informational:
         if not 100 <= info.status <= 199:
-            raise ValueError("informational status codes are 100-199")
+            raise UsageError("informational status codes are 100-199")
         out += encode_varint(info.status)
         _encode_fields(out, info.headers, framing.indeterminate)
     if not 200 <= response.status <= 599:
-        raise ValueError("final status codes are 200-599")
+        raise UsageError("final status codes are 200-599")
     out += encode_varint(response.status)
     return _encode_tail(out, response.headers, response.content, response.trailers, framing)
 

@@ -26,6 +26,7 @@ from privproc.errors import (
     PrivprocError,
     TrailingDataError,
     UnsupportedError,
+    UsageError,
 )
 from privproc.wire import Reader
 
@@ -71,12 +72,12 @@ class KeyConfig:
 
     def __post_init__(self) -> None:
         if not 0 <= self.key_id <= 255:
-            raise ValueError("key ids are one byte")
+            raise UsageError("key ids are one byte")
         if not self.suites:
-            raise ValueError("a key configuration needs at least one symmetric suite")
+            raise UsageError("a key configuration needs at least one symmetric suite")
         for s in self.suites:
             if s.aead.export_only:
-                raise ValueError("OHTTP cannot use the export-only AEAD")
+                raise UsageError("OHTTP cannot use the export-only AEAD")
 
     @property
     def kem(self) -> hpke.Kem:
@@ -262,7 +263,7 @@ class KeyRing:
     def add(self, key: GatewayKey, *, advertise: bool = True) -> None:
         key_id = key.config.key_id
         if key_id in self._live:
-            raise ValueError(f"key id {key_id} is already live")
+            raise UsageError(f"key id {key_id} is already live")
         self._live[key_id] = key
         if advertise:
             self._advertised.append(key_id)

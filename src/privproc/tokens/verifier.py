@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from privproc.errors import PrivprocError
+from privproc.errors import PrivprocError, UsageError
 from privproc.tokens import blindrsa, issuance
 from privproc.tokens.auth import (
     TOKEN_TYPE_BLIND_RSA,
@@ -70,7 +70,7 @@ class TokenVerifier:
         keys: Iterable[VerificationKey] = (),
     ) -> None:
         if not challenges:
-            raise ValueError("a verifier needs at least one challenge")
+            raise UsageError("a verifier needs at least one challenge")
         self.challenges = tuple(challenges)
         self._digests = frozenset(c.digest() for c in challenges)
         self._store = store
