@@ -17,7 +17,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from privproc.client.private import task_answer
-from privproc.enclave.api import EVENT_PADDING, MAX_BODY, ApiResponse, ApiStream, handle
+from privproc.enclave.api import EVENT_PADDING, ApiResponse, ApiStream, handle
 from privproc.errors import DecodeError, PeerRejectedError, UnusableAnswerError, UsageError
 from privproc.inference.backends import (
     MODEL_NAME,
@@ -46,6 +46,7 @@ from privproc.inference.tasks import (
     rewrite,
     summarize,
 )
+from privproc.limits import MAX_BODY
 from tests.servers import app_in_thread
 
 CHAT = [

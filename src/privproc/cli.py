@@ -6,12 +6,11 @@ non-zero; no traceback for the errors privproc raises on purpose.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
 import json
+import os
 import sys
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -21,41 +20,26 @@ from rich.markup import escape
 from rich.table import Table
 
 from privproc import __version__, logs
-from privproc.enclave.sessions import SessionPolicy
+from privproc.commands import (
+    connection_limits,
+    connection_options,
+    console,
+    fail_cleanly,
+    listen,
+    run_until_stopped,
+)
+from privproc.commands import ready as ready_line
+from privproc.enclave.options import declared_engine, engine_options
 from privproc.errors import PrivprocError, UsageError
 from privproc.issuer.store import DEFAULT_EPOCH_SECONDS, DEFAULT_QUOTA
-from privproc.services.limits import HEADER_TIMEOUT, MAX_CONNECTIONS, RELAY_MAX_PER_CLIENT
+from privproc.limits import RELAY_MAX_PER_CLIENT
+from privproc.ohttp.messages import DEFAULT_MAX_MESSAGE
 from privproc.storage import private_by_default
 
 if TYPE_CHECKING:
     from privproc.client.controls import ReportEntry
 
-_SESSIONS = SessionPolicy()  # the enclave's defaults, shown by its --help
-
 F = TypeVar("F", bound=Callable[..., Any])
-
-console = Console(stderr=True, soft_wrap=True)  # one message, one line, however narrow
-
-
-def _fail_cleanly(fn: F) -> F:
-    """Turn privproc's typed errors into a one-line message and exit status 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except PrivprocError as exc:
-            console.print(f"[red]error:[/red] {escape(str(exc))} ({type(exc).__name__})")
-            sys.exit(1)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _run_until_stopped(main_coro: Coroutine[Any, Any, None]) -> None:
-    """Run a service until Ctrl-C or SIGTERM, and stop cleanly either way (exit status 0)."""
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main_coro)
-    click.echo("stopped")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -87,81 +71,24 @@ def _epoch_option(help_text: str) -> Callable[[F], F]:
     )
 
 
-def _ready(party: str, suffix: str = "") -> Callable[[str], None]:
-    """The callback a service runs once it listens: a log line and `ready PARTY URL` on stdout
-    (what scripts and tests wait for)."""
-
-    def ready(url: str) -> None:
-        logs.event(party, "listening")
-        click.echo(f"ready {party} {url}{suffix}")
-        sys.stdout.flush()
-
-    return ready
-
-
-def _listen(default_port: int) -> Callable[[F], F]:
-    """--host and --port, as every service takes them."""
-
-    def decorate(fn: F) -> F:
-        fn = click.option(
-            "--port", default=default_port, show_default=True, type=int,
-            help="Port; 0 picks a free one.",
-        )(fn)  # fmt: skip
-        return click.option(
-            "--host", default="127.0.0.1", show_default=True, help="Address to listen on."
-        )(fn)
-
-    return decorate
-
-
 # --- serve -------------------------------------------------------------------------------------
 
 
 @main.group()
-@click.option(
-    "--max-connections",
-    default=MAX_CONNECTIONS,
-    show_default=True,
-    type=click.IntRange(1, 1_000_000),
-    help="Open connections at most; beyond, the one without a request the longest is closed.",
-)
-@click.option(
-    "--header-timeout",
-    default=HEADER_TIMEOUT,
-    show_default=True,
-    type=click.FloatRange(0.1, 3600),
-    help="Seconds a connection may take to send a request's headers, or stay idle between two.",
-)
-@click.option(
-    "--max-per-client",
-    default=None,
-    type=click.IntRange(1, 1_000_000),
-    help="Connections from one client address at most [default: "
-    f"{RELAY_MAX_PER_CLIENT} for the relay, else none].",
-)
+@connection_options
 @click.pass_context
 def serve(
     ctx: click.Context, max_connections: int, header_timeout: float, max_per_client: int | None
 ) -> None:
     """Run one party's service in the foreground (Ctrl-C stops it). The connection options
     (before the party's name) bound what slow or idle connections can hold."""
-    from privproc.services.limits import ConnectionLimits
+    from privproc.limits import ConnectionLimits
 
     ctx.obj = ConnectionLimits(header_timeout, max_connections, max_per_client)
 
 
-def _limits(per_client: int | None = None) -> Any:
-    """The connection limits `privproc serve` was given (`per_client`: this party's default)."""
-    from privproc.services.limits import ConnectionLimits
-
-    limits = click.get_current_context().find_object(ConnectionLimits) or ConnectionLimits()
-    if limits.max_per_client is None and per_client is not None:
-        limits = ConnectionLimits(limits.header_timeout, limits.max_connections, per_client)
-    return limits
-
-
 @serve.command("gateway")
-@_listen(8404)
+@listen(8404)
 @click.option(
     "--conformance",
     is_flag=True,
@@ -169,7 +96,7 @@ def _limits(per_client: int | None = None) -> Any:
 )
 @click.option(
     "--max-request-bytes",
-    default=1 << 20,
+    default=DEFAULT_MAX_MESSAGE,
     show_default=True,
     type=click.IntRange(64, 64 << 20),
     help="Largest encapsulated request accepted.",
@@ -203,7 +130,7 @@ def _limits(per_client: int | None = None) -> Any:
     "default spent-token store.",
     required=False,
 )
-@_fail_cleanly
+@fail_cleanly
 def serve_gateway(
     host: str,
     port: int,
@@ -263,12 +190,12 @@ def serve_gateway(
             sys.stdout.flush()
 
         try:
-            await serve(app, sock, ready, lifespan=True, limits=_limits())
+            await serve(app, sock, ready, lifespan=True, limits=connection_limits())
         finally:
             if store is not None:
                 await store.aclose()
 
-    _run_until_stopped(main_coro())
+    run_until_stopped(main_coro())
 
 
 async def _token_verifier(issuer_url: str, origin: str, spent_store: str) -> tuple[Any, Any]:
@@ -288,7 +215,7 @@ async def _token_verifier(issuer_url: str, origin: str, spent_store: str) -> tup
 
 
 @serve.command("issuer")
-@_listen(8401)
+@listen(8401)
 @_state_option("Directory for the issuer's database (accounts, quota counters, keys).")
 @click.option(
     "--name",
@@ -303,7 +230,7 @@ async def _token_verifier(issuer_url: str, origin: str, spent_store: str) -> tup
     help="Tokens each account may obtain per epoch.",
 )
 @_epoch_option("Length of a quota epoch and of a token key's signing period.")
-@_fail_cleanly
+@fail_cleanly
 def serve_issuer(
     host: str, port: int, state_dir: Path, name: str | None, quota: int, epoch_seconds: int
 ) -> None:
@@ -327,18 +254,18 @@ def serve_issuer(
     store = IssuerStore(state_dir, epoch_seconds=epoch_seconds, quota=quota)
     app = create_issuer_app(store, issuer_name)
 
-    ready = _ready("issuer")
+    ready = ready_line("issuer")
 
     try:
-        _run_until_stopped(serve(app, sock, ready, lifespan=True, limits=_limits()))
+        run_until_stopped(serve(app, sock, ready, lifespan=True, limits=connection_limits()))
     finally:
         store.close()
 
 
 @serve.command("witness")
-@_listen(8406)
+@listen(8406)
 @_state_option("The witness's state directory (see `privproc witness init`).")
-@_fail_cleanly
+@fail_cleanly
 def serve_witness(host: str, port: int, state_dir: Path) -> None:
     """A C2SP tlog-witness: POST /add-checkpoint cosigns checkpoints that are consistent with
     the last one it saw for that log; GET /<sha256(origin)>/checkpoint shows that one."""
@@ -351,23 +278,23 @@ def serve_witness(host: str, port: int, state_dir: Path) -> None:
     app = create_witness_app(witness)
     sock = bind(host, port)
 
-    ready = _ready("witness")
+    ready = ready_line("witness")
 
     try:
-        _run_until_stopped(serve(app, sock, ready, limits=_limits()))
+        run_until_stopped(serve(app, sock, ready, limits=connection_limits()))
     finally:
         witness.close()
 
 
 @serve.command("relay")
-@_listen(8403)
+@listen(8403)
 @click.option(
     "--gateway",
     "gateway_url",
     required=True,
     help="The gateway resource to forward to, e.g. http://127.0.0.1:8404/.well-known/ohttp-gateway.",
 )
-@_fail_cleanly
+@fail_cleanly
 def serve_relay(host: str, port: int, gateway_url: str) -> None:
     """The Oblivious HTTP relay (RFC 9458): POST / forwards message/ohttp-req to the one gateway
     and strips everything that identifies the client. It logs no address."""
@@ -380,14 +307,14 @@ def serve_relay(host: str, port: int, gateway_url: str) -> None:
     app = create_relay_app(gateway_url)
     sock = bind(host, port)
 
-    ready = _ready("relay", "/")
+    ready = ready_line("relay", "/")
     # The relay sees client addresses: one address may hold only so many connections.
-    limits = _limits(per_client=RELAY_MAX_PER_CLIENT)
-    _run_until_stopped(serve(app, sock, ready, lifespan=True, limits=limits))
+    limits = connection_limits(per_client=RELAY_MAX_PER_CLIENT)
+    run_until_stopped(serve(app, sock, ready, lifespan=True, limits=limits))
 
 
 @serve.command("cdn")
-@_listen(8402)
+@listen(8402)
 @click.option(
     "--dir",
     "directory",
@@ -395,7 +322,7 @@ def serve_relay(host: str, port: int, gateway_url: str) -> None:
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     help="The published directory (log tiles and checkpoint, key configs, issuer documents).",
 )
-@_fail_cleanly
+@fail_cleanly
 def serve_cdn(host: str, port: int, directory: Path) -> None:
     """A static CDN for the published directory, with the right media types and caching."""
     from privproc.services.cdn import create_cdn_app
@@ -405,181 +332,34 @@ def serve_cdn(host: str, port: int, directory: Path) -> None:
     app = create_cdn_app(directory)
     sock = bind(host, port)
 
-    ready = _ready("cdn", "/")
+    ready = ready_line("cdn", "/")
 
-    _run_until_stopped(serve(app, sock, ready, limits=_limits()))
-
-
-def _engine_options(fn: F) -> F:
-    """--engine URL --engine-model NAME and the model's identity: what `serve enclave` and `up`
-    take to run the enclave against an OpenAI-compatible engine instead of the embedded model."""
-    options = [
-        click.option("--engine", "engine_url", default=None, metavar="URL",
-                     help="An OpenAI-compatible engine (llama.cpp's server, vLLM) that answers "
-                     "instead of the embedded model; it is part of the enclave's measurement."),
-        click.option("--engine-model", default=None, metavar="NAME",
-                     help="The model the engine serves, as its /v1/models lists it (llama.cpp's "
-                     "server: its --alias)."),
-        click.option("--engine-model-file", default=None,
-                     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-                     help="The GGUF file the engine runs, when it is on this machine: its "
-                     "SHA-256, size and quantisation are read from it."),
-        click.option("--engine-model-digest", default=None, metavar="sha256:HEX",
-                     help="The SHA-256 of the model's weights file, when the file is elsewhere "
-                     "(the enclave cannot hash a file on another machine)."),
-        click.option("--engine-model-size", default=None, metavar="SIZE",
-                     help="The model's parameter count as users are told it (8B) [default: read "
-                     "from --engine-model-file]."),
-        click.option("--engine-model-quantisation", default=None, metavar="TYPE",
-                     help="The model's quantisation (Q8_0, F16) [default: read from "
-                     "--engine-model-file]."),
-    ]  # fmt: skip
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+    run_until_stopped(serve(app, sock, ready, limits=connection_limits()))
 
 
-def _declared_engine(
-    engine_url: str | None,
-    engine_model: str | None,
-    engine_model_file: Path | None,
-    engine_model_digest: str | None,
-    engine_model_size: str | None,
-    engine_model_quantisation: str | None,
-) -> Any:
-    """The engine the options declare (an `EngineModel`), or None for the embedded model."""
-    rest = (engine_model, engine_model_file, engine_model_digest, engine_model_size,
-            engine_model_quantisation)  # fmt: skip
-    if engine_url is None:
-        if any(value is not None for value in rest):
-            raise click.UsageError("the --engine-model options go with --engine URL")
-        return None
-    if engine_model is None:
-        raise click.UsageError("--engine needs --engine-model NAME, the model the engine serves")
-    if (engine_model_file is None) == (engine_model_digest is None):
-        raise click.UsageError(
-            "--engine needs the model's identity, --engine-model-file FILE or "
-            "--engine-model-digest sha256:HEX (one of them): a name alone is not an identity"
-        )
-    from privproc.inference.backends import declare_engine
-
-    return declare_engine(
-        engine_url,
-        engine_model,
-        digest=engine_model_digest,
-        model_file=engine_model_file,
-        size=engine_model_size,
-        quantisation=engine_model_quantisation,
-    )
-
-
-@serve.command("enclave")
-@_listen(8410)
-@click.option(
-    "--platform",
-    "platform_dir",
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="A virtual SEV-SNP platform directory (see `privproc attest simulate`) "
-    "[default: the real SEV-SNP guest interface].",
+@serve.command(
+    "enclave",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    add_help_option=False,
 )
-@click.option(
-    "--release-proof",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    default=None,
-    help="The release's log proof (JSON: entry, index, proof, checkpoint) to staple.",
-)
-@_engine_options
-@click.option("--max-sessions", default=_SESSIONS.max_sessions, show_default=True,
-              type=click.IntRange(1, 100_000), help="Sessions held at once.")  # fmt: skip
-@click.option("--session-idle-timeout", default=_SESSIONS.idle_timeout, show_default=True,
-              type=click.FloatRange(1, 86_400), help="Seconds without application data before "
-              "a session is forgotten.")  # fmt: skip
-@click.option("--session-lifetime", default=_SESSIONS.lifetime, show_default=True,
-              type=click.FloatRange(1, 86_400),
-              help="Seconds a session lives, however busy.")  # fmt: skip
-@click.option("--session-max-requests", default=_SESSIONS.max_requests, show_default=True,
-              type=click.IntRange(1, 100_000), help="Requests one session may carry.")  # fmt: skip
-@click.option("--session-evictable-after", default=_SESSIONS.evictable_after, show_default=True,
-              type=click.FloatRange(0.1, 86_400), help="Seconds idle after which a session gives "
-              "way to a new one when every session is taken.")  # fmt: skip
-@_fail_cleanly
-def serve_enclave(
-    host: str,
-    port: int,
-    platform_dir: Path | None,
-    release_proof: Path | None,
-    engine_url: str | None,
-    engine_model: str | None,
-    engine_model_file: Path | None,
-    engine_model_digest: str | None,
-    engine_model_size: str | None,
-    engine_model_quantisation: str | None,
-    max_sessions: int,
-    session_idle_timeout: float,
-    session_lifetime: float,
-    session_max_requests: int,
-    session_evictable_after: float,
-) -> None:
-    """The enclave: attested TLS sessions (forwarded by the gateway) running the model.
+@click.pass_context
+def serve_enclave(ctx: click.Context) -> None:
+    """The enclave (its own entry, `privproc.enclave.main`: --help for its options)."""
+    from privproc.enclave.closure import ENTRY
+    from privproc.limits import ConnectionLimits
 
-    It measures its code, model and configuration at start, and staples that manifest, the
-    platform's report over each session's TLS exporter and the release's log proof to the
-    evidence every client checks. It writes nothing to disk and logs no content.
-
-    Before anything else it hardens its own process (privproc.enclave.hardening): it refuses an
-    environment outside its measured allowlist, turns off core dumps and ptrace, and makes every
-    write to a regular file fail; so its standard output and error must be pipes or a terminal
-    (`privproc up` starts it so). There is no option to skip this.
-
-    With --engine URL it runs no model of its own: every prompt goes to that OpenAI-compatible
-    engine, whose URL and declared model (name and digest) are part of the measurement. At start
-    it checks that the engine answers and serves the model, and does not start otherwise.
-    """
-    from privproc.enclave.hardening import harden
-
-    hardened = harden()  # first: before logging, the platform or the model
-
-    from privproc.attest.hardware import open_source
-    from privproc.attest.provider import EvidenceProvider, ReleaseProof
-    from privproc.attest.virtual import VirtualSnp
-    from privproc.enclave.workload import enclave_config, enclave_manifest
-    from privproc.inference.backends import EmbeddedBackend, RemoteBackend, locate_smollm2
-    from privproc.ratls.tls import ServerIdentity
-    from privproc.services.enclave import create_enclave_app
-    from privproc.services.http import bind, serve
-
-    logs.configure()
-    logs.event("enclave", "hardened", measures=hardened.measures())
-    engine = _declared_engine(
-        engine_url, engine_model, engine_model_file, engine_model_digest, engine_model_size,
-        engine_model_quantisation,
-    )  # fmt: skip
-    backend: Any
-    if engine is not None:
-        backend = RemoteBackend.for_engine(engine)
-        backend.check()  # fail closed: the engine answers and serves the declared model
-        model_path = None
-    else:
-        model_path = locate_smollm2()
-        backend = EmbeddedBackend(model_path)
-    policy = SessionPolicy(
-        max_sessions, session_idle_timeout, session_lifetime, session_max_requests,
-        session_evictable_after,
-    )  # fmt: skip
-    manifest = enclave_manifest(model_path, enclave_config(backend.model, policy, engine=engine))
-    platform: Any = VirtualSnp.load(platform_dir) if platform_dir else open_source()
-    proof = ReleaseProof.from_json(release_proof.read_text()) if release_proof else None
-    provider = EvidenceProvider(platform, manifest, proof)
-    app = create_enclave_app(backend, ServerIdentity.generate(), provider, policy=policy)
-    sock = bind(host, port)
-
-    def ready(url: str) -> None:
-        logs.event("enclave", "listening")
-        click.echo(f"ready enclave {url} measurement {manifest.measurement.hex()}")
-        sys.stdout.flush()
-
-    _run_until_stopped(serve(app, sock, ready, lifespan=True, limits=_limits()))
+    limits = ctx.find_object(ConnectionLimits) or ConnectionLimits()
+    args = ["--max-connections", str(limits.max_connections)]
+    args += ["--header-timeout", str(limits.header_timeout)]
+    if limits.max_per_client is not None:
+        args += ["--max-per-client", str(limits.max_per_client)]
+    # The interpreter's own options (-I, -X ...) carry over when it was started as `python ... -m`.
+    argv = sys.orig_argv
+    flags = argv[1 : argv.index("-m")] if "-m" in argv else []
+    sys.stdout.flush()
+    # The process becomes the enclave's entry: nothing of the command line runs beside it, so
+    # what runs is what the release measures (privproc.enclave.closure).
+    os.execv(sys.executable, [sys.executable, *flags, "-m", ENTRY, *args, *ctx.args])  # noqa: S606
 
 
 # --- issuer administration ---------------------------------------------------------------------
@@ -595,7 +375,7 @@ def issuer() -> None:
 @issuer.command("add-account")
 @click.argument("name")
 @_STATE_OPTION
-@_fail_cleanly
+@fail_cleanly
 def issuer_add_account(name: str, state_dir: Path) -> None:
     """Create account NAME and print its secret, once.
 
@@ -616,7 +396,7 @@ def issuer_add_account(name: str, state_dir: Path) -> None:
 @issuer.command("remove-account")
 @click.argument("name")
 @_STATE_OPTION
-@_fail_cleanly
+@fail_cleanly
 def issuer_remove_account(name: str, state_dir: Path) -> None:
     """Delete account NAME; its secret stops working at once."""
     from privproc.issuer.store import IssuerStore
@@ -633,7 +413,7 @@ def issuer_remove_account(name: str, state_dir: Path) -> None:
 @_STATE_OPTION
 @_epoch_option("The epoch length the issuer runs with (to count this epoch's tokens).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@_fail_cleanly
+@fail_cleanly
 def issuer_accounts(state_dir: Path, epoch_seconds: int, as_json: bool) -> None:
     """List the accounts and how many tokens each obtained this epoch."""
     import time
@@ -673,7 +453,7 @@ def _kem_choice() -> click.Choice[str]:
 @ohttp.command("keys")
 @click.option("--keys-url", required=True, help="URL of an application/ohttp-keys document.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@_fail_cleanly
+@fail_cleanly
 def ohttp_keys(keys_url: str, as_json: bool) -> None:
     """Fetch and show a gateway's key configurations."""
     from privproc.client.ohttp import OhttpClient
@@ -722,7 +502,7 @@ def ohttp_keys(keys_url: str, as_json: bool) -> None:
     help="If the gateway asks for a Privacy Pass token (401), answer with one from this state "
     "directory's wallet (see `privproc tokens fetch`) and send the request again.",
 )
-@_fail_cleanly
+@fail_cleanly
 def ohttp_request(
     keys_url: str,
     gateway_url: str,
@@ -855,7 +635,7 @@ def tokens() -> None:
     type=click.IntRange(1, 1000),
     help="How many tokens to hold after fetching.",
 )
-@_fail_cleanly
+@fail_cleanly
 def tokens_fetch(
     issuer_url: str,
     origin: str,
@@ -908,7 +688,7 @@ def tokens_fetch(
 @tokens.command("show")
 @_state_option("The client's state directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@_fail_cleanly
+@fail_cleanly
 def tokens_show(state_dir: Path, as_json: bool) -> None:
     """How many usable tokens the wallet holds, per challenge (never the tokens themselves)."""
     import time
@@ -970,7 +750,7 @@ _LOG_STATE = _state_option("The log's state directory (entries, tiles, its signi
 @log_group.command("init")
 @_LOG_STATE
 @click.option("--origin", required=True, help="The log's origin line, e.g. log.example/privproc.")
-@_fail_cleanly
+@fail_cleanly
 def log_init(state_dir: Path, origin: str) -> None:
     """Create a log with a fresh Ed25519 key and print its verifier key."""
     from privproc.tlog.log import TransparencyLog
@@ -984,7 +764,7 @@ def log_init(state_dir: Path, origin: str) -> None:
 @_LOG_STATE
 @click.option("--vkey", required=True, help="The witness's cosignature/v1 verifier key.")
 @click.option("--url", required=True, help="The witness's submission prefix (base URL).")
-@_fail_cleanly
+@fail_cleanly
 def log_add_witness(state_dir: Path, vkey: str, url: str) -> None:
     """Ask this witness to cosign every checkpoint the log publishes."""
     from privproc.tlog.log import TransparencyLog
@@ -1028,7 +808,7 @@ def _now() -> int:
 @click.option("--config-digest", required=True, type=_hex_bytes(32), help="SHA-256 of the config.")
 @click.option("--source-revision", required=True, help="Source revision (e.g. a git commit).")
 @click.option("--time", "when", type=int, default=None, help="Unix time [default: now].")
-@_fail_cleanly
+@fail_cleanly
 def log_append_release(
     state_dir: Path,
     measurement: bytes,
@@ -1057,7 +837,7 @@ def log_append_release(
     help="The gateway's application/ohttp-keys document.",
 )
 @click.option("--not-before", type=int, default=None, help="Unix time [default: now].")
-@_fail_cleanly
+@fail_cleanly
 def log_append_ohttp_keys(
     state_dir: Path, gateway: str, keys_file: Path, not_before: int | None
 ) -> None:
@@ -1073,7 +853,7 @@ def log_append_ohttp_keys(
 @click.option("--token-key", required=True, help="The key as in the issuer directory (base64url).")
 @click.option("--not-before", type=int, required=True, help="Unix time the key starts signing.")
 @click.option("--expires", type=int, required=True, help="Unix time its tokens stop verifying.")
-@_fail_cleanly
+@fail_cleanly
 def log_append_token_key(
     state_dir: Path, issuer: str, token_key: str, not_before: int, expires: int
 ) -> None:
@@ -1100,7 +880,7 @@ def log_append_token_key(
     type=click.IntRange(0, 64),
     help="Witness cosignatures needed before the checkpoint is published.",
 )
-@_fail_cleanly
+@fail_cleanly
 def log_publish(state_dir: Path, out: Path, quorum: int) -> None:
     """Write the new tiles, gather witness cosignatures, and publish the checkpoint.
 
@@ -1129,7 +909,7 @@ def log_publish(state_dir: Path, out: Path, quorum: int) -> None:
 @_LOG_STATE
 @click.option("--entry", "index", type=int, default=None, help="Show this entry.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_fail_cleanly
+@fail_cleanly
 def log_show(state_dir: Path, index: int | None, as_json: bool) -> None:
     """The log's origin, key, sizes and witnesses, or one entry."""
     from privproc.tlog.entries import decode_entry, describe_entry
@@ -1176,7 +956,7 @@ def log_show(state_dir: Path, index: int | None, as_json: bool) -> None:
 @click.option("--quorum", default=1, show_default=True, type=int, help="Cosignatures needed.")
 @_state_option("Where this client keeps the last checkpoint it accepted.")
 @click.option("--entry", "index", type=int, default=None, help="Also fetch and prove this entry.")
-@_fail_cleanly
+@fail_cleanly
 def log_verify(
     url: str | None,
     directory: Path | None,
@@ -1233,7 +1013,7 @@ _WITNESS_STATE = _state_option("The witness's state directory (its key and its v
 @witness_group.command("init")
 @_WITNESS_STATE
 @click.option("--name", required=True, help="The witness's key name, e.g. witness.example/w1.")
-@_fail_cleanly
+@fail_cleanly
 def witness_init(state_dir: Path, name: str) -> None:
     """Create a witness with a fresh key and print its cosignature/v1 verifier key."""
     from privproc.tlog.witness import Witness
@@ -1247,7 +1027,7 @@ def witness_init(state_dir: Path, name: str) -> None:
 @_WITNESS_STATE
 @click.option("--origin", required=True, help="The log's origin.")
 @click.option("--log-key", "log_keys", multiple=True, required=True, help="Log verifier key.")
-@_fail_cleanly
+@fail_cleanly
 def witness_add_log(state_dir: Path, origin: str, log_keys: tuple[str, ...]) -> None:
     """Witness the log ORIGIN, trusting these keys for its checkpoints."""
     from privproc.tlog.witness import Witness
@@ -1479,7 +1259,7 @@ def _attest_log_checks(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write the report; the VCEK and chain go beside it (.vcek.pem, .chain.pem).",
 )
-@_fail_cleanly
+@fail_cleanly
 def attest_simulate(
     state_dir: Path,
     product: str,
@@ -1514,6 +1294,34 @@ def attest_simulate(
     click.echo(f"wrote {out} (virtual {platform.product}), {out.with_suffix('.vcek.pem')}")
 
 
+@attest_group.command("closure")
+@click.option("--list", "show", is_flag=True, help="Also list each file, with its lines.")
+def attest_closure(show: bool) -> None:
+    """What the enclave's release measures as code: the files of privproc the enclave runs (the
+    import closure of its entry, privproc.enclave.main), beside the whole package."""
+    import privproc
+    from privproc.enclave.closure import ENTRY
+    from privproc.enclave.workload import enclave_code
+
+    package = Path(privproc.__file__).parent
+    code = enclave_code(package)
+    every = sorted(p for p in package.rglob("*.py") if "__pycache__" not in p.parts)
+
+    def lines(paths: list[Path]) -> int:
+        return sum(len(p.read_bytes().splitlines()) for p in paths if p.suffix == ".py")
+
+    modules = [p for p in code if p.suffix == ".py"]
+    click.echo(
+        f"the enclave runs {len(modules)} of privproc's {len(every)} modules "
+        f"({lines(code):,} of {lines(every):,} lines), plus {len(code) - len(modules)} data "
+        f"files, from its entry {ENTRY}; its release measures these, its model and its config"
+    )
+    if show:
+        for path in code:
+            shown = f"{lines([path]):>6}" if path.suffix == ".py" else "  data"
+            click.echo(f"{shown}  {path.relative_to(package.parent).as_posix()}")
+
+
 @attest_group.command("measure")
 @click.option("--code", "code", multiple=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--model", "model", multiple=True, type=click.Path(exists=True, path_type=Path))
@@ -1524,7 +1332,7 @@ def attest_simulate(
     default=None,
     help="Also write the manifest.",
 )
-@_fail_cleanly
+@fail_cleanly
 def attest_measure(
     code: tuple[Path, ...],
     model: tuple[Path, ...],
@@ -1600,8 +1408,8 @@ def _next_steps(state: Path, default_state: bool) -> list[str]:
     help="Start over: new log, keys, platform and account, and reset the client's trust state "
     "with them (its anchors, remembered checkpoint, tokens and secret; settings and report kept).",
 )
-@_engine_options
-@_fail_cleanly
+@engine_options
+@fail_cleanly
 def up(
     host: str,
     state_dir: Path | None,
@@ -1639,7 +1447,7 @@ def up(
 
     state = state_dir or _default_state()
     out = Console(soft_wrap=True)
-    engine = _declared_engine(
+    engine = declared_engine(
         engine_url, engine_model, engine_model_file, engine_model_digest, engine_model_size,
         engine_model_quantisation,
     )  # fmt: skip
@@ -1789,7 +1597,7 @@ _CHAT_ID = click.option(
 @_CLIENT_STATE
 @_VERBOSE
 @_CHAT_ID
-@_fail_cleanly
+@fail_cleanly
 def summarize(chat_file: Path, state_dir: Path | None, verbose: bool, chat_id: str | None) -> None:
     """Summarise a chat export privately. CHAT_FILE is JSON: a list of messages
     ({"sender", "time", "text"}), or {"chat_id": ID, "messages": [...]}; with a chat id, a chat
@@ -1835,7 +1643,7 @@ def _read_chat_file(path: Path, chat_id: str | None) -> tuple[list[dict[str, str
 @_CLIENT_STATE
 @_VERBOSE
 @_CHAT_ID
-@_fail_cleanly
+@fail_cleanly
 def rewrite(
     text: str, style: str, state_dir: Path | None, verbose: bool, chat_id: str | None
 ) -> None:
@@ -1849,7 +1657,7 @@ def rewrite(
 @_CLIENT_STATE
 @_VERBOSE
 @_CHAT_ID
-@_fail_cleanly
+@fail_cleanly
 @click.option(
     "--stream/--no-stream",
     default=None,
@@ -2081,7 +1889,7 @@ def _turn(conversation: Any, text: str, stream: bool, max_tokens: int | None) ->
 
 
 @main.command()
-@_listen(8420)
+@listen(8420)
 @_CLIENT_STATE
 @click.option(
     "--allow-origin",
@@ -2102,7 +1910,7 @@ def _turn(conversation: Any, text: str, stream: bool, max_tokens: int | None) ->
     help="Listen on a --host that is not loopback (other machines could then spend your tokens: "
     "implies --require-key).",
 )
-@_fail_cleanly
+@fail_cleanly
 def proxy(
     host: str,
     port: int,
@@ -2157,7 +1965,7 @@ def proxy(
     app = create_proxy_app(client, guard, session)
     try:
         # A stop cuts the streams under way after a second: Ctrl-C is answered at once.
-        _run_until_stopped(serve(app, sock, _ready("proxy", "/v1"), graceful_shutdown=1))
+        run_until_stopped(serve(app, sock, ready_line("proxy", "/v1"), graceful_shutdown=1))
     finally:
         # End the attested session, unless a call cut by the stop still holds it (its thread
         # ends with the process; the gateway and the enclave let go of the session alone).
@@ -2180,7 +1988,7 @@ def settings() -> None:
 @settings.command("enable")
 @click.argument("feature", type=click.Choice(["summaries", "writing-help", "chat"]))
 @_CLIENT_STATE
-@_fail_cleanly
+@fail_cleanly
 def settings_enable(feature: str, state_dir: Path | None) -> None:
     """Turn an AI feature on, and fill the token wallet ahead of its first request (so that the
     issuer's record of the fetch does not point at that request)."""
@@ -2223,7 +2031,7 @@ def _fill_wallet_ahead(client_dir: Path) -> str:
 @settings.command("disable")
 @click.argument("feature", type=click.Choice(["summaries", "writing-help", "chat"]))
 @_CLIENT_STATE
-@_fail_cleanly
+@fail_cleanly
 def settings_disable(feature: str, state_dir: Path | None) -> None:
     """Turn an AI feature off."""
     from privproc.client.controls import Settings
@@ -2237,7 +2045,7 @@ def settings_disable(feature: str, state_dir: Path | None) -> None:
 @settings.command("show")
 @_CLIENT_STATE
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_fail_cleanly
+@fail_cleanly
 def settings_show(state_dir: Path | None, as_json: bool) -> None:
     """The AI features and the chats closed to AI."""
     from privproc.client.controls import Settings
@@ -2258,7 +2066,7 @@ def settings_show(state_dir: Path | None, as_json: bool) -> None:
 @click.argument("chat_id")
 @click.argument("state", type=click.Choice(["on", "off"]))
 @_CLIENT_STATE
-@_fail_cleanly
+@fail_cleanly
 def chat_privacy(chat_id: str, state: str, state_dir: Path | None) -> None:
     """Advanced Chat Privacy for one chat: `on` refuses every AI feature for it."""
     from privproc.client.controls import Settings
@@ -2275,7 +2083,7 @@ def chat_privacy(chat_id: str, state: str, state_dir: Path | None) -> None:
     "--json", "as_json", is_flag=True, help="Print every field as JSON (to hand to an auditor)."
 )
 @click.option("--last", type=click.IntRange(min=1), default=None, help="Only the last N uses.")
-@_fail_cleanly
+@fail_cleanly
 def report(state_dir: Path | None, as_json: bool, last: int | None) -> None:
     """The Private Processing report: every use of an AI feature on this device, and what served
     it (the model, the enclave release in the transparency log, the relay, the gateway's key, the

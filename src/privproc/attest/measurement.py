@@ -32,7 +32,7 @@ from pathlib import Path
 
 from privproc.errors import DecodeError, TooLargeError, UsageError
 
-__all__ = ["KINDS", "Manifest", "ManifestEntry", "measure_tree"]
+__all__ = ["KINDS", "Manifest", "ManifestEntry", "hash_file", "measure_tree"]
 
 HEADER = "privproc-measurement v1"
 KINDS = ("code", "model", "config")
@@ -135,7 +135,8 @@ class Manifest:
         return hashlib.sha256(lines.encode("utf-8")).digest()
 
 
-def _hash_file(path: Path) -> tuple[bytes, int]:
+def hash_file(path: Path) -> tuple[bytes, int]:
+    """The SHA-384 and the size of a file, read in bounded chunks."""
     digest = hashlib.sha384()
     size = 0
     with open(path, "rb") as fh:
@@ -163,7 +164,7 @@ def measure_tree(roots: Mapping[str, Iterable[Path]]) -> Manifest:
                 if path.is_symlink() or not path.is_file():
                     raise UsageError(f"{path} is not a regular file")
                 name = path.name if path == root else path.relative_to(root).as_posix()
-                sha384, size = _hash_file(path)
+                sha384, size = hash_file(path)
                 entries.append(ManifestEntry(kind, name, sha384, size))
                 if len(entries) > MAX_FILES:
                     raise TooLargeError(f"a manifest holds at most {MAX_FILES} files")

@@ -30,6 +30,7 @@ from privproc.errors import (
     UnsupportedError,
     parse_retry_after,
 )
+from privproc.limits import MAX_STREAMED
 from privproc.ohttp import bhttp
 from privproc.ohttp.chunked import (
     MEDIA_TYPE_CHUNKED_REQUEST,
@@ -53,7 +54,6 @@ from privproc.ohttp.messages import (
 __all__ = ["KEM_NAMES", "OhttpClient", "choose_config"]
 
 REQUEST_CHUNK = 1 << 14  # the chunk size every chunked OHTTP implementation accepts
-MAX_STREAMED = 64 << 20  # sealed bytes of one streamed answer
 
 KEM_NAMES: dict[str, hpke.Kem] = {
     "x25519": hpke.KEM_X25519_HKDF_SHA256,

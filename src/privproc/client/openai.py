@@ -42,12 +42,12 @@ from privproc.client.controls import AIDisabledError
 from privproc.client.guard import ProxyGuard
 from privproc.client.private import PrivateProcessingClient, StreamedAnswer
 from privproc.errors import PrivprocError
+from privproc.limits import MAX_BODY
 from privproc.services.http import BodyError, StreamAborted, StreamedBody, read_body
 from privproc.wire import load_json
 
 __all__ = ["AsyncPrivateTransport", "PrivateTransport", "create_proxy_app"]
 
-MAX_BODY = 256 * 1024
 T = TypeVar("T")
 
 

@@ -38,11 +38,10 @@ from privproc.inference.backends import (
     check_prompt,
 )
 from privproc.inference.tasks import STYLES, parse_chat, rewrite, summarize
+from privproc.limits import MAX_BODY
 from privproc.wire import load_json
 
-__all__ = ["EVENT_PADDING", "MAX_BODY", "ApiResponse", "ApiStream", "handle"]
-
-MAX_BODY = 256 * 1024
+__all__ = ["EVENT_PADDING", "ApiResponse", "ApiStream", "handle"]
 
 
 @dataclass(frozen=True)

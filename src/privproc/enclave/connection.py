@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import h11
 
 from privproc.errors import DecodeError, PrivprocError, TooLargeError
+from privproc.limits import MAX_BODY
 from privproc.ratls.session import (
     EvidenceProvider,
     ServerSession,
@@ -34,8 +35,6 @@ from privproc.ratls.session import (
 from privproc.ratls.tls import ServerIdentity
 
 __all__ = ["EnclaveConnection", "HttpRequest"]
-
-MAX_REQUEST_BODY = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ class EnclaveConnection:
                 self._body.clear()
             elif isinstance(event, h11.Data):
                 self._body += event.data
-                if len(self._body) > MAX_REQUEST_BODY:
+                if len(self._body) > MAX_BODY:
                     raise TooLargeError("the request body is too large")
             elif isinstance(event, h11.EndOfMessage) and self._current is not None:
                 method, path = self._current

@@ -1,4 +1,5 @@
-"""What the enclave measures: its code (the privproc package), its model file and its config.
+"""What the enclave measures: its code (the files of the privproc package it runs: the import
+closure of its entry, `privproc.enclave.closure`), its model file and its config.
 
 The model file is the embedded model's, when the enclave runs it; an enclave on an engine
 (`privproc serve enclave --engine URL`) runs no model file of its own, and measures instead the
@@ -17,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import privproc
-from privproc.attest.measurement import Manifest, ManifestEntry, measure_tree
+from privproc.attest.measurement import Manifest, ManifestEntry, hash_file, measure_tree
+from privproc.enclave.closure import closure
 from privproc.enclave.hardening import ENV_ALLOWLIST, check_allowlist
 from privproc.enclave.sessions import SessionPolicy
 from privproc.errors import UsageError
 from privproc.inference.models import EngineModel
 
-__all__ = ["enclave_config", "enclave_manifest"]
+__all__ = ["enclave_code", "enclave_config", "enclave_manifest"]
 
 
 def enclave_config(
@@ -56,16 +58,23 @@ def enclave_config(
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode() + b"\n"
 
 
-def enclave_manifest(model_path: Path | None, config: bytes) -> Manifest:
-    package = Path(privproc.__file__).parent
-    code = measure_tree({"code": [package]})
-    code_entries = [
-        e
-        for e in code.entries
-        if "__pycache__" not in e.path.split("/")
-        and e.path.endswith((".py", ".pem", ".md", ".typed"))
+def enclave_code(package: Path | None = None) -> list[Path]:
+    """The files of the package the enclave runs (`privproc.enclave.closure`), each under the
+    package directory: what its release measures as code."""
+    package = package or Path(privproc.__file__).parent
+    return [package.joinpath(*path.parts[1:]) for path in closure(package)]
+
+
+def enclave_manifest(
+    model_path: Path | None, config: bytes, package: Path | None = None
+) -> Manifest:
+    """The manifest of the enclave's code (of `package`, by default the one installed), its model
+    file (None: it answers through an engine) and its canonical config."""
+    package = package or Path(privproc.__file__).parent
+    entries = [
+        ManifestEntry("code", path.relative_to(package).as_posix(), *hash_file(path))
+        for path in enclave_code(package)
     ]
-    entries = list(code_entries)
     if model_path is not None:
         entries += measure_tree({"model": [model_path]}).entries
 

@@ -13,7 +13,7 @@ a flood of slow or idle connections must not deny service to the others.
 - Bodies have their own deadline where they are read (`services.http.read_body`).
 
 Rules: a subclass of uvicorn's h11 protocol, configured by `ConnectionLimits` (whose numbers
-live in `services.limits`); it reads nothing of a request and logs no address.
+live in `privproc.limits`); it reads nothing of a request and logs no address.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from privproc.services.limits import ConnectionLimits
+from privproc.limits import ConnectionLimits
 
 __all__ = ["ConnectionLimits", "guarded_protocol"]
 

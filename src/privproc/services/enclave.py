@@ -48,13 +48,13 @@ from privproc.enclave.connection import EnclaveConnection
 from privproc.enclave.sessions import SessionPolicy, SessionsBusyError, SessionTable
 from privproc.errors import PrivprocError
 from privproc.inference.backends import Backend
+from privproc.limits import MAX_RECORDS
 from privproc.ratls.session import EvidenceProvider
 from privproc.ratls.tls import ServerIdentity
 from privproc.services.http import BodyError, StreamedBody, in_background, read_body
 from privproc.services.metrics import instrument, metrics_of
 
 PARTY = "enclave"
-MAX_RECORDS = 1 << 20
 _SESSION_ID = re.compile(r"[0-9a-f]{32}")
 
 

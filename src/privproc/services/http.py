@@ -25,8 +25,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from privproc.errors import TooLargeError
+from privproc.limits import ConnectionLimits
 from privproc.services.connections import guarded_protocol
-from privproc.services.limits import ConnectionLimits
 
 BODY_READ_TIMEOUT = 15.0
 

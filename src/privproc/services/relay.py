@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 from privproc import logs
 from privproc.cookies import no_cookies
+from privproc.limits import MAX_STREAMED
 from privproc.ohttp.chunked import MEDIA_TYPE_CHUNKED_REQUEST, MEDIA_TYPE_CHUNKED_RESPONSE
 from privproc.ohttp.messages import DEFAULT_MAX_MESSAGE, MEDIA_TYPE_REQUEST, MEDIA_TYPE_RESPONSE
 from privproc.services.http import BodyError, StreamAborted, StreamedBody, media_type, read_body
@@ -37,7 +38,6 @@ from privproc.services.metrics import instrument
 
 PARTY = "relay"
 GATEWAY_TIMEOUT = 60.0
-MAX_STREAMED = 64 << 20  # bytes of one streamed answer
 _ANSWER_TYPE = {
     MEDIA_TYPE_REQUEST: MEDIA_TYPE_RESPONSE,
     MEDIA_TYPE_CHUNKED_REQUEST: MEDIA_TYPE_CHUNKED_RESPONSE,

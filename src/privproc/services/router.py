@@ -50,7 +50,8 @@ import httpx
 from privproc import logs
 from privproc.cookies import no_cookies
 from privproc.enclave.sessions import SessionPolicy
-from privproc.errors import PrivprocError
+from privproc.errors import PrivprocError, UsageError
+from privproc.limits import MAX_RECORDS
 from privproc.ohttp import bhttp, bhttp_stream
 from privproc.services.http import StreamAborted, read_bounded
 from privproc.services.metrics import Metrics
@@ -61,7 +62,6 @@ __all__ = ["Enclave", "SessionRouter"]
 
 PARTY = "gateway"
 _SESSION_PATH = re.compile(r"/v1/sessions/([0-9a-f]{32})")
-MAX_RECORDS = 1 << 20
 _BUSY = (("retry-after", "1"),)
 
 
@@ -115,7 +115,7 @@ class SessionRouter:
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not enclave_urls:
-            raise ValueError("a router needs at least one enclave")
+            raise UsageError("a router needs at least one enclave")
         self.enclaves = [Enclave(url.rstrip("/")) for url in enclave_urls]
         self.verifier = verifier
         self.max_sessions = max_sessions
