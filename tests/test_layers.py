@@ -13,6 +13,8 @@ import builtins
 from collections.abc import Iterator
 from pathlib import Path
 
+from privproc.enclave.closure import imported_names
+
 PACKAGE = Path(__file__).parent.parent / "src" / "privproc"
 
 # Sans-IO cores (DESIGN.md section 5) and what sits above them.
@@ -32,28 +34,15 @@ DEBTS = {
 }
 
 
-def _modules(packages: bool = True) -> Iterator[tuple[str, ast.Module]]:
+def _modules(packages: bool = True) -> Iterator[tuple[str, ast.Module, bool]]:
     for path in sorted(PACKAGE.rglob("*.py")):
         parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
-        if parts[-1] == "__init__":
+        is_package = parts[-1] == "__init__"
+        if is_package:
             if not packages:
                 continue
             parts.pop()
-        yield ".".join(parts), ast.parse(path.read_text(), str(path))
-
-
-def _imports(name: str, tree: ast.Module) -> Iterator[str]:
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                package = name.rsplit(".", node.level)[0]
-                base = f"{package}.{base}" if base else package
-            yield base
-            if base.startswith("privproc"):
-                yield from (f"{base}.{alias.name}" for alias in node.names)
+        yield ".".join(parts), ast.parse(path.read_text(), str(path)), is_package
 
 
 def _layer(module: str) -> str:
@@ -61,9 +50,9 @@ def _layer(module: str) -> str:
     return parts[1] if len(parts) > 1 else ""
 
 
-def _violations(name: str, tree: ast.Module) -> set[str]:
+def _violations(name: str, tree: ast.Module, is_package: bool = False) -> set[str]:
     found = set()
-    for imported in _imports(name, tree):
+    for imported in imported_names(name, is_package, tree):
         top = imported.split(".")[0]
         if (top == "privproc" and _layer(imported) in ABOVE) or top in NETWORK:
             found.add(imported)
@@ -72,8 +61,8 @@ def _violations(name: str, tree: ast.Module) -> set[str]:
 
 def test_cores_import_no_party_shell_or_network() -> None:
     offenders = {}
-    for name, tree in _modules():
-        if _layer(name) in CORES and (bad := _violations(name, tree)):
+    for name, tree, is_package in _modules():
+        if _layer(name) in CORES and (bad := _violations(name, tree, is_package)):
             offenders[name] = sorted(bad)
     assert set(offenders) == set(DEBTS), offenders
 
@@ -106,7 +95,7 @@ def test_errors_come_from_the_one_hierarchy() -> None:
     }
     offenders = [
         f"{name}:{line} raises {exc}"
-        for name, tree in _modules()
+        for name, tree, _ in _modules()
         for line, exc in _raises(tree)
         if exc in builtin - {"NotImplementedError"}
     ]
@@ -116,7 +105,7 @@ def test_errors_come_from_the_one_hierarchy() -> None:
 def test_every_module_states_its_rules() -> None:
     missing = [
         name
-        for name, tree in _modules(packages=False)
+        for name, tree, _ in _modules(packages=False)
         if len((ast.get_docstring(tree) or "").splitlines()) < 2
     ]
     assert missing == []

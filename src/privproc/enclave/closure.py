@@ -25,7 +25,7 @@ from pathlib import Path
 
 from privproc.errors import UsageError
 
-__all__ = ["ENTRY", "closure", "modules_of"]
+__all__ = ["ENTRY", "closure", "imported_names", "modules_of"]
 
 ENTRY = "privproc.enclave.main"
 _DATA_SUFFIXES = (".pem", ".md", ".typed")
@@ -40,9 +40,10 @@ def _file_of(root: Path, module: str) -> Path | None:
     return None
 
 
-def _imported(module: str, is_package: bool, tree: ast.Module) -> Iterator[str]:
-    """The privproc names an import statement of the module may refer to (a module, or a name in
-    one: the caller keeps those that are modules)."""
+def imported_names(module: str, is_package: bool, tree: ast.Module) -> Iterator[str]:
+    """Every name the module's import statements refer to, relative ones made absolute: each
+    module, and for `from X import Y` also X.Y (a module or a name in one: the caller keeps those
+    that are modules). `tests/test_layers.py` reads the package's layers with it too."""
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
@@ -73,7 +74,7 @@ def modules_of(root: Path, entry: str = ENTRY) -> dict[str, Path]:
         parts = name.split(".")
         todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # the packages on the way
         tree = ast.parse(path.read_bytes(), str(path))
-        todo += _imported(name, path.name == "__init__.py", tree)
+        todo += imported_names(name, path.name == "__init__.py", tree)
     if entry not in found:
         raise UsageError(f"the enclave's entry module {entry} is not under {root}")
     return found
