@@ -23,7 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from privproc.tlog.client import LogClient, LogPolicy, directory_fetcher
+from privproc.client.logfetch import directory_fetcher
+from privproc.tlog.client import LogClient, LogPolicy
 from privproc.tlog.log import TransparencyLog
 from privproc.tlog.publisher import publish
 

@@ -26,8 +26,6 @@ ABOVE = frozenset(("client", "services", "enclave", "inference", "issuer", "cli"
 NETWORK = frozenset(("socket", "ssl", "asyncio", "httpx", "h11", "starlette", "uvicorn", "urllib",
                      "http", "requests", "redis"))  # fmt: skip
 DEBTS = {
-    "privproc.tlog.client": "fetches tiles and keeps files beside verifying: the device's shell "
-    "moves out of the core (issue 17)",
     "privproc.tlog.publisher": "writes tiles for the CDN: moves to the log party (issue 17)",
     "privproc.tokens.spent": "the spent-token stores (SQLite, Redis) are the gateway's state: "
     "they move to the gateway party (issue 17)",

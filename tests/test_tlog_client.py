@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from privproc.client.logfetch import directory_fetcher, http_fetcher
 from privproc.errors import DecodeError, PrivprocError
 from privproc.tlog import merkle
 from privproc.tlog.checkpoint import Checkpoint
@@ -25,8 +26,6 @@ from privproc.tlog.client import (
     RollbackError,
     SplitViewError,
     describe,
-    directory_fetcher,
-    http_fetcher,
 )
 from privproc.tlog.log import TransparencyLog
 from privproc.tlog.note import Note, parse_note

@@ -344,7 +344,9 @@ def serve_cdn(host: str, port: int, directory: Path) -> None:
 )
 @click.pass_context
 def serve_enclave(ctx: click.Context) -> None:
-    """The enclave (its own entry, `privproc.enclave.main`: --help for its options)."""
+    """The enclave: attested TLS sessions running the model (--help: its own options).
+
+    This runs the enclave's own entry, privproc.enclave.main, in place of the command line."""
     from privproc.enclave.closure import ENTRY
     from privproc.limits import ConnectionLimits
 
@@ -974,6 +976,7 @@ def log_verify(
     """
     import httpx
 
+    from privproc.client.logfetch import directory_fetcher, http_fetcher
     from privproc.tlog.client import (
         AcceptedCheckpoint,
         LogClient,
@@ -981,8 +984,6 @@ def log_verify(
         RollbackError,
         SplitViewError,
         describe,
-        directory_fetcher,
-        http_fetcher,
     )
     from privproc.tlog.entries import decode_entry, describe_entry
 
@@ -1227,7 +1228,8 @@ def _attest_log_checks(
     import httpx
 
     from privproc.attest.appraisal import logged_release_checks
-    from privproc.tlog.client import LogClient, LogPolicy, directory_fetcher, http_fetcher
+    from privproc.client.logfetch import directory_fetcher, http_fetcher
+    from privproc.tlog.client import LogClient, LogPolicy
 
     policy = LogPolicy.from_keys(origin, log_keys, witness_keys, quorum)
     with httpx.Client(timeout=15, follow_redirects=False) as http:

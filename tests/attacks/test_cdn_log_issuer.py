@@ -38,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from privproc.client.logfetch import http_fetcher
 from privproc.client.private import ClientConfig, NotLoggedError, PrivateProcessingClient
 from privproc.client.wallet import Wallet
 from privproc.ohttp.keys import KeyRing
@@ -51,7 +52,6 @@ from privproc.tlog.client import (
     QuorumNotMetError,
     RollbackError,
     SplitViewError,
-    http_fetcher,
 )
 from privproc.tlog.entries import OhttpKeyConfigSet, decode_entry, encode_entry
 from privproc.tlog.log import TransparencyLog

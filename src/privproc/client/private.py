@@ -58,6 +58,7 @@ from privproc.client.controls import ReportEntry, Settings, UsageReport, report_
 from privproc.client.http import new_client
 from privproc.client.incognito import AsyncIncognitoChat, ChatOptions, IncognitoChat
 from privproc.client.issuer import IssuerClient
+from privproc.client.logfetch import http_fetcher
 from privproc.client.ohttp import OhttpClient, choose_config
 from privproc.client.results import ChatReply, ModelCard, Provenance, Rewrite, Summary, Usage
 from privproc.client.sse import data_events
@@ -77,7 +78,7 @@ from privproc.ohttp import bhttp, bhttp_stream
 from privproc.ohttp.keys import KeyConfig, decode_key_configs
 from privproc.ratls.session import ClientSession, ClientState, client_session
 from privproc.tlog.checkpoint import Checkpoint
-from privproc.tlog.client import AcceptedCheckpoint, LogClient, LogPolicy, http_fetcher
+from privproc.tlog.client import AcceptedCheckpoint, LogClient, LogPolicy
 from privproc.tlog.entries import EnclaveRelease, IssuerTokenKey, OhttpKeyConfigSet, decode_entry
 from privproc.tlog.note import parse_note
 from privproc.tokens.auth import TOKEN_TYPE_BLIND_RSA, Token, TokenChallenge, parse_authorization

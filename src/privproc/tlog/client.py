@@ -1,7 +1,7 @@
 """The log client: trust a checkpoint only with the log's signature and a witness quorum, only if
 it is consistent with the last one accepted, and prove entries against it from tiles.
 
-    client = LogClient(policy, http_fetcher(base_url), AcceptedCheckpoint(state / "log.json"))
+    client = LogClient(policy, fetch, AcceptedCheckpoint(state / "log.json"))  # client.logfetch
     current = client.update()                 # verified, consistent, persisted
     client.prove_inclusion(index, entry)      # or: entry = client.entry(index)
 
@@ -15,8 +15,8 @@ Rules of this module:
   rollback, the same size with another root or a failed consistency proof is a split view. Both
   raise with the two signed checkpoints as evidence, and the accepted one stays.
 - The accepted checkpoint is persisted atomically (write, fsync, rename) before `update` returns.
-- Fetching is a callable (`Fetch`), so the core never does I/O itself; `http_fetcher` and
-  `directory_fetcher` are the two shells.
+- Fetching is a callable (`Fetch`) the caller gives, so the core opens no connection itself;
+  the two shells, over HTTP and from a directory, are `privproc.client.logfetch`'s.
 """
 
 from __future__ import annotations
@@ -28,15 +28,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from privproc.client.http import bounded_exchange
-from privproc.errors import CryptoError, DecodeError, PeerRejectedError, PrivprocError, UsageError
+from privproc.errors import CryptoError, DecodeError, PrivprocError, UsageError
 from privproc.storage import write_atomically
 from privproc.tlog import merkle
 from privproc.tlog.checkpoint import Checkpoint
 from privproc.tlog.note import (
-    MAX_NOTE_SIZE,
     SIG_COSIGNATURE_V1,
     SIG_ED25519,
     NoteVerificationError,
@@ -58,14 +54,13 @@ from privproc.wire import load_json
 __all__ = [
     "AcceptedCheckpoint",
     "CheckpointRejectedError",
+    "Fetch",
     "LogClient",
     "LogPolicy",
     "QuorumNotMetError",
     "RollbackError",
     "SplitViewError",
     "VerifiedCheckpoint",
-    "directory_fetcher",
-    "http_fetcher",
     "verify_checkpoint",
 ]
 
@@ -308,38 +303,6 @@ class LogClient:
         entry = decode_bundle(self._fetch(path), width)[offset]  # bundles are large: not cached
         self.prove_inclusion(index, entry)
         return entry
-
-
-def http_fetcher(base_url: str, http: httpx.Client) -> Fetch:
-    """Fetch log resources from `base_url` (the CDN), each with the bound its kind allows."""
-    base = base_url.rstrip("/")
-
-    def fetch(path: str) -> bytes:
-        if path == "checkpoint":
-            limit = MAX_NOTE_SIZE
-        elif path.startswith("tile/entries/"):
-            limit = MAX_BUNDLE
-        else:
-            limit = MAX_TILE
-        answer = bounded_exchange(http, "GET", f"{base}/{path}", limit)
-        if answer.status != 200:
-            raise PeerRejectedError(f"{base}/{path} answered {answer.status}", answer.status)
-        return answer.body
-
-    return fetch
-
-
-def directory_fetcher(root: Path) -> Fetch:
-    """Read log resources from a published directory on disk."""
-
-    def fetch(path: str) -> bytes:
-        target = root / path
-        try:
-            return target.read_bytes()
-        except OSError as exc:
-            raise PrivprocError(f"cannot read {path} under {root}: {exc.strerror}") from None
-
-    return fetch
 
 
 def describe(error: PrivprocError) -> str:
