@@ -157,6 +157,7 @@ def test_days_as_people_write_them() -> None:
     for text in ("I sat down at the sun lounger", "the sun is out"):
         assert settle(chat(("A", "", text))).day is None, text
     assert ground("They meet on Wednesday.", chat(("A", "", "weds at 6?"))).whole
+    assert ground("The wedding is on September 12.", chat(("A", "", "its sept 12th"))).whole
     assert not ground("They meet tomorrow.", chat(("A", "", "weds at 6?"))).whole
 
 
@@ -170,6 +171,10 @@ def test_deadlines_ends_and_other_appointments_are_not_the_plan() -> None:
     assert (plan.day, plan.time) == ("Thursday", "between 8 am and noon")
     assert compose(plan).startswith("Latest plan: on Thursday between 8 am and noon.")
     assert any("by friday" in quote for quote in plan.quotes)  # said, though not the plan
+    short = settle(chat(("Hana", "", "bill came, 186 this quarter"),
+                        ("Hana", "", "pay me by tues pls")))  # fmt: skip
+    assert short.day is None
+    assert 'Hana: "pay me by tues pls"' in short.quotes  # a deadline however the day is spelt
     moved = settle(chat(("A", "", "The report is due on Friday"),
                         ("B", "", "they need it by Thursday instead")))  # fmt: skip
     assert moved.day == "Thursday"

@@ -31,9 +31,11 @@ __all__ = [
     "COMMON",
     "DAYS",
     "MONTHS",
+    "MONTH_SPELLINGS",
     "OPEN_HOUR_SHAPES",
     "RELATIVE_DAYS",
     "TIME_SHAPES",
+    "WEEKDAY_SPELLINGS",
     "Grounded",
     "clauses",
     "day_spans",
@@ -41,6 +43,7 @@ __all__ = [
     "ground",
     "loose_minutes",
     "minutes_of",
+    "month_of",
     "open_hour",
     "sentences",
     "times",
@@ -123,9 +126,15 @@ _SHORT_DAYS = {"mon": "monday", "tue": "tuesday", "tues": "tuesday", "wed": "wed
                "fri": "friday", "sat": "saturday", "sun": "sunday", "tmrw": "tomorrow",
                "tmr": "tomorrow", "tomoz": "tomorrow", "2moro": "tomorrow",
                "tonite": "tonight"}  # fmt: skip
+# Every way a chat names a weekday, and a month (here and in `privproc.inference.plans`).
+WEEKDAY_SPELLINGS = (*DAYS, *(short for short, day in _SHORT_DAYS.items() if day in DAYS))
+_SHORT_MONTHS = {"jan": "january", "feb": "february", "apr": "april", "jun": "june",
+                 "jul": "july", "aug": "august", "sep": "september", "sept": "september",
+                 "oct": "october", "nov": "november", "dec": "december"}  # fmt: skip
+MONTH_SPELLINGS = (*MONTHS, *_SHORT_MONTHS)
 _DAY_WORDS = re.compile(
     r"\b(?P<full>" + "|".join((*DAYS, *RELATIVE_DAYS)) + r")(?:s|'s)?\b"
-    r"|\b(?P<short>mon|tues?|weds?|thu(?:rs?)?|fri|tmrw|tmr|tomoz|2moro|tonite)\b\.?"
+    r"|\b(?P<short>" + "|".join(s for s in _SHORT_DAYS if s not in ("sat", "sun")) + r")\b\.?"
     r"|\b(?P<end>sat|sun)\b(?=\s*(?:[?!,]|$|morning|afternoon|evening|night|\d|at\b|or\b|"
     r"instead\b|then\b|works\b|is (?:fine|good|bad)\b))"
     r"|\b(?:on|this|next|by|till|until|for|every|from)\s+(?P<after>sat|sun)\b",
@@ -137,6 +146,12 @@ def clauses(text: str) -> list[str]:
     """A message's clauses, as the rules read them (a day said as "sat" ends one)."""
     parts = re.split(r"[.;!?\n]+|,\s+|\s+but\s+|\s+so\s+|\s+and then\s+", text)
     return [p.strip() for p in parts if p.strip()]
+
+
+def month_of(word: str) -> str | None:
+    """The month a word names, in full and lower case ("sept" -> september), if it names one."""
+    low = word.lower().rstrip(".")
+    return low if low in MONTHS else _SHORT_MONTHS.get(low)
 
 
 def day_spans(text: str) -> list[tuple[int, str]]:
@@ -227,7 +242,7 @@ def _source(chat: Sequence[Line]) -> _Source:
     words = {w.lower().strip("'-") for w in _WORD.findall(joined)}
     words |= {_stem(w) for w in words}
     words |= {day for text in texts for part in clauses(_plain(text)) for _, day in day_spans(part)}
-    words |= {m for m in MONTHS if m[:3] in words or (m == "september" and "sept" in words)}
+    words |= {_SHORT_MONTHS[w] for w in words if w in _SHORT_MONTHS}
     numbers = {n.replace(",", ".") for n in _NUMBER.findall(_TIME.sub(" ", joined))}
     numbers |= set(re.findall(r"\b(\d+)(?:st|nd|rd|th)\b", joined))  # "the 12th"
     numbers |= {str(i) for i, w in enumerate(_NUMBER_WORDS) if w in words}

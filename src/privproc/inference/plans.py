@@ -36,15 +36,18 @@ from dataclasses import dataclass, field
 from privproc.inference.grounding import (
     COMMON,
     DAYS,
+    MONTH_SPELLINGS,
     MONTHS,
     OPEN_HOUR_SHAPES,
     TIME_SHAPES,
+    WEEKDAY_SPELLINGS,
     Line,
     clauses,
     day_spans,
     facts,
     loose_minutes,
     minutes_of,
+    month_of,
     open_hour,
 )
 
@@ -56,8 +59,7 @@ _MONTHS = tuple(m for m in MONTHS if m != "may")  # "may" is more often a verb
 _TIME = re.compile(TIME_SHAPES + "|" + OPEN_HOUR_SHAPES, re.IGNORECASE)
 # A date: a month with its day either side ("June 13", "13th June", "sept 12th"), or "the 12th"
 # (in the month the chat last named, if it named one). A month alone is no date of a plan.
-_MONTH_NAMES = "|".join((*_MONTHS, "jan", "feb", "apr", "jun", "jul", "aug", "sept?", "oct", "nov",
-                         "dec"))  # fmt: skip
+_MONTH_NAMES = "|".join(m for m in MONTH_SPELLINGS if m != "may")
 _NTH = r"(?:[1-9]|[12]\d|3[01])"
 _DATE = re.compile(
     rf"\b(?P<month>{_MONTH_NAMES})\.?\s+(?P<n>{_NTH})(?:st|nd|rd|th)?\b(?![:.]\d)"
@@ -65,7 +67,6 @@ _DATE = re.compile(
     rf"|\bthe\s+(?P<nth>{_NTH})(?:st|nd|rd|th)\b",
     re.IGNORECASE,
 )
-_MONTH_OF = {m[:3]: m.capitalize() for m in MONTHS}
 _PLACE = re.compile(
     r"\b(?:at|in|to)\s+(?P<name>(?:room\s+)?[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*)"
     r"|\b(?:at|in)\s+(?P<the>the\s+(?!(?:end|moment|latest|earliest|weekend|same|start|least|"
@@ -79,7 +80,7 @@ _PLACE = re.compile(
 # come", "can't, busy"), not when it is about something else ("can't drive him tues").
 _REFUSAL = re.compile(
     r"\b(?:(?:can't|cannot|can not)(?!\s+(?!(?:do|make|come|go|join|manage|attend|be)\b)"
-    r"(?!(?:" + "|".join(_DAYS) + r"|mon|tues?|weds?|thu(?:rs?)?|fri|sat|sun)\b)[a-z]{2,})"
+    r"(?!(?:" + "|".join(WEEKDAY_SPELLINGS) + r")\b)[a-z]{2,})"
     r"|doesn't work|does not work|won't work|is too (?:early|late)|"
     r"too (?:early|late)|is bad|is busy|busy|is full|full|is closed|closed|cancel+ed|"
     r"not|no longer|instead of|rather than|sorry)\b",
@@ -329,10 +330,10 @@ def _mentions(
             afternoon = minutes >= 720
         mentions.append(_Mention("time", _say_time(minutes), down))
     for match in re.finditer(rf"\b(?:{_MONTH_NAMES})\b", clause, re.IGNORECASE):
-        plan.month = _MONTH_OF[match.group(0)[:3].lower()]
+        plan.month = str(month_of(match.group(0))).capitalize()
     for match in _DATE.finditer(clause):
         if match.group("month") or match.group("month2"):
-            month = _MONTH_OF[(match.group("month") or match.group("month2"))[:3].lower()]
+            month = str(month_of(match.group("month") or match.group("month2"))).capitalize()
             value = f"{month} {match.group('n') or match.group('first')}"
         elif plan.month:  # "in September ... the 12th"
             value = f"{plan.month} {match.group('nth')}"
@@ -411,7 +412,9 @@ _ACKNOWLEDGEMENT = re.compile(r"^(?:ok|okay|sure|yes|yep|great|thanks|thank you|
                               r"me too|count me in|got it|good idea|perfect)\b", re.I)  # fmt: skip
 
 
-_DEADLINE = re.compile(r"\b(?:by|before)\s+(?:\d|noon|" + "|".join(_DAYS) + r")", re.IGNORECASE)
+_DEADLINE = re.compile(
+    r"\b(?:by|before)\s+(?:\d|noon|" + "|".join((*_DAYS, *WEEKDAY_SPELLINGS)) + r")\b", re.I
+)
 
 
 def _quotes(plan: Plan, messages: list[tuple[Line, set[str], bool]]) -> list[str]:
