@@ -29,9 +29,15 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from privproc.api import ChatLine
 from privproc.errors import UnusableAnswerError
-from privproc.inference.backends import Backend, EmbeddedBackend, Message, RemoteBackend
-from privproc.inference.grounding import (
+from privproc.parties.enclave.inference.backends import (
+    Backend,
+    EmbeddedBackend,
+    Message,
+    RemoteBackend,
+)
+from privproc.parties.enclave.inference.grounding import (
     DAYS,
     TIME_SHAPES,
     facts,
@@ -39,7 +45,7 @@ from privproc.inference.grounding import (
     loose_minutes,
     times,
 )
-from privproc.inference.tasks import ChatLine, check_rewrite, rewrite, summarize
+from privproc.parties.enclave.inference.tasks import check_rewrite, rewrite, summarize
 
 CASES = Path(__file__).parent / "answers"
 

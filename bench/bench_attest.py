@@ -25,10 +25,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from privproc.attest.amd import load_certificate
 from privproc.attest.appraisal import AttestationPolicy, ratls_verifier
 from privproc.attest.measurement import Manifest, ManifestEntry
-from privproc.attest.provider import EvidenceProvider
 from privproc.attest.snp import AttestationReport
 from privproc.attest.verify import verify_snp_evidence
-from privproc.attest.virtual import VirtualSnp
+from privproc.parties.enclave.platform.provider import EvidenceProvider
+from privproc.parties.enclave.platform.virtual import VirtualSnp
 from privproc.ratls.session import ClientState, client_session, pump, server_session
 from privproc.ratls.tls import ServerIdentity
 from timing import paired_rates, rate

@@ -26,8 +26,8 @@ import httpx
 from tests.servers import privproc_process
 from tests.slowloris import SlowLoris
 
-from privproc.client.ohttp import OhttpClient, choose_config
 from privproc.ohttp import bhttp
+from privproc.parties.device.ohttp import OhttpClient, choose_config
 
 
 def _measure(request: Callable[[], None], count: int) -> tuple[int, list[float]]:

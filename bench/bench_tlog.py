@@ -23,10 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from privproc.client.logfetch import directory_fetcher
+from privproc.parties.device.logfetch import directory_fetcher
+from privproc.parties.log.publisher import publish
 from privproc.tlog.client import LogClient, LogPolicy
 from privproc.tlog.log import TransparencyLog
-from privproc.tlog.publisher import publish
 
 ORIGIN = "bench.example/log"
 

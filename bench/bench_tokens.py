@@ -22,10 +22,10 @@ import httpx
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from privproc.parties.gateway.verifier import TokenVerifier
 from privproc.tokens import blindrsa, issuance
 from privproc.tokens.auth import TokenChallenge, b64url_decode, format_authorization
 from privproc.tokens.directory import VerificationKey
-from privproc.tokens.verifier import TokenVerifier
 from timing import paired_rates
 
 PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)

@@ -26,11 +26,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from privproc.client.controls import Settings
-from privproc.client.private import PrivateProcessingClient
-from privproc.enclave.api import handle
-from privproc.inference.backends import MODEL_NAME, Completion, Delta, Message
-from privproc.inference.models import ModelCard
+from privproc.api import ModelCard
+from privproc.parties.device.controls import Settings
+from privproc.parties.device.private import PrivateProcessingClient
+from privproc.parties.enclave.handler import handle
+from privproc.parties.enclave.inference.backends import MODEL_NAME, Completion, Delta, Message
 from privproc.system import System
 
 
@@ -101,7 +101,7 @@ def _timed(pieces: Iterator[str]) -> tuple[float, float, int]:
 
 
 def stream_run(system: System, runs: int) -> None:
-    from privproc.inference.backends import EmbeddedBackend
+    from privproc.parties.enclave.inference.backends import EmbeddedBackend
 
     model = EmbeddedBackend()
     question = [Message("user", STREAM_PROMPT)]

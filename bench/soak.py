@@ -39,11 +39,11 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from privproc.client.controls import Settings
-from privproc.client.private import PrivateProcessingClient
-from privproc.enclave.api import ApiResponse, handle
 from privproc.errors import PeerRejectedError, PrivprocError
-from privproc.inference.backends import MODEL_NAME
+from privproc.parties.device.controls import Settings
+from privproc.parties.device.private import PrivateProcessingClient
+from privproc.parties.enclave.handler import ApiResponse, handle
+from privproc.parties.enclave.inference.backends import MODEL_NAME
 from privproc.system import System
 
 PARTIES = ("gateway", "enclave")

@@ -20,9 +20,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from privproc.attest.provider import EvidenceProvider, ReleaseProof
-from privproc.attest.virtual import VirtualSnp
-from privproc.services.http import StreamAborted, StreamedBody
+from privproc.net.http import StreamAborted, StreamedBody
+from privproc.parties.enclave.platform.provider import EvidenceProvider, ReleaseProof
+from privproc.parties.enclave.platform.virtual import VirtualSnp
 from privproc.system import System
 from tests.servers import app_in_thread
 
@@ -106,8 +106,8 @@ class Link:
 
 def genuine_provider(system: System, platform: VirtualSnp | None = None) -> EvidenceProvider:
     """The logged release's evidence, from the system's virtual platform (or `platform`)."""
-    from privproc.enclave.workload import enclave_config, enclave_manifest
-    from privproc.inference.backends import MODEL_NAME, locate_smollm2
+    from privproc.parties.enclave.inference.backends import MODEL_NAME, locate_smollm2
+    from privproc.parties.enclave.workload import enclave_config, enclave_manifest
 
     sysdir = system.system_dir
     return EvidenceProvider(
@@ -124,9 +124,9 @@ def enclave_behind(
     """The enclave (genuine unless `provider` says otherwise) in this process, behind `link` on
     the enclave's port; the system's own enclave is stopped meanwhile and restarted after.
     Yields the enclave's own URL (behind the link)."""
-    from privproc.inference.backends import EmbeddedBackend
+    from privproc.parties.enclave.inference.backends import EmbeddedBackend
+    from privproc.parties.enclave.service import create_enclave_app
     from privproc.ratls.tls import ServerIdentity
-    from privproc.services.enclave import create_enclave_app
 
     port = int(system.enclave_args[system.enclave_args.index("--port") + 1])
     system.stop_party("enclave")

@@ -96,7 +96,7 @@ def privproc_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProces
 
 def running_system(state: Path, **options: Any) -> Iterator[System]:
     """A started System (with `options`), every AI feature enabled; stopped after."""
-    from privproc.client.controls import FEATURES, Settings
+    from privproc.parties.device.controls import FEATURES, Settings
 
     running = System(state, **options)
     try:
@@ -182,7 +182,7 @@ def app_in_thread(app: object, host: str = "127.0.0.1", port: int = 0) -> Iterat
     import asyncio
     import threading
 
-    from privproc.services.http import bind, make_server, url_of
+    from privproc.net.http import bind, make_server, url_of
 
     sock = bind(host, port)
     server = make_server(app)  # type: ignore[arg-type]

@@ -11,8 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
 import bench_answers as evaluation
-from privproc.inference.backends import EmbeddedBackend
-from privproc.inference.tasks import summarize
+from privproc.parties.enclave.inference.backends import EmbeddedBackend
+from privproc.parties.enclave.inference.tasks import summarize
 
 
 def test_the_scorer_reads_facts_as_a_reader_would() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from privproc.net.commands import party_state
 from tests.servers import privproc_cli as _cli
 
 VECTORS = Path(__file__).parent / "vectors" / "sev"
@@ -48,13 +49,12 @@ def test_simulate_verify_and_measure(tmp_path: Path) -> None:
     assert sim.returncode == 0, sim.stderr
     common = ["attest", "verify", str(out), "--vcek", str(out.with_suffix(".vcek.pem")),
               "--chain", str(out.with_suffix(".chain.pem"))]  # fmt: skip
-    trusted = _cli(*common, "--trust-root", str(tmp_path / "p" / "chain.pem"), "--report-data", rd)
+    chain = party_state(tmp_path / "p", "platform") / "chain.pem"  # under --state, its own folder
+    trusted = _cli(*common, "--trust-root", str(chain), "--report-data", rd)
     assert trusted.returncode == 0, trusted.stdout
     assert "[pass] policy.report-data" in trusted.stdout
     assert _cli(*common).returncode == 1  # AMD's roots do not know the virtual ARK
-    other = _cli(
-        *common, "--trust-root", str(tmp_path / "p" / "chain.pem"), "--report-data", "00" * 64
-    )
+    other = _cli(*common, "--trust-root", str(chain), "--report-data", "00" * 64)
     assert other.returncode == 1
     assert "[fail] policy.report-data" in other.stdout
     (tmp_path / "code").mkdir()

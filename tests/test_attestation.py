@@ -21,12 +21,12 @@ from privproc.attest.appraisal import (
 )
 from privproc.attest.bulletins import MINIMUM_TCB, raised_minimum_tcb
 from privproc.attest.evidence import EvidenceBundle
-from privproc.attest.hardware import ConfigfsTsm, encode_cert_table
 from privproc.attest.measurement import Manifest, ManifestEntry
-from privproc.attest.provider import EvidenceProvider, ReleaseProof
 from privproc.attest.snp import GuestPolicy, Product, TcbParts
-from privproc.attest.virtual import VirtualSnp
 from privproc.errors import PrivprocError, UsageError
+from privproc.parties.enclave.platform.hardware import ConfigfsTsm, encode_cert_table
+from privproc.parties.enclave.platform.provider import EvidenceProvider, ReleaseProof
+from privproc.parties.enclave.platform.virtual import VirtualSnp
 from privproc.ratls.session import (
     EXPORTER_LABEL,
     EXPORTER_LENGTH,

@@ -9,7 +9,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from privproc.client.ohttp import OhttpClient, choose_config
 from privproc.ohttp import bhttp
 from privproc.ohttp.chunked import (
     MEDIA_TYPE_CHUNKED_REQUEST,
@@ -17,6 +16,7 @@ from privproc.ohttp.chunked import (
     ChunkedRequestEncoder,
 )
 from privproc.ohttp.keys import KeyConfig
+from privproc.parties.device.ohttp import OhttpClient, choose_config
 from tests.conftest import Running
 from tests.servers import privproc_process
 

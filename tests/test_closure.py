@@ -1,5 +1,6 @@
 """The enclave measures its own code only (issue 17, point 1): the import closure of its entry,
-`privproc.enclave.main`. A change to the gateway, the device, the issuer or the command line is no
+`privproc.parties.enclave.main`. A change to the gateway, the device, the issuer or the command
+line is no
 new enclave release; a change to the enclave, or to a core it imports, is."""
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from pathlib import Path
 import pytest
 
 import privproc
-from privproc.enclave.closure import ENTRY, closure, modules_of
-from privproc.enclave.hardening import enclave_environment
-from privproc.enclave.workload import enclave_code, enclave_config, enclave_manifest
+from privproc.parties.enclave.closure import ENTRY, closure, modules_of
+from privproc.parties.enclave.hardening import enclave_environment
+from privproc.parties.enclave.workload import enclave_code, enclave_config, enclave_manifest
 
 PACKAGE = Path(privproc.__file__).parent
 CONFIG = enclave_config("model")
@@ -38,16 +39,18 @@ def _measured(package: Path) -> bytes:
 @pytest.mark.parametrize(
     ("path", "part_of_the_release"),
     [
-        ("services/gateway.py", False),
-        ("services/relay.py", False),
-        ("services/issuer.py", False),
-        ("client/private.py", False),
-        ("cli.py", False),
+        ("parties/gateway/service.py", False),
+        ("parties/relay/service.py", False),
+        ("parties/issuer/service.py", False),
+        ("parties/device/private.py", False),
+        ("cli/__init__.py", False),
+        ("parties/gateway/commands.py", False),
+        ("api.py", True),  # the contract the enclave speaks
         ("system.py", False),
         ("tlog/witness.py", False),
-        ("enclave/api.py", True),
-        ("enclave/main.py", True),
-        ("inference/plans.py", True),
+        ("parties/enclave/handler.py", True),
+        ("parties/enclave/main.py", True),
+        ("parties/enclave/inference/plans.py", True),
         ("ratls/tls.py", True),  # a core the enclave imports
         ("errors.py", True),
         ("attest/roots/ask_ark_milan.pem", True),  # data beside a module it runs
@@ -67,12 +70,24 @@ def test_only_what_the_enclave_runs_changes_its_release(
     assert _measured(copy) == before
 
 
+def test_the_enclave_folder_is_what_runs_inside() -> None:
+    """Every module in parties/enclave/ is in the closure (a reader who opens the folder reads
+    only what runs inside), and no other party's is."""
+    modules = modules_of(PACKAGE.parent)
+    folder = PACKAGE / "parties" / "enclave"
+    files = {p for p in folder.rglob("*.py") if "__pycache__" not in p.parts}
+    inside = {p for name, p in modules.items() if name.startswith("privproc.parties.enclave")}
+    assert files == inside
+    assert {n.split(".")[2] for n in modules if n.startswith("privproc.parties.")} == {"enclave"}
+
+
 def test_the_closure_is_the_entry_and_what_it_imports() -> None:
     modules = modules_of(PACKAGE.parent)
     assert ENTRY in modules
-    assert {"privproc", "privproc.enclave", "privproc.errors"} <= set(modules)
-    assert not {"privproc.cli", "privproc.system", "privproc.client.private",
-                "privproc.services.gateway", "privproc.services.issuer"} & set(modules)  # fmt: skip
+    assert {"privproc", "privproc.parties.enclave", "privproc.errors"} <= set(modules)
+    outside = {"privproc.cli", "privproc.system", "privproc.parties.device.private",
+               "privproc.parties.gateway.service", "privproc.parties.issuer.service"}  # fmt: skip
+    assert not outside & set(modules)
     files = [str(path) for path in closure(PACKAGE)]
     assert files == sorted(files)
     assert "privproc/attest/roots/ask_ark_milan.pem" in files
@@ -85,28 +100,30 @@ def test_the_closure_is_the_entry_and_what_it_imports() -> None:
 
 def test_a_relative_import_and_an_import_inside_a_function_are_followed(tmp_path: Path) -> None:
     pkg = tmp_path / "privproc"
-    (pkg / "enclave").mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "enclave" / "__init__.py").write_text("")
-    (pkg / "enclave" / "main.py").write_text("from . import helper\n")
-    (pkg / "enclave" / "helper.py").write_text("def f():\n    from privproc import deep\n")
+    enclave = pkg / "parties" / "enclave"
+    enclave.mkdir(parents=True)
+    for package in (pkg, pkg / "parties", enclave):
+        (package / "__init__.py").write_text("")
+    (enclave / "main.py").write_text("from . import helper\n")
+    (enclave / "helper.py").write_text("def f():\n    from ...deep import g\n")
     (pkg / "deep.py").write_text("from privproc.errors import E\n")
     (pkg / "errors.py").write_text("class E(Exception): ...\n")
     (pkg / "unused.py").write_text("")
     assert [str(p) for p in closure(pkg)] == [
         "privproc/__init__.py",
         "privproc/deep.py",
-        "privproc/enclave/__init__.py",
-        "privproc/enclave/helper.py",
-        "privproc/enclave/main.py",
         "privproc/errors.py",
+        "privproc/parties/__init__.py",
+        "privproc/parties/enclave/__init__.py",
+        "privproc/parties/enclave/helper.py",
+        "privproc/parties/enclave/main.py",
     ]
 
 
 def test_the_running_enclave_loads_nothing_of_privproc_outside_its_closure(tmp_path: Path) -> None:
     """Started as `privproc serve enclave` starts it, with the interpreter naming every module it
     imports (-X importtime, on standard error): each privproc module is in the closure."""
-    from privproc.attest.virtual import VirtualSnp
+    from privproc.parties.enclave.platform.virtual import VirtualSnp
 
     platform = tmp_path / "platform"
     VirtualSnp.generate().save(platform)
@@ -150,7 +167,9 @@ def test_the_running_enclave_loads_nothing_of_privproc_outside_its_closure(tmp_p
         if row.startswith("import time:")
     }
     loaded = {name for name in loaded if name.split(".")[0] == "privproc"}
-    assert "privproc.services.enclave" in loaded  # the entry ran (as __main__, so unnamed here)
+    assert (
+        "privproc.parties.enclave.service" in loaded
+    )  # the entry ran (as __main__, so unnamed here)
     measured = set(modules_of(PACKAGE.parent))
     assert loaded <= measured, sorted(loaded - measured)
 

@@ -12,13 +12,13 @@ from typing import Any, cast
 import httpx
 import pytest
 
+from privproc.api import SessionPolicy
 from privproc.attest.appraisal import AttestationRejectedError
-from privproc.client.controls import AIDisabledError, Settings, UsageReport
-from privproc.client.ohttp import OhttpClient, choose_config
-from privproc.client.private import EnclaveLostError, PrivateProcessingClient
-from privproc.enclave.sessions import SessionPolicy
 from privproc.errors import PeerRejectedError, PrivprocError
 from privproc.ohttp import bhttp
+from privproc.parties.device.controls import AIDisabledError, Settings, UsageReport
+from privproc.parties.device.ohttp import OhttpClient, choose_config
+from privproc.parties.device.private import EnclaveLostError, PrivateProcessingClient
 from privproc.ratls.session import client_session
 from privproc.system import System
 from tests.servers import app_in_thread
@@ -66,7 +66,7 @@ def test_private_summary_and_rewrite_leave_no_trace(system: System) -> None:
     assert rewritten.style == "professional"
     client.close()
     # Each result names the enclave build that computed it: the logged release.
-    from privproc.attest.provider import ReleaseProof
+    from privproc.parties.enclave.platform.provider import ReleaseProof
     from privproc.tlog.entries import EnclaveRelease, decode_entry
 
     proof = ReleaseProof.from_json((system.system_dir / "release-proof.json").read_text())
@@ -153,8 +153,8 @@ def test_an_unlogged_enclave_is_refused_and_a_lost_one_retried(system: System) -
 
 
 def test_keys_not_in_the_log_are_refused_before_anything_is_sent(system: System) -> None:
-    from privproc.client.private import NotLoggedError
     from privproc.ohttp.keys import KeyRing
+    from privproc.parties.device.private import NotLoggedError
 
     keys_file = system.system_dir / "cdn" / "ohttp-keys"
     genuine = keys_file.read_bytes()
@@ -177,12 +177,16 @@ def test_evidence_for_another_session_is_refused(system: System) -> None:
     session: the binding to this session's TLS exporter fails before any content is sent."""
     import os
 
-    from privproc.attest.provider import EvidenceProvider, ReleaseProof
-    from privproc.attest.virtual import VirtualSnp
-    from privproc.enclave.workload import enclave_config, enclave_manifest
-    from privproc.inference.backends import MODEL_NAME, EmbeddedBackend, locate_smollm2
+    from privproc.parties.enclave.inference.backends import (
+        MODEL_NAME,
+        EmbeddedBackend,
+        locate_smollm2,
+    )
+    from privproc.parties.enclave.platform.provider import EvidenceProvider, ReleaseProof
+    from privproc.parties.enclave.platform.virtual import VirtualSnp
+    from privproc.parties.enclave.service import create_enclave_app
+    from privproc.parties.enclave.workload import enclave_config, enclave_manifest
     from privproc.ratls.tls import ServerIdentity
-    from privproc.services.enclave import create_enclave_app
 
     sysdir = system.system_dir
     genuine = EvidenceProvider(
@@ -384,7 +388,7 @@ def test_the_official_openai_sdk_through_the_transport_and_the_proxy(
 
     import openai
 
-    from privproc.client.openai import AsyncPrivateTransport, PrivateTransport
+    from privproc.parties.device.openai import AsyncPrivateTransport, PrivateTransport
     from tests.servers import privproc_process
 
     relay_log = next(p for p in system.parties if p.name == "relay")
@@ -448,7 +452,7 @@ def test_the_official_openai_sdk_through_the_transport_and_the_proxy(
 def test_the_async_sdk(system: System) -> None:
     import asyncio
 
-    from privproc.client.private import AsyncPrivateProcessingClient
+    from privproc.parties.device.private import AsyncPrivateProcessingClient
 
     async def run() -> tuple[str, str, str]:
         async with AsyncPrivateProcessingClient.from_state(system.client_dir) as client:
@@ -499,7 +503,7 @@ def test_a_newcomer_is_told_what_to_do(system: System, tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from privproc.services.http import bind, url_of
+    from privproc.net.http import bind, url_of
 
     def summarize(state: Path) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

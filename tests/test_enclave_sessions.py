@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from privproc.enclave.sessions import SessionPolicy, SessionsBusyError, SessionTable
-from privproc.enclave.workload import enclave_config
+from privproc.api import SessionPolicy
 from privproc.errors import UsageError
+from privproc.parties.enclave.sessions import SessionsBusyError, SessionTable
+from privproc.parties.enclave.workload import enclave_config
 
 POLICY = SessionPolicy(
     max_sessions=2, idle_timeout=100.0, lifetime=1000.0, max_requests=3, evictable_after=10.0

@@ -23,14 +23,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from privproc.client.controls import Settings
-from privproc.client.private import PrivateProcessingClient
-from privproc.enclave.hardening import enclave_environment
-from privproc.enclave.sessions import SessionPolicy
-from privproc.enclave.workload import enclave_config, enclave_manifest
+from privproc.api import ENGINE_REMOTE, SessionPolicy
 from privproc.errors import UnusableAnswerError, UsageError
-from privproc.inference.backends import MODEL_NAME, declare_engine, locate_smollm2
-from privproc.inference.models import ENGINE_REMOTE, EngineModel
+from privproc.parties.device.controls import Settings
+from privproc.parties.device.private import PrivateProcessingClient
+from privproc.parties.enclave.hardening import enclave_environment
+from privproc.parties.enclave.inference.backends import MODEL_NAME, declare_engine, locate_smollm2
+from privproc.parties.enclave.inference.models import EngineModel
+from privproc.parties.enclave.workload import enclave_config, enclave_manifest
 from privproc.system import free_port
 from tests.servers import privproc_cli, stop_process
 

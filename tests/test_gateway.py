@@ -9,11 +9,11 @@ import httpx
 import pytest
 
 from privproc import hpke
-from privproc.client.ohttp import OhttpClient, choose_config
 from privproc.errors import PeerRejectedError
 from privproc.ohttp import bhttp
 from privproc.ohttp.keys import KeyConfig, decode_key_configs
 from privproc.ohttp.messages import encapsulate_request
+from privproc.parties.device.ohttp import OhttpClient, choose_config
 from tests.conftest import Running
 from tests.servers import privproc_process
 
@@ -57,7 +57,7 @@ def test_discovery_document(conformance_gateway: Running) -> None:
 
 @pytest.mark.parametrize("kem", ["x25519", "xwing", "mlkem768", "p256"])
 def test_echo_round_trip_every_key(conformance_gateway: Running, kem: str) -> None:
-    from privproc.client.ohttp import KEM_NAMES
+    from privproc.parties.device.ohttp import KEM_NAMES
 
     config = choose_config(_configs(conformance_gateway), KEM_NAMES[kem])
     inner = _inner()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from privproc.client.issuer import IssuerClient
-from privproc.client.wallet import Wallet
+from privproc.parties.device.issuer import IssuerClient
+from privproc.parties.device.wallet import Wallet
 from privproc.tokens.auth import TokenChallenge, parse_www_authenticate
 from tests.servers import Running, redis_or_fail
 from tests.tokens_stack import add_account, gateway_process, issuer_process, private_request

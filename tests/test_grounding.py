@@ -3,8 +3,8 @@ chat does not hold is dropped; what the chat says survives (issue 16, point 1)."
 
 from __future__ import annotations
 
-from privproc.inference.grounding import facts, ground
-from privproc.inference.tasks import ChatLine
+from privproc.api import ChatLine
+from privproc.parties.enclave.inference.grounding import facts, ground
 
 CHAT = [
     ChatLine("Ana", "18:02", "Dinner at Luigi's on Friday at 7?"),

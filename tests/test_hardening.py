@@ -1,4 +1,4 @@
-"""The enclave process hardens itself before it loads anything (privproc.enclave.hardening):
+"""The enclave process hardens itself before it loads anything (privproc.parties.enclave.hardening):
 real processes, real rlimits and prctl, real files and pipes.
 
 The whole hardened enclave serving through `System` is exercised by tests/test_e2e.py and
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from privproc.enclave.hardening import (
+from privproc.parties.enclave.hardening import (
     ENV_ALLOWLIST,
     HardeningError,
     check_allowlist,
@@ -24,14 +24,14 @@ from privproc.enclave.hardening import (
     enclave_environment,
     is_dangerous,
 )
-from privproc.enclave.workload import enclave_config, enclave_manifest
+from privproc.parties.enclave.workload import enclave_config, enclave_manifest
 
 VALUE_CANARY = "value-canary-5f3a9c"
 
 
 @pytest.fixture(scope="module")
 def platform_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from privproc.attest.virtual import VirtualSnp
+    from privproc.parties.enclave.platform.virtual import VirtualSnp
 
     path = tmp_path_factory.mktemp("platform") / "platform"
     VirtualSnp.generate().save(path)
@@ -137,7 +137,7 @@ def test_a_refusal_names_variables_never_values_and_stays_short() -> None:
 _CHILD = textwrap.dedent(
     """
     import ctypes, errno, json, os, resource, signal, sys
-    from privproc.enclave.hardening import dumpable, harden
+    from privproc.parties.enclave.hardening import dumpable, harden
 
     target = sys.argv[1]
     report = harden()
@@ -197,7 +197,7 @@ def test_after_harden_no_core_dumps_not_dumpable_and_no_file_writes(tmp_path: Pa
 def test_harden_refuses_in_a_process_with_a_dangerous_variable() -> None:
     env = {**enclave_environment(os.environ), "PYTHONWARNINGS": VALUE_CANARY}
     done = subprocess.run(
-        [sys.executable, "-c", "from privproc.enclave.hardening import harden; harden()"],
+        [sys.executable, "-c", "from privproc.parties.enclave.hardening import harden; harden()"],
         env=env,
         capture_output=True,
         text=True,

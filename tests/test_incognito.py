@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from privproc.client.controls import Settings, UsageReport
-from privproc.client.incognito import ChatTooLongError
-from privproc.client.private import ClientConfig, PrivateProcessingClient
+from privproc.api import MAX_PROMPT_CHARS
 from privproc.errors import StreamTruncatedError, UsageError
-from privproc.inference.backends import MAX_PROMPT_CHARS
+from privproc.parties.device.controls import Settings, UsageReport
+from privproc.parties.device.incognito import ChatTooLongError
+from privproc.parties.device.private import ClientConfig, PrivateProcessingClient
 from privproc.system import System
 from tests.servers import app_in_thread
 from tests.test_streaming import LONG, _client_via, _cutting_relay
@@ -178,7 +178,7 @@ def test_a_stopped_or_cut_answer_is_not_kept(system: System) -> None:
 
 
 def test_the_async_conversation(system: System) -> None:
-    from privproc.client.private import AsyncPrivateProcessingClient
+    from privproc.parties.device.private import AsyncPrivateProcessingClient
 
     async def run() -> None:
         async with AsyncPrivateProcessingClient.from_state(system.client_dir) as client:

@@ -16,10 +16,19 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from privproc.client.private import task_answer
-from privproc.enclave.api import EVENT_PADDING, ApiResponse, ApiStream, handle
+from privproc.api import (
+    ENGINE_EMBEDDED,
+    ENGINE_REMOTE,
+    STYLE_NAMES,
+    ChatLine,
+    ModelCard,
+    parse_chat,
+)
 from privproc.errors import DecodeError, PeerRejectedError, UnusableAnswerError, UsageError
-from privproc.inference.backends import (
+from privproc.limits import MAX_BODY
+from privproc.parties.device.private import task_answer
+from privproc.parties.enclave.handler import EVENT_PADDING, ApiResponse, ApiStream, handle
+from privproc.parties.enclave.inference.backends import (
     MODEL_NAME,
     Completion,
     Delta,
@@ -34,19 +43,15 @@ from privproc.inference.backends import (
     embedded_card,
     locate_smollm2,
 )
-from privproc.inference.models import ENGINE_EMBEDDED, ENGINE_REMOTE, ModelCard
-from privproc.inference.plans import settle
-from privproc.inference.tasks import (
+from privproc.parties.enclave.inference.plans import settle
+from privproc.parties.enclave.inference.tasks import (
     STYLES,
-    ChatLine,
     check_rewrite,
     echoes,
     model_gist,
-    parse_chat,
     rewrite,
     summarize,
 )
-from privproc.limits import MAX_BODY
 from tests.servers import app_in_thread
 
 CHAT = [
@@ -93,6 +98,10 @@ def test_every_writing_style_answers_or_refuses_plainly(model: EmbeddedBackend) 
         assert "\n" not in answer
         assert check_rewrite(message, answer, style) is None
     assert len(shown) >= 2, shown  # measured: most styles answer this message
+
+
+def test_every_style_the_contract_names_has_a_prompt_and_no_other() -> None:
+    assert tuple(STYLES) == STYLE_NAMES
 
 
 def test_echo_detection() -> None:

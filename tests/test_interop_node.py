@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from privproc.client.ohttp import OhttpClient
 from privproc.ohttp import bhttp
+from privproc.parties.device.ohttp import OhttpClient
 from tests.conftest import Running
 from tests.servers import NODE_DIR, node_client, node_gateway, node_or_fail
 from tests.tokens_stack import add_account, gateway_process, issuer_process, private_request

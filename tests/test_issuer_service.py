@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from privproc.client.issuer import IssuerClient, QuotaExhaustedError
 from privproc.errors import PeerRejectedError
+from privproc.parties.device.issuer import IssuerClient, QuotaExhaustedError
 from privproc.tokens import issuance
 from privproc.tokens.auth import TokenChallenge, b64url_encode
 from privproc.tokens.directory import IssuerDirectory, KeySet

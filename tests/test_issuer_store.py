@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from privproc.errors import UsageError
-from privproc.issuer.store import AccountError, IssuerStore
+from privproc.parties.issuer.store import AccountError, IssuerStore
 
 DAY = 86_400
 T0 = 1_800_000_000.0  # an epoch boundary for DAY-long epochs is T0 - T0 % DAY

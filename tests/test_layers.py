@@ -1,9 +1,12 @@
-"""The package's layers, read from its source (issue 17): the protocol cores never import a party,
-a shell or the CLI, and open no socket or HTTP client; errors are raised from the one hierarchy;
-every module opens with the rules it keeps.
+"""The package's layers, read from its source (issue 17; docs/ARCHITECTURE.md has the map):
 
-The known exceptions (`DEBTS`) are listed by name, with what moves them: the test fails when a
-new one appears, and also when a listed one is gone (so the list only shrinks).
+- the base and the sans-IO cores import nothing above them and no network library;
+- the contract (`privproc.api`) imports only the base;
+- the shells (`privproc.net`) import no party, no CLI, no system;
+- a party imports the base, the cores, the contract and the shells, never another party;
+- only the CLI imports `privproc.system`, and nothing imports the CLI.
+
+Also: errors are raised from the one hierarchy, and every module opens with the rules it keeps.
 """
 
 from __future__ import annotations
@@ -13,23 +16,18 @@ import builtins
 from collections.abc import Iterator
 from pathlib import Path
 
-from privproc.enclave.closure import imported_names
+import pytest
+
+from privproc.parties.enclave.closure import imported_names
 
 PACKAGE = Path(__file__).parent.parent / "src" / "privproc"
 
-# Sans-IO cores (DESIGN.md section 5) and what sits above them.
-CORES = frozenset(
-    ("errors", "limits", "wire", "hpke", "ohttp", "tokens", "tlog", "attest", "ratls", "storage",
-     "logs")
-)  # fmt: skip
-ABOVE = frozenset(("client", "services", "enclave", "inference", "issuer", "cli", "system"))
+BASE = frozenset(("errors", "limits", "wire"))
+CORES = frozenset(("hpke", "ohttp", "tokens", "tlog", "attest", "ratls", "storage", "logs"))
+# Libraries a base module, a core or the contract never imports: sockets, HTTP, servers, the CLI.
 NETWORK = frozenset(("socket", "ssl", "asyncio", "httpx", "h11", "starlette", "uvicorn", "urllib",
-                     "http", "requests", "redis"))  # fmt: skip
-DEBTS = {
-    "privproc.tlog.publisher": "writes tiles for the CDN: moves to the log party (issue 17)",
-    "privproc.tokens.spent": "the spent-token stores (SQLite, Redis) are the gateway's state: "
-    "they move to the gateway party (issue 17)",
-}
+                     "http", "requests", "redis", "click"))  # fmt: skip
+PARTIES = frozenset(("device", "relay", "gateway", "issuer", "enclave", "log", "witness", "cdn"))
 
 
 def _modules(packages: bool = True) -> Iterator[tuple[str, ast.Module, bool]]:
@@ -44,34 +42,93 @@ def _modules(packages: bool = True) -> Iterator[tuple[str, ast.Module, bool]]:
 
 
 def _layer(module: str) -> str:
+    """'base', 'core', 'api', 'net', 'party:NAME', 'cli', 'system', 'root' or 'outside'."""
     parts = module.split(".")
-    return parts[1] if len(parts) > 1 else ""
+    if parts[0] != "privproc":
+        return "outside"
+    if len(parts) == 1 or parts[1] == "__init__":
+        return "root"
+    top = parts[1]
+    if top in BASE:
+        return "base"
+    if top in CORES:
+        return "core"
+    if top == "parties":
+        return f"party:{parts[2]}" if len(parts) > 2 else "parties"
+    return top
+
+
+def _allowed(importer: str, imported: str) -> bool:
+    """May a module of layer `importer` import one of layer `imported`?"""
+    if imported == "outside":
+        return True
+    if importer in ("base", "core"):
+        return imported in ("base", "core", "root")
+    if importer == "api":
+        return imported in ("base", "root")
+    if importer == "net":
+        return imported in ("base", "core", "api", "net", "root")
+    if importer.startswith("party:"):
+        return imported in ("base", "core", "api", "net", "root", "parties", importer)
+    if importer == "system":
+        return imported != "cli"
+    if importer == "cli":
+        return True
+    return imported in ("base", "root")  # the package files of privproc and privproc.parties
 
 
 def _violations(name: str, tree: ast.Module, is_package: bool = False) -> set[str]:
+    layer = _layer(name)
     found = set()
     for imported in imported_names(name, is_package, tree):
-        top = imported.split(".")[0]
-        if (top == "privproc" and _layer(imported) in ABOVE) or top in NETWORK:
+        if not _allowed(layer, _layer(imported)) or (
+            layer in ("base", "core", "api") and imported.split(".")[0] in NETWORK
+        ):
             found.add(imported)
     return found
 
 
-def test_cores_import_no_party_shell_or_network() -> None:
+def test_every_module_is_in_a_known_layer() -> None:
+    layers = {_layer(name) for name, _, _ in _modules()}
+    parties = {layer.removeprefix("party:") for layer in layers if layer.startswith("party:")}
+    assert parties == PARTIES
+    assert layers - {f"party:{p}" for p in PARTIES} == {
+        "root", "base", "core", "api", "net", "parties", "cli", "system"
+    }  # fmt: skip
+
+
+def test_layers_hold() -> None:
     offenders = {}
     for name, tree, is_package in _modules():
-        if _layer(name) in CORES and (bad := _violations(name, tree, is_package)):
+        if bad := _violations(name, tree, is_package):
             offenders[name] = sorted(bad)
-    assert set(offenders) == set(DEBTS), offenders
+    assert offenders == {}
 
 
-def test_the_check_sees_a_forbidden_import() -> None:
-    tree = ast.parse("import socket\nfrom privproc.client import private\nfrom . import wire\n")
-    assert _violations("privproc.ohttp.x", tree) == {
-        "socket",
-        "privproc.client",
-        "privproc.client.private",
-    }
+@pytest.mark.parametrize(
+    ("module", "source", "forbidden"),
+    [
+        ("privproc.ohttp.x", "import socket\nfrom privproc.parties.device import private\n"
+         "from . import keys\nfrom privproc import wire\n",
+         {"socket", "privproc.parties.device", "privproc.parties.device.private"}),
+        ("privproc.tlog.x", "from privproc.net.client import get\nimport httpx\n",
+         {"privproc.net.client", "privproc.net.client.get", "httpx"}),
+        ("privproc.api", "from privproc.tokens import auth\nfrom privproc.errors import E\n",
+         {"privproc.tokens", "privproc.tokens.auth"}),
+        ("privproc.net.x", "from privproc.parties.gateway import service\nimport httpx\n",
+         {"privproc.parties.gateway", "privproc.parties.gateway.service"}),
+        ("privproc.parties.device.x", "from privproc.parties.enclave.inference import models\n"
+         "from privproc.net import http\nfrom privproc.api import ModelCard\n"
+         "from . import wallet\n",
+         {"privproc.parties.enclave.inference", "privproc.parties.enclave.inference.models"}),
+        ("privproc.parties.gateway.x", "from privproc import system\nfrom privproc import cli\n",
+         {"privproc.system", "privproc.cli"}),
+        ("privproc.system", "from privproc.cli import main\nfrom privproc.parties.log import x\n",
+         {"privproc.cli", "privproc.cli.main"}),
+    ],
+)  # fmt: skip
+def test_the_check_sees_a_forbidden_import(module: str, source: str, forbidden: set[str]) -> None:
+    assert _violations(module, ast.parse(source)) == forbidden
 
 
 def _raises(tree: ast.Module) -> Iterator[tuple[int, str]]:

@@ -162,7 +162,7 @@ def test_fuzz_bundle_and_manifest(data: bytes) -> None:
 
 
 def test_sev_guest_interface_constants_and_absence(tmp_path: Path) -> None:
-    from privproc.attest import hardware
+    from privproc.parties.enclave.platform import hardware
 
     # _IOWR('S', 0, struct snp_guest_request_ioctl) from include/uapi/linux/sev-guest.h.
     assert hardware.SNP_GET_REPORT == 0xC0205300

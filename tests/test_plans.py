@@ -4,9 +4,15 @@ that speaks to the assistant is reported, never used."""
 
 from __future__ import annotations
 
-from privproc.inference.grounding import ground
-from privproc.inference.plans import compose, settle, speaks_to_assistant, states_superseded
-from privproc.inference.tasks import ChatLine, check_rewrite
+from privproc.api import ChatLine
+from privproc.parties.enclave.inference.grounding import ground
+from privproc.parties.enclave.inference.plans import (
+    compose,
+    settle,
+    speaks_to_assistant,
+    states_superseded,
+)
+from privproc.parties.enclave.inference.tasks import check_rewrite
 
 
 def chat(*rows: tuple[str, str, str]) -> list[ChatLine]:

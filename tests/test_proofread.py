@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from privproc.inference.proofread import correct, errors
+from privproc.parties.enclave.inference.proofread import correct, errors
 
 
 @pytest.mark.parametrize(

@@ -207,7 +207,7 @@ def test_make_up_installs_what_the_readme_uses_and_announces_the_long_build() ->
 def test_the_sample_chat_is_the_one_up_summarises() -> None:
     import json
 
-    from privproc.cli import SAMPLE_CHAT
+    from privproc.cli.up import SAMPLE_CHAT
 
     sample = json.loads((ROOT / "examples" / "chat.json").read_text())
     assert sample == {"chat_id": "family", "messages": SAMPLE_CHAT}

@@ -10,11 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from privproc.client.ohttp import OhttpClient, choose_config
 from privproc.ohttp import bhttp
 from privproc.ohttp.keys import KeyRing
 from privproc.ohttp.messages import encapsulate_request
-from privproc.services.gateway import KEYS_PATH, create_gateway_app
+from privproc.parties.device.ohttp import OhttpClient, choose_config
+from privproc.parties.gateway.service import KEYS_PATH, create_gateway_app
 from tests.servers import Running, app_in_thread, privproc_process
 
 CANARY = "canary-relay-3b1f: the meeting is at 6"

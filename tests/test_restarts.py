@@ -22,13 +22,13 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from privproc.client.issuer import IssuerClient
-from privproc.client.ohttp import gateway_refused
-from privproc.client.private import NotLoggedError, PrivateProcessingClient
 from privproc.errors import PeerRejectedError
+from privproc.net.http import bind, make_server, url_of
 from privproc.ohttp.keys import KeyFileError, KeyRing
-from privproc.services.gateway import KEY_FILE, gateway_key_ring
-from privproc.services.http import bind, make_server, url_of
+from privproc.parties.device.issuer import IssuerClient
+from privproc.parties.device.ohttp import gateway_refused
+from privproc.parties.device.private import NotLoggedError, PrivateProcessingClient
+from privproc.parties.gateway.service import KEY_FILE, gateway_key_ring
 from privproc.system import System
 from privproc.tokens.issuance import WELL_KNOWN_DIRECTORY
 from tests.servers import privproc_process

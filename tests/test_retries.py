@@ -20,8 +20,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from privproc.client.private import RETRY_FIRST, PrivateProcessingClient
 from privproc.errors import PeerRejectedError, parse_retry_after
+from privproc.parties.device.private import RETRY_FIRST, PrivateProcessingClient
 from privproc.system import System
 from tests.servers import app_in_thread
 

@@ -14,10 +14,7 @@ import redis
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from privproc.errors import UsageError
-from privproc.tokens import issuance
-from privproc.tokens.auth import Token, TokenChallenge, format_authorization
-from privproc.tokens.directory import VerificationKey
-from privproc.tokens.spent import (
+from privproc.parties.gateway.spent import (
     REDIS_PREFIX,
     RedisSpentStore,
     SpentTokenStore,
@@ -25,7 +22,10 @@ from privproc.tokens.spent import (
     StoreUnavailableError,
     open_spent_store,
 )
-from privproc.tokens.verifier import TokenRejectedError, TokenVerifier
+from privproc.parties.gateway.verifier import TokenRejectedError, TokenVerifier
+from privproc.tokens import issuance
+from privproc.tokens.auth import Token, TokenChallenge, format_authorization
+from privproc.tokens.directory import VerificationKey
 from tests.servers import redis_or_fail
 
 KEY = rsa.generate_private_key(65537, 2048)

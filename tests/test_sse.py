@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from privproc.client.sse import MAX_LINE, data_events
 from privproc.errors import TooLargeError
+from privproc.parties.device.sse import MAX_LINE, data_events
 
 STREAM = (
     b'data: {"a":1}\n\n'

@@ -16,11 +16,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from privproc.client.controls import AIDisabledError, Settings, UsageReport
-from privproc.client.private import ClientConfig, PrivateProcessingClient
 from privproc.errors import StreamTruncatedError
+from privproc.net.http import StreamAborted, StreamedBody
 from privproc.ohttp.chunked import MEDIA_TYPE_CHUNKED_REQUEST, MEDIA_TYPE_CHUNKED_RESPONSE
-from privproc.services.http import StreamAborted, StreamedBody
+from privproc.parties.device.controls import AIDisabledError, Settings, UsageReport
+from privproc.parties.device.private import ClientConfig, PrivateProcessingClient
 from privproc.system import System
 from tests.operator_link import Link, enclave_behind
 from tests.servers import app_in_thread
@@ -144,7 +144,7 @@ def test_a_stream_cut_by_the_relay_is_an_error(system: System, keep: int, abrupt
 def test_the_openai_sdk_sees_a_cut_stream_as_an_error(system: System) -> None:
     import openai
 
-    from privproc.client.openai import PrivateTransport
+    from privproc.parties.device.openai import PrivateTransport
 
     app = _cutting_relay(_party_url(system, "gateway"), 1500, abrupt=False)
     with app_in_thread(app) as relay:

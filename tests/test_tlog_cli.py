@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from privproc.net.commands import party_state
 from tests.servers import privproc_process
 
 ORIGIN = "log.example/cli"
@@ -85,7 +86,7 @@ def test_publish_with_witness_quorum_and_verify(tmp_path: Path) -> None:
     # The log forks itself (same key, entry 1 rewritten): the client shows both checkpoints.
     fork = tmp_path / "fork"
     _ok("log", "init", "--state", str(fork), "--origin", ORIGIN)
-    shutil.copy(log / "log.key", fork / "log.key")
+    shutil.copy(party_state(log, "log") / "log.key", party_state(fork, "log") / "log.key")
     _release(fork, "rev0")
     _release(fork, "evil")
     _ok("log", "publish", "--state", str(fork), "--out", str(tmp_path / "forkcdn"), "--quorum", "0")

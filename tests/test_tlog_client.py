@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from privproc.client.logfetch import directory_fetcher, http_fetcher
 from privproc.errors import DecodeError, PrivprocError
+from privproc.parties.device.logfetch import directory_fetcher, http_fetcher
 from privproc.tlog import merkle
 from privproc.tlog.checkpoint import Checkpoint
 from privproc.tlog.client import (

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from privproc.errors import DecodeError, UsageError
+from privproc.parties.log.publisher import publish
 from privproc.tlog import merkle
 from privproc.tlog.log import LogError, TransparencyLog
 from privproc.tlog.note import Verifier, open_note
-from privproc.tlog.publisher import publish
 from privproc.tlog.tiles import (
     TileError,
     TileHashReader,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from privproc.client.controls import Settings
 from privproc.ohttp.keys import KeyRing
+from privproc.parties.device.controls import Settings
 from privproc.system import COMPLETE, PartyError, System
 from privproc.tlog import merkle
 from privproc.tlog.checkpoint import Checkpoint

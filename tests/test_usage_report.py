@@ -18,10 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from privproc.attest.provider import ReleaseProof
-from privproc.client.controls import MAX_REPORT_TEXT, ReportEntry, UsageReport
-from privproc.client.ohttp import OhttpClient, choose_config
-from privproc.client.private import (
+from privproc.errors import DecodeError
+from privproc.ohttp.keys import decode_key_configs
+from privproc.parties.device.controls import MAX_REPORT_TEXT, ReportEntry, UsageReport
+from privproc.parties.device.ohttp import OhttpClient, choose_config
+from privproc.parties.device.private import (
     ClientConfig,
     PrivateProcessingClient,
     _UseFacts,
@@ -29,8 +30,7 @@ from privproc.client.private import (
     relay_label,
     sniff_first_event,
 )
-from privproc.errors import DecodeError
-from privproc.ohttp.keys import decode_key_configs
+from privproc.parties.enclave.platform.provider import ReleaseProof
 from privproc.system import System
 from privproc.tlog.entries import EnclaveRelease, IssuerTokenKey, decode_entry
 from privproc.tlog.log import TransparencyLog

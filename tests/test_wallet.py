@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from privproc.client.issuer import IssuerClient, QuotaExhaustedError
-from privproc.client.wallet import Wallet
 from privproc.errors import DecodeError, PeerRejectedError, UsageError
+from privproc.parties.device.issuer import IssuerClient, QuotaExhaustedError
+from privproc.parties.device.wallet import Wallet
 from privproc.tokens.auth import Token, TokenChallenge, b64url_encode, parse_authorization
 from privproc.tokens.directory import KeySet
 from tests.servers import Running
@@ -246,8 +246,8 @@ def test_a_key_that_stops_signing_midway_keeps_what_came(tmp_path: Path) -> None
     """The issuer's epoch turns in the middle of a batch: its key stops signing (422, unknown
     key). The tokens fetched before are kept and the first is handed out; no error. (The real
     issuer app, its clock turned after the third token request.)"""
-    from privproc.issuer.store import IssuerStore
-    from privproc.services.issuer import create_issuer_app
+    from privproc.parties.issuer.service import create_issuer_app
+    from privproc.parties.issuer.store import IssuerStore
     from tests.servers import app_in_thread
 
     epoch = 3600
@@ -323,7 +323,7 @@ def test_a_fresh_batch_waits_until_every_older_token_is_spent(tmp_path: Path) ->
 
 
 def test_a_token_given_back_unspent_is_taken_first_for_a_while(tmp_path: Path) -> None:
-    from privproc.client.wallet import PUT_BACK_TTL
+    from privproc.parties.device.wallet import PUT_BACK_TTL
 
     challenge, tokens = _local_tokens(3)
     wallet = Wallet(tmp_path / "w")
@@ -340,7 +340,7 @@ def test_a_token_given_back_unspent_is_taken_first_for_a_while(tmp_path: Path) -
 
 
 def test_refill_policies_are_checked() -> None:
-    from privproc.client.wallet import RefillPolicy
+    from privproc.parties.device.wallet import RefillPolicy
 
     RefillPolicy(low_water=0, target=1, delay=(0, 0))
     for bad in (
@@ -381,7 +381,7 @@ def test_a_low_wallet_is_refilled_once_later_and_never_in_the_requests_path(
     import logging
     import random
 
-    from privproc.client.wallet import RefillPolicy, TokenSupply
+    from privproc.parties.device.wallet import RefillPolicy, TokenSupply
 
     challenge, tokens = _local_tokens(6)
     wallet = Wallet(tmp_path / "w")
@@ -453,7 +453,7 @@ def test_a_low_wallet_is_refilled_once_later_and_never_in_the_requests_path(
 
 
 def test_the_background_refill_runs_in_a_daemon_thread(tmp_path: Path) -> None:
-    from privproc.client.wallet import in_background
+    from privproc.parties.device.wallet import in_background
 
     ran = threading.Event()
     cancel = in_background(0.01, ran.set)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from privproc.client.private import PrivateProcessingClient
-from privproc.client.wallet import RefillPolicy, Wallet
+from privproc.parties.device.private import PrivateProcessingClient
+from privproc.parties.device.wallet import RefillPolicy, Wallet
 from privproc.system import System
 from tests.servers import privproc_cli as _cli
 

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from privproc.client.ohttp import OhttpClient, choose_config
 from privproc.ohttp import bhttp
+from privproc.parties.device.ohttp import OhttpClient, choose_config
 from tests.servers import Running, privproc_process
 
 KEYS = "/.well-known/ohttp-gateway"

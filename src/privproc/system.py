@@ -23,7 +23,8 @@ the same arguments, so on the same port (the gateway and the enclave get fixed p
 start; the relay and the client point at them) and with the same state (the gateway keeps its
 logged OHTTP keys in its state directory).
 Every party's standard error is a pipe that this process copies to `STATE/system/NAME.log` (the
-enclave cannot write files: privproc.enclave.hardening); the enclave gets only the environment
+enclave cannot write files: privproc.parties.enclave.hardening); the enclave gets only the
+environment
 variables its measured allowlist accepts.
 The enclave runs the embedded model, or, given an `engine` (`privproc up --engine URL ...`), sends
 every prompt to that OpenAI-compatible engine: the engine and its declared model are then in the
@@ -52,18 +53,20 @@ from typing import IO, Any
 
 import httpx
 
+from privproc.api import ModelCard, SessionPolicy
 from privproc.attest.bulletins import MINIMUM_TCB
 from privproc.attest.measurement import Manifest
-from privproc.attest.provider import ReleaseProof
-from privproc.attest.virtual import VirtualSnp
-from privproc.client.private import ClientConfig
-from privproc.enclave.hardening import enclave_environment
-from privproc.enclave.sessions import SessionPolicy
-from privproc.enclave.workload import enclave_config, enclave_manifest
 from privproc.errors import PrivprocError
-from privproc.inference.backends import check_engine, embedded_card, locate_smollm2
-from privproc.inference.models import EngineModel, ModelCard
-from privproc.issuer.store import AccountError, IssuerStore
+from privproc.net.commands import party_state
+from privproc.parties.device.private import ClientConfig
+from privproc.parties.enclave.hardening import enclave_environment
+from privproc.parties.enclave.inference.backends import check_engine, embedded_card, locate_smollm2
+from privproc.parties.enclave.inference.models import EngineModel
+from privproc.parties.enclave.platform.provider import ReleaseProof
+from privproc.parties.enclave.platform.virtual import VirtualSnp
+from privproc.parties.enclave.workload import enclave_config, enclave_manifest
+from privproc.parties.issuer.store import AccountError, IssuerStore
+from privproc.parties.log.publisher import publish
 from privproc.storage import create_private_file, private_by_default, write_atomically
 from privproc.tlog.entries import (
     EnclaveRelease,
@@ -73,7 +76,6 @@ from privproc.tlog.entries import (
     encode_entry,
 )
 from privproc.tlog.log import TransparencyLog
-from privproc.tlog.publisher import publish
 from privproc.tlog.witness import Witness
 from privproc.tokens.directory import KeySet
 from privproc.tokens.issuance import WELL_KNOWN_DIRECTORY
@@ -218,7 +220,11 @@ class System:
 
     @property
     def client_dir(self) -> Path:
-        return self.state / "client"
+        return party_state(self.state, "device")
+
+    def party_dir(self, party: str) -> Path:
+        """Where `party` keeps its files (the one layout: `privproc.net.commands.STATE_FOLDERS`)."""
+        return party_state(self.state, party)
 
     def _start(
         self,
@@ -334,7 +340,7 @@ class System:
         announced an epoch ahead), witnessed and published to the CDN, so that clients, which
         take only logged keys, can go on fetching tokens. Run it at least once an epoch (`up`
         runs it every minute); returns how many keys it logged."""
-        log = TransparencyLog(self.system_dir / "log")
+        log = TransparencyLog(self.party_dir("log"))
         try:
             added = self._log_issuer_keys(log, self.system_dir / "cdn")
             if added:
@@ -438,7 +444,7 @@ class System:
     def _account_secret(self) -> str | None:
         """The local user's account secret: the client's, if the issuer still knows it; else a
         new account (a new secret, written to the client's directory)."""
-        store = IssuerStore(self.system_dir / "issuer")
+        store = IssuerStore(self.party_dir("issuer"))
         try:
             path = self.client_dir / "account.secret"
             kept = path.read_text().strip() if path.exists() else ""
@@ -455,7 +461,7 @@ class System:
         # 1. Issuer (with the local user's account) and a witness.
         secret = self._account_secret()
         issuer_args = ["serve", "issuer", "--host", host, "--port", "0", "--name", ISSUER_NAME]
-        issuer_args += ["--state", str(sysdir / "issuer"), "--quota", str(self.quota)]
+        issuer_args += ["--state", str(self.state), "--quota", str(self.quota)]
         if self.epoch_seconds is not None:
             issuer_args += ["--epoch-seconds", str(self.epoch_seconds)]
         self.say(
@@ -465,11 +471,11 @@ class System:
         )
         issuer = self._start("issuer", issuer_args, "ready issuer ")
         if self.resumed:
-            log = TransparencyLog(sysdir / "log")
-            witness_store = Witness(sysdir / "witness")
+            log = TransparencyLog(self.party_dir("log"))
+            witness_store = Witness(self.party_dir("witness"))
         else:
-            log = TransparencyLog.init(sysdir / "log", LOG_ORIGIN)
-            witness_store = Witness.init(sysdir / "witness", WITNESS_NAME)
+            log = TransparencyLog.init(self.party_dir("log"), LOG_ORIGIN)
+            witness_store = Witness.init(self.party_dir("witness"), WITNESS_NAME)
             witness_store.add_log(LOG_ORIGIN, [log.verifier.encode()])
         witness_vkey = witness_store.verifier.encode()
         witness_store.close()
@@ -477,7 +483,7 @@ class System:
             witness = self._start(
                 "witness",
                 ["serve", "witness", "--host", host, "--port", "0",
-                 "--state", str(sysdir / "witness")],
+                 "--state", str(self.state)],
                 "ready witness ",
             )  # fmt: skip
             log.add_witness(witness_vkey, witness.url)  # its URL is new at every start
@@ -489,7 +495,7 @@ class System:
                 "gateway",
                 ["serve", "gateway", "--host", host, "--port", str(free_port(host)),
                  "--issuer", issuer.url,
-                 "--state", str(sysdir / "gateway"), "--name", GATEWAY_NAME,
+                 "--state", str(self.state), "--name", GATEWAY_NAME,
                  "--enclave", f"http://{host}:{enclave_port}"],
                 "ready gateway ",
             )  # fmt: skip
@@ -498,7 +504,7 @@ class System:
             cdn_dir = sysdir / "cdn"
             cdn_dir.mkdir(exist_ok=True)
             (cdn_dir / "ohttp-keys").write_bytes(keys)
-            platform_dir = sysdir / "platform"
+            platform_dir = self.party_dir("platform")
             platform = virtual_platform(platform_dir, self.resumed, self.say)
             self.say("measuring the enclave's code, model and configuration ...")
             model_file = locate_smollm2() if self.engine is None else None

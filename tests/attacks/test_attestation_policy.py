@@ -31,8 +31,8 @@ from privproc.attest.bulletins import MINIMUM_TCB
 from privproc.attest.evidence import EvidenceBundle
 from privproc.attest.snp import Cpuid, GuestPolicy, Product, TcbParts
 from privproc.attest.verify import VerificationReport, verify_snp_evidence
-from privproc.attest.virtual import VirtualSnp
-from privproc.client.private import ClientConfig
+from privproc.parties.device.private import ClientConfig
+from privproc.parties.enclave.platform.virtual import VirtualSnp
 from privproc.tlog.entries import EnclaveRelease, encode_entry
 from privproc.tlog.log import TransparencyLog
 from privproc.tlog.note import parse_note

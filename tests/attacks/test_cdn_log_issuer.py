@@ -38,10 +38,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from privproc.client.logfetch import http_fetcher
-from privproc.client.private import ClientConfig, NotLoggedError, PrivateProcessingClient
-from privproc.client.wallet import Wallet
 from privproc.ohttp.keys import KeyRing
+from privproc.parties.device.logfetch import http_fetcher
+from privproc.parties.device.private import ClientConfig, NotLoggedError, PrivateProcessingClient
+from privproc.parties.device.wallet import Wallet
+from privproc.parties.log.publisher import publish
 from privproc.system import LOG_ORIGIN, System
 from privproc.tlog import merkle
 from privproc.tlog.checkpoint import Checkpoint
@@ -56,7 +57,6 @@ from privproc.tlog.client import (
 from privproc.tlog.entries import OhttpKeyConfigSet, decode_entry, encode_entry
 from privproc.tlog.log import TransparencyLog
 from privproc.tlog.note import SIG_COSIGNATURE_V1, Note, Signature, Signer, parse_note
-from privproc.tlog.publisher import publish
 from privproc.tlog.tiles import decode_bundle, encode_bundle, entries_path, tile_path
 from privproc.tlog.witness import encode_add_checkpoint
 from privproc.tokens import issuance
@@ -293,7 +293,7 @@ def test_the_issuer_logs_a_key_per_user(system: System, tmp_path: Path) -> None:
     """The operator goes further and logs its per-user keys (so each is "in the log"), cosigned
     by the real witness: the log then shows more live keys of the issuer than rotation needs,
     and the client refuses them all before fetching a token."""
-    from privproc.client.private import MAX_LIVE_ISSUER_KEYS, TargetedKeyError
+    from privproc.parties.device.private import MAX_LIVE_ISSUER_KEYS, TargetedKeyError
     from privproc.tlog.entries import IssuerTokenKey
 
     genuine_keys = KeySet.decode(httpx.get(_party(system, "issuer") + KEY_SET_PATH).content)

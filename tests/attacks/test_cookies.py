@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from privproc.client.http import bounded_exchange, new_client
+from privproc.net.client import bounded_exchange, new_client
 from privproc.ohttp.messages import MEDIA_TYPE_REQUEST, MEDIA_TYPE_RESPONSE
 from tests.servers import app_in_thread, privproc_process
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from privproc.client.private import PrivateProcessingClient
+from privproc.parties.device.private import PrivateProcessingClient
 from privproc.system import System
 from tests.servers import redis_or_fail
 from tests.tokens_stack import gateway_process, private_request

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from privproc.client.private import PrivateProcessingClient
+from privproc.parties.device.private import PrivateProcessingClient
 from privproc.system import System
 from tests.servers import privproc_process
 

@@ -39,12 +39,12 @@ from typing import Any
 import httpx
 import pytest
 
-from privproc.client.issuer import IssuerClient
-from privproc.client.ohttp import OhttpClient, choose_config
-from privproc.client.wallet import RefillPolicy, TokenSupply, Wallet
-from privproc.issuer.store import IssuerStore
 from privproc.ohttp import bhttp
-from privproc.services.issuer import REQUEST_PATH, create_issuer_app
+from privproc.parties.device.issuer import IssuerClient
+from privproc.parties.device.ohttp import OhttpClient, choose_config
+from privproc.parties.device.wallet import RefillPolicy, TokenSupply, Wallet
+from privproc.parties.issuer.service import REQUEST_PATH, create_issuer_app
+from privproc.parties.issuer.store import IssuerStore
 from privproc.tokens.auth import TokenChallenge
 from tests.servers import Running, app_in_thread
 from tests.tokens_stack import gateway_process, issuer_process
@@ -316,7 +316,7 @@ def test_the_issuers_records_keep_no_time_finer_than_its_epoch(tmp_path: Path) -
     with the gateway's by time: each of its records carries the start of the quota epoch, not
     the moment of the request. Its state is its owner's alone (0700 directories, 0600 files),
     even when it is started with a permissive umask."""
-    from privproc.client.issuer import IssuerClient
+    from privproc.parties.device.issuer import IssuerClient
     from tests.tokens_stack import add_account
 
     epoch = 3600

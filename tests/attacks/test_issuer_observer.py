@@ -8,7 +8,7 @@ import re
 
 import httpx
 
-from privproc.client.private import PrivateProcessingClient
+from privproc.parties.device.private import PrivateProcessingClient
 from privproc.system import System
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import openai
 
-from privproc.client.controls import UsageReport
+from privproc.parties.device.controls import UsageReport
 from privproc.system import System
 from tests.servers import Running, privproc_process
 

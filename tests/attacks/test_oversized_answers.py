@@ -18,8 +18,8 @@ from starlette.routing import Route
 
 from privproc.errors import PrivprocError, TransportError
 from privproc.limits import MAX_RECORDS
-from privproc.services.gateway import fetch_key_set
-from privproc.services.router import Enclave, SessionRouter
+from privproc.parties.gateway.router import Enclave, SessionRouter
+from privproc.parties.gateway.service import fetch_key_set
 from privproc.tokens.directory import MAX_DOCUMENT
 from tests.servers import app_in_thread
 

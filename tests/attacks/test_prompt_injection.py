@@ -9,8 +9,8 @@ appears in an answer to an injected request, whatever the instruction says.
 
 from __future__ import annotations
 
-from privproc.client.private import PrivateProcessingClient
 from privproc.errors import UnusableAnswerError
+from privproc.parties.device.private import PrivateProcessingClient
 from privproc.system import System
 
 SECRET = "canary-inject-40d2: the safe combination is 31-7-22"

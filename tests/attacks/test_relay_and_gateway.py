@@ -28,9 +28,9 @@ from starlette.routing import Route
 
 from privproc.attest.appraisal import AttestationRejectedError
 from privproc.attest.snp import GuestPolicy
-from privproc.attest.virtual import VirtualSnp
-from privproc.client.private import ClientConfig, PrivateProcessingClient
 from privproc.errors import CryptoError, PeerRejectedError, PrivprocError
+from privproc.parties.device.private import ClientConfig, PrivateProcessingClient
+from privproc.parties.enclave.platform.virtual import VirtualSnp
 from privproc.system import System
 from tests.operator_link import Link, enclave_behind, flip, genuine_provider, records
 from tests.servers import app_in_thread
@@ -360,10 +360,10 @@ def test_the_gateway_routes_to_an_unlogged_build(
 ) -> None:
     """Genuine hardware, genuine evidence, but another build (here: another configuration) than
     the logged release: log.release fails and nothing reaches its API."""
-    from privproc.attest.provider import EvidenceProvider
-    from privproc.enclave.sessions import SessionPolicy
-    from privproc.enclave.workload import enclave_config, enclave_manifest
-    from privproc.inference.backends import MODEL_NAME, locate_smollm2
+    from privproc.api import SessionPolicy
+    from privproc.parties.enclave.inference.backends import MODEL_NAME, locate_smollm2
+    from privproc.parties.enclave.platform.provider import EvidenceProvider
+    from privproc.parties.enclave.workload import enclave_config, enclave_manifest
 
     genuine = genuine_provider(system)
     config = enclave_config(MODEL_NAME, SessionPolicy(max_sessions=9))

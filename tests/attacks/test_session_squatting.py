@@ -21,10 +21,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from privproc.client.private import EnclaveLostError, PrivateProcessingClient
-from privproc.client.wallet import RefillPolicy
-from privproc.enclave.sessions import SessionPolicy
+from privproc.api import SessionPolicy
 from privproc.errors import PeerRejectedError
+from privproc.parties.device.private import EnclaveLostError, PrivateProcessingClient
+from privproc.parties.device.wallet import RefillPolicy
 from privproc.system import System
 from tests.servers import running_system
 

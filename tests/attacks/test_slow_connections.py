@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from privproc.client.ohttp import OhttpClient, choose_config
 from privproc.ohttp import bhttp
+from privproc.parties.device.ohttp import OhttpClient, choose_config
 from tests.servers import Running, privproc_process
 from tests.slowloris import SlowLoris
 

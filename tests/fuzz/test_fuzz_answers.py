@@ -1,4 +1,5 @@
-"""Fuzzing the rules of an answer (`inference/plans.py`, `grounding.py`, `proofread.py`), on chats
+"""Fuzzing the rules of an answer (`parties/enclave/inference/plans.py`, `grounding.py`,
+`proofread.py`), on chats
 made of the words and shapes the rules read (times, days, dates, places, refusals, commitments,
 misspellings) in any order: settling a chat never raises or hangs, the summary composed from the
 plan states nothing the chat does not hold, and proofreading by rule is idempotent and leaves no
@@ -9,10 +10,10 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from privproc.inference.grounding import ground
-from privproc.inference.plans import compose, settle
-from privproc.inference.proofread import correct, errors
-from privproc.inference.tasks import ChatLine
+from privproc.api import ChatLine
+from privproc.parties.enclave.inference.grounding import ground
+from privproc.parties.enclave.inference.plans import compose, settle
+from privproc.parties.enclave.inference.proofread import correct, errors
 from tests.fuzz.support import fuzz, time_limit
 
 _WORDS = (

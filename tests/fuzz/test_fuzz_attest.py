@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from privproc.attest.amd import load_certificates
 from privproc.attest.evidence import EvidenceBundle
-from privproc.attest.hardware import encode_cert_table, parse_cert_table
 from privproc.attest.measurement import Manifest, ManifestEntry
-from privproc.attest.provider import ReleaseProof
 from privproc.attest.snp import Product, TcbParts
+from privproc.parties.enclave.platform.hardware import encode_cert_table, parse_cert_table
+from privproc.parties.enclave.platform.provider import ReleaseProof
 from tests.fuzz.support import fuzz, mutated, mutated_text, parses
 
 SEV = Path(__file__).parent.parent / "vectors" / "sev"
@@ -98,7 +98,8 @@ def test_release_proof(text: str) -> None:
 
 
 def test_regression_release_proof_with_infinite_index() -> None:
-    # Fixed (fuzz, issue 8): attest/provider.py `ReleaseProof.from_json` does `int(doc["index"])`;
+    # Fixed (fuzz, issue 8): parties/enclave/platform/provider.py `ReleaseProof.from_json` does
+    # `int(doc["index"])`;
     # Python's json accepts `Infinity`, and int(inf) raises OverflowError, which escapes.
     doc = json.loads(RELEASE_PROOF)
     text = json.dumps(doc).replace(f'"index": {doc["index"]}', '"index": Infinity')

@@ -1,7 +1,10 @@
-"""Fuzzing the rest: the enclave API (`enclave/api.py` `handle`, which must always answer, never
-raise), the attested-TLS evidence frame (`ratls/session.py`), server-sent events (`client/sse.py`)
+"""Fuzzing the rest: the enclave API (`parties/enclave/handler.py` `handle`, which must always
+answer, never
+raise), the attested-TLS evidence frame (`ratls/session.py`), server-sent events
+(`parties/device/sse.py`)
 and the client's state files (settings.json, report.jsonl, tokens.json). HTTP inside the attested
-TLS session (`enclave/connection.py`) cannot be reached without TLS and is not fuzzed here."""
+TLS session (`parties/enclave/connection.py`) cannot be reached without TLS and is not fuzzed
+here."""
 
 from __future__ import annotations
 
@@ -14,17 +17,17 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from privproc.client.controls import Settings, UsageReport
-from privproc.client.sse import data_events
-from privproc.client.wallet import Wallet
-from privproc.enclave.api import ApiResponse, ApiStream, handle
-from privproc.inference.backends import Completion, Delta, Message
-from privproc.inference.models import ModelCard
+from privproc.api import ModelCard
+from privproc.parties.device.controls import Settings, UsageReport
+from privproc.parties.device.sse import data_events
+from privproc.parties.device.wallet import Wallet
+from privproc.parties.enclave.handler import ApiResponse, ApiStream, handle
+from privproc.parties.enclave.inference.backends import Completion, Delta, Message
 from privproc.ratls.session import ClientSession, client_session, pump
 from privproc.ratls.tls import ServerIdentity, TlsEndpoint
 from tests.fuzz.support import fuzz, mutated, parses
 
-# --- enclave/api.py ----------------------------------------------------------------------------
+# --- parties/enclave/handler.py -------------------------------------------------------------------
 
 
 class EchoBackend:
@@ -116,7 +119,7 @@ def test_random_records_before_the_handshake(data: bytes) -> None:
     parses(client.receive, data)
 
 
-# --- client/sse.py -----------------------------------------------------------------------------
+# --- parties/device/sse.py ------------------------------------------------------------------------
 
 
 @fuzz()
@@ -167,13 +170,15 @@ def test_wallet_file(data: bytes) -> None:
 
 
 def test_regression_api_deeply_nested_body() -> None:
-    # Fixed (fuzz, issue 8): enclave/api.py `_load`: json.loads raises RecursionError on deep
+    # Fixed (fuzz, issue 8): parties/enclave/handler.py `_load`: json.loads raises RecursionError
+    # on deep
     # nesting, which escapes `handle` (it must answer 400). 5000 bytes, under MAX_BODY.
     _answer("POST", "/v1/chat/completions", b"[" * 5000)
 
 
 def test_regression_api_huge_temperature() -> None:
-    # Fixed (fuzz, issue 8): enclave/api.py `_chat_completion` does float(temperature); an integer
+    # Fixed (fuzz, issue 8): parties/enclave/handler.py `_chat_completion` does float(temperature);
+    # an integer
     # above ~1.8e308 raises OverflowError, which escapes `handle` (both streamed and not).
     for stream in (b"false", b"true"):
         body = b'{"messages":[{"role":"user","content":"x"}],"temperature":1%s,"stream":%s}' % (
@@ -184,14 +189,16 @@ def test_regression_api_huge_temperature() -> None:
 
 
 def test_regression_settings_of_the_wrong_shape() -> None:
-    # Fixed (fuzz, issue 8): client/controls.py `Settings.load`: `features` not an object gives
+    # Fixed (fuzz, issue 8): parties/device/controls.py `Settings.load`: `features` not an object
+    # gives
     # AttributeError, `private_chats` not a list gives TypeError, deep nesting RecursionError.
     for body in (b'{"features": []}', b'{"private_chats": 5}', b"[" * 5000):
         assert parses(Settings.load, _in_state_dir("settings.json", body)) is None
 
 
 def test_regression_report_with_huge_time() -> None:
-    # Fixed (fuzz, issue 8): client/controls.py `UsageReport.entries`: float() of a 400-digit
+    # Fixed (fuzz, issue 8): parties/device/controls.py `UsageReport.entries`: float() of a
+    # 400-digit
     # integer raises OverflowError (not caught); deep nesting raises RecursionError; a file that
     # is not UTF-8 raises UnicodeDecodeError from read_text(), outside the try.
     for body in (
@@ -204,7 +211,7 @@ def test_regression_report_with_huge_time() -> None:
 
 
 def test_regression_wallet_of_the_wrong_shape() -> None:
-    # Fixed (fuzz, issue 8): client/wallet.py: entries that are not lists of objects give
+    # Fixed (fuzz, issue 8): parties/device/wallet.py: entries that are not lists of objects give
     # AttributeError in `_live`; an entry without "token" gives KeyError in `take`; deep nesting
     # gives RecursionError in `_read`.
     for body in (

@@ -16,7 +16,7 @@ Rules of this module:
   raise with the two signed checkpoints as evidence, and the accepted one stays.
 - The accepted checkpoint is persisted atomically (write, fsync, rename) before `update` returns.
 - Fetching is a callable (`Fetch`) the caller gives, so the core opens no connection itself;
-  the two shells, over HTTP and from a directory, are `privproc.client.logfetch`'s.
+  the two shells, over HTTP and from a directory, are `privproc.parties.device.logfetch`'s.
 """
 
 from __future__ import annotations

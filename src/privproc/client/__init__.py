@@ -1,1 +1,0 @@
-"""The device side: clients for the parties' services."""

@@ -1,1 +1,0 @@
-"""The enclave: the attested, stateless service that runs the model."""

@@ -1,1 +1,0 @@
-"""Inference for the enclave: model backends and the AI tasks (summaries, writing help)."""

@@ -1,1 +1,0 @@
-"""The Privacy Pass issuer: accounts, quota and the token key schedule."""

@@ -1,1 +1,0 @@
-"""The parties' network services: thin ASGI shells over the sans-IO cores."""
