@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from privproc.net.commands import party_state
 from privproc.parties.device.issuer import IssuerClient
 from privproc.parties.device.wallet import Wallet
 from privproc.tokens.auth import TokenChallenge, parse_www_authenticate
-from tests.servers import Running, redis_or_fail
+from tests.servers import Running, privproc_cli, redis_or_fail
 from tests.tokens_stack import add_account, gateway_process, issuer_process, private_request
 
 GATEWAY_NAME = "gateway.example"
@@ -142,3 +143,29 @@ def test_a_gateway_refuses_to_start_without_its_redis(
     assert result.returncode == 1
     assert "cannot reach Redis" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_cli_answers_a_challenge_from_the_devices_wallet(
+    issuer: tuple[Running, str], tmp_path: Path
+) -> None:
+    """`privproc ohttp request --wallet --state DIR`: the 401's challenge is answered with a token
+    from DIR's device wallet (DIR/client), which then holds one token fewer."""
+    import json
+
+    running, _ = issuer
+    device = party_state(tmp_path / "demo", "device")
+    challenge = _fill_wallet(issuer, device, 2)
+    args = ("--state", str(tmp_path / "demo"), "--name", GATEWAY_NAME)
+    with gateway_process(tmp_path, running.url, *args) as gateway:
+        request = ["ohttp", "request", "--keys-url", gateway.url, "--gateway", gateway.url,
+                   "--url", "https://enclave.invalid/v1/models", "--json"]  # fmt: skip
+        without = privproc_cli(*request)
+        assert json.loads(without.stdout)["status"] == 401
+        assert Wallet(device).count(challenge, time.time()) == 2
+        answered = privproc_cli(*request, "--wallet", "--state", str(tmp_path / "demo"))
+        assert answered.returncode == 0, answered.stderr
+        assert json.loads(answered.stdout)["status"] == 404  # redeemed: no target behind it
+        assert Wallet(device).count(challenge, time.time()) == 1
+        empty = privproc_cli(*request, "--wallet", "--state", str(tmp_path / "other"))
+        assert empty.returncode == 1
+        assert "privproc tokens fetch" in empty.stderr

@@ -86,12 +86,12 @@ def ohttp_keys(keys_url: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option(
     "--wallet",
-    "wallet_dir",
-    default=None,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="If the gateway asks for a Privacy Pass token (401), answer with one from this state "
-    "directory's wallet (see `privproc tokens fetch`) and send the request again.",
+    "use_wallet",
+    is_flag=True,
+    help="If the gateway asks for a Privacy Pass token (401), answer with one from the device's "
+    "wallet (see `privproc tokens fetch`) and send the request again.",
 )
+@state_option("device")
 @fail_cleanly
 def ohttp_request(
     keys_url: str,
@@ -102,7 +102,8 @@ def ohttp_request(
     data: str | None,
     kem: str | None,
     as_json: bool,
-    wallet_dir: Path | None,
+    use_wallet: bool,
+    state_dir: Path,
 ) -> None:
     """Send one request through an Oblivious HTTP gateway and print the response.
 
@@ -133,8 +134,8 @@ def ohttp_request(
     with OhttpClient() as client:
         config = choose_config(client.fetch_key_configs(keys_url), KEM_NAMES[kem] if kem else None)
         answer = client.send(gateway_url, config, inner)
-        if wallet_dir is not None and answer != inner:
-            authorization = _token_for(bhttp.decode_response(answer), wallet_dir)
+        if use_wallet and answer != inner:
+            authorization = _token_for(bhttp.decode_response(answer), state_dir)
             if authorization is not None:
                 inner = encoded([("authorization", authorization)])
                 answer = client.send(gateway_url, config, inner)
