@@ -55,8 +55,8 @@ def attest_simulate(
 ) -> None:
     """Produce a report signed by a VIRTUAL SEV-SNP (not AMD: its own local root).
 
-    The report verifies with `privproc attest verify --trust-root STATE/chain.pem` and fails
-    against AMD's roots, as it must.
+    The report verifies with `privproc attest verify --trust-root
+    STATE/system/platform/chain.pem` and fails against AMD's roots, as it must.
     """
     from privproc.attest.snp import GuestPolicy
     from privproc.parties.enclave.platform.virtual import VirtualSnp

@@ -61,7 +61,7 @@ __all__ = ["serve_gateway"]
     "--spent-store",
     default=None,
     help="Where spent tokens are remembered: sqlite:PATH or redis://HOST:PORT/DB (shared by "
-    "several gateways) [default: sqlite:STATE/spent.sqlite3].",
+    "several gateways) [default: sqlite: spent.sqlite3 in the gateway's folder of --state].",
 )
 @state_option("gateway", optional=True)
 @fail_cleanly
@@ -80,10 +80,10 @@ def serve_gateway(
 
     Serves its key configurations at GET /.well-known/ohttp-gateway (RFC 9540) and the gateway
     resource at POST /.well-known/ohttp-gateway. With --state, its keys are kept in
-    STATE/ohttp-keys (made at the first start, mode 0600) so that the published and logged key
-    configurations stay valid across restarts; without it, fresh keys live in memory only. With
-    --issuer, every inner request must redeem a Privacy Pass token (RFC 9577) issued for this
-    gateway.
+    STATE/system/gateway/ohttp-keys (made at the first start, mode 0600) so that the published
+    and logged key configurations stay valid across restarts; without it, fresh keys live in
+    memory only. With --issuer, every inner request must redeem a Privacy Pass token (RFC 9577)
+    issued for this gateway.
     """
     from privproc.net.http import bind, serve
     from privproc.parties.gateway.service import KEYS_PATH, create_gateway_app, gateway_key_ring
