@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from privproc.errors import PeerRejectedError
+from privproc.net.commands import party_state
 from privproc.parties.device.issuer import IssuerClient, QuotaExhaustedError
 from privproc.tokens import issuance
 from privproc.tokens.auth import TokenChallenge, b64url_encode
@@ -187,7 +188,9 @@ def test_the_issuer_keeps_nothing_that_links_a_token(issuer: tuple[Running, Path
             assert response.status_code == 200
             token = st.finish(response.content)
             seen += [request.blinded_msg, response.content, token.nonce, token.authenticator]
-    stored = b"".join(p.read_bytes() for p in state.iterdir() if p.is_file())
+    files = [p for p in party_state(state, "issuer").iterdir() if p.is_file()]
+    assert any(p.name.endswith(".sqlite3") for p in files)  # the issuer's own folder, read
+    stored = b"".join(p.read_bytes() for p in files)
     logs = running.logs().encode()
     assert b"private-person" in stored  # the account is known, by design
     for value in seen:

@@ -23,6 +23,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from privproc.errors import PeerRejectedError
+from privproc.net.commands import party_state
 from privproc.net.http import bind, make_server, url_of
 from privproc.ohttp.keys import KeyFileError, KeyRing
 from privproc.parties.device.issuer import IssuerClient
@@ -135,10 +136,11 @@ def test_a_refused_encapsulated_request_says_whether_to_retry(
 
 
 def test_the_gateways_keys_survive_a_restart(tmp_path: Path) -> None:
-    state = tmp_path / "gateway"
+    root = tmp_path / "state"
+    state = party_state(root, "gateway")  # where --state ROOT keeps the gateway's files
     documents = []
     for _ in range(2):
-        with privproc_process([*GATEWAY, "--state", str(state)], "ready gateway ", tmp_path) as gw:
+        with privproc_process([*GATEWAY, "--state", str(root)], "ready gateway ", tmp_path) as gw:
             answer = httpx.get(gw.url)
             assert answer.headers["content-type"] == "application/ohttp-keys"
             documents.append(answer.content)
@@ -162,20 +164,21 @@ def _serve_fails(state: Path) -> str:
 
 
 def test_a_corrupt_key_file_stops_the_gateway_with_a_clear_error(tmp_path: Path) -> None:
-    state = tmp_path / "gateway"
-    state.mkdir()
+    root = tmp_path / "state"
+    state = party_state(root, "gateway")
+    state.mkdir(parents=True)
     doc = _doc()
     _keys(doc)[0]["private_key"] = base64.b64encode(b"\x01" * 7).decode()
     fd = os.open(state / KEY_FILE, os.O_WRONLY | os.O_CREAT, 0o600)
     os.write(fd, json.dumps(doc).encode())
     os.close(fd)
-    message = _serve_fails(state)
+    message = _serve_fails(root)
     assert "key file" in message
     assert "KeyFileError" in message
     assert "entry 0" in message
     (state / KEY_FILE).write_bytes(KeyRing.generate().to_file_bytes())
     (state / KEY_FILE).chmod(0o640)
-    assert "readable by others" in _serve_fails(state)
+    assert "readable by others" in _serve_fails(root)
 
 
 # --- A client across restarts (the whole system) -----------------------------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from privproc.net.commands import party_state
 from privproc.tlog.checkpoint import Checkpoint
 from privproc.tlog.log import TransparencyLog
 from privproc.tlog.merkle import EMPTY_ROOT
@@ -26,7 +27,8 @@ class Fixture:
     def __init__(self, tmp: Path) -> None:
         self.out = tmp / "out"
         self.log = TransparencyLog.init(tmp / "log", ORIGIN)
-        self.witness = Witness.init(tmp / "witness", "witness.example/w")
+        # where `--state TMP` keeps the witness's files
+        self.witness = Witness.init(party_state(tmp, "witness"), "witness.example/w")
         self.witness.add_log(ORIGIN, [self.log.verifier.encode()])
         self.witness_verifier = self.witness.verifier
 
@@ -180,7 +182,7 @@ def test_witness_key_files(tmp_path: Path) -> None:
 def served(tmp_path: Path) -> Iterator[tuple[Running, Fixture]]:
     fx = Fixture(tmp_path)
     fx.witness.close()
-    args = ["serve", "witness", "--port", "0", "--state", str(tmp_path / "witness")]
+    args = ["serve", "witness", "--port", "0", "--state", str(tmp_path)]
     with privproc_process(args, "ready witness ", tmp_path) as running:
         yield running, fx
     fx.log.close()
