@@ -1,7 +1,8 @@
 """The gateway's command: `privproc serve gateway`.
 
-Rules: a command shell over `service.py` (the app), `router.py` and the token verifier; it
-imports no other party. The root command (`privproc.cli`) mounts it under `serve`.
+Rules: a command shell over `service.py` (the app), `router.py` and the token gate (one per
+gateway, shared by the app and the router, over the token verifier); it imports no other party.
+The root command (`privproc.cli`) mounts it under `serve`.
 """
 
 from __future__ import annotations
@@ -106,14 +107,16 @@ def serve_gateway(
             verifier, store = await _token_verifier(
                 issuer_url, name or f"{bound_host}:{bound_port}", spent_store
             )
+        from privproc.parties.gateway.redemption import TokenGate
         from privproc.parties.gateway.router import SessionRouter
 
-        router = SessionRouter(list(enclaves), verifier) if enclaves else None
+        gate = TokenGate(verifier) if verifier is not None else None  # the gateway's one
+        router = SessionRouter(list(enclaves), gate) if enclaves else None
         app = create_gateway_app(
             keys,
             conformance=conformance,
             max_request=max_request_bytes,
-            verifier=verifier,
+            gate=gate,
             issuer_url=issuer_url,
             router=router,
         )

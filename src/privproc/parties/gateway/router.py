@@ -17,13 +17,14 @@ Answers the client can act on: `401` + `WWW-Authenticate: PrivateToken` (no or s
 "retry": true}` (the enclave holding the session died: the session is gone, a new one will be
 placed elsewhere).
 
-A token is spent only for a session that exists: the token is checked (signature, key,
-challenge, and that the store has not seen it spent: a replay costs no enclave work, and a copy
-of a token being placed is refused at once), then an enclave takes the session (the least loaded
-first, the next if it is busy), and only then is the token spent. So every answer to
-`POST /v1/sessions` but `201` leaves the token unspent (a `401` says it was not acceptable); a
-token that turns out spent meanwhile (a double spend through another gateway) gets `401` and its
-session is closed again.
+A token is spent only for a session that exists, through the gateway's one redemption path
+(`redemption.TokenGate`, the deferred use): the token is admitted (signature, key, challenge, and
+that the store has not seen it spent: a replay costs no enclave work, and a copy in flight is
+refused at once), then an enclave takes the session (the least loaded first, the next if it is
+busy), and only then is the token spent; a session not placed releases its token unspent. So
+every answer to `POST /v1/sessions` but `201` leaves the token unspent (a `401` says it was not
+acceptable); a token that turns out spent meanwhile (a double spend through another gateway)
+gets `401` and its session is closed again. The gate gives, logs and counts every token refusal.
 
 Rules: the router sees sizes, timing and a token (unlinkable), never content: TLS records pass
 through untouched. Sessions idle longer than `idle_timeout` are forgotten, and those the enclave
@@ -42,7 +43,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -55,8 +56,7 @@ from privproc.net.cookies import no_cookies
 from privproc.net.http import StreamAborted, read_bounded
 from privproc.net.metrics import Metrics
 from privproc.ohttp import bhttp, bhttp_stream
-from privproc.parties.gateway.spent import StoreUnavailableError
-from privproc.parties.gateway.verifier import CheckedToken, TokenRejectedError, TokenVerifier
+from privproc.parties.gateway.redemption import Admission, TokenGate
 
 __all__ = ["Enclave", "SessionRouter"]
 
@@ -107,24 +107,21 @@ class SessionRouter:
     def __init__(
         self,
         enclave_urls: list[str],
-        verifier: TokenVerifier | None,
+        gate: TokenGate | None,
         *,
         max_sessions: int = 10_000,
         idle_timeout: float = SessionPolicy.idle_timeout,
         evictable_after: float = SessionPolicy.evictable_after,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         if not enclave_urls:
             raise UsageError("a router needs at least one enclave")
         self.enclaves = [Enclave(url.rstrip("/")) for url in enclave_urls]
-        self.verifier = verifier
+        self.gate = gate  # None: sessions take no token
         self.max_sessions = max_sessions
         self.idle_timeout = idle_timeout
         self.evictable_after = evictable_after
-        self._clock = clock
         self._sessions: dict[str, _Session] = {}
         self._closing: set[asyncio.Future[None]] = set()
-        self._placing: set[bytes] = set()  # ids of the tokens whose sessions are being placed
         self.metrics: Metrics | None = None  # set by the gateway app that serves this router
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(300.0, connect=5.0),
@@ -266,46 +263,28 @@ class SessionRouter:
         logs.event(PARTY, "session", outcome="enclave-lost", status=502)
         return _error(502, "enclave-lost", True)
 
-    def _token_refused(self, exc: TokenRejectedError, now: float) -> bytes:
-        assert self.verifier is not None
-        logs.event(PARTY, "token", outcome=exc.reason, status=401)
-        self._count(f"token-{exc.reason}")
-        challenge = (("www-authenticate", self.verifier.challenge_header(now)),)
-        return _error(401, "token-required", True, challenge)
-
-    @staticmethod
-    def _store_unavailable() -> bytes:
-        logs.event(PARTY, "token", outcome="store-unavailable", status=503)
-        return _error(503, "unavailable", True, (("retry-after", "5"),))
-
     async def _open(self, request: bhttp.Request) -> bytes:
-        """A new session: token checked, session placed, then (only then) the token spent."""
-        now = self._clock()
-        checked = None
-        if self.verifier is not None:
-            try:
-                checked = self.verifier.check(request.header("authorization"), now)
-                if checked.token_id in self._placing:  # a copy is being placed right now
-                    raise TokenRejectedError("spent")
-                await self.verifier.refuse_spent(checked)  # a replay costs no enclave work
-            except TokenRejectedError as exc:
-                return self._token_refused(exc, now)
-            except StoreUnavailableError:
-                return self._store_unavailable()
+        """A new session: token admitted, session placed, then (only then) the token spent."""
+        if self.gate is None:
+            return await self._start(request.content, None)
+        admitted = await self.gate.admit(request.header("authorization"))
+        if isinstance(admitted, bytes):
+            return admitted  # refused: no, spent, in-flight or bad token; or no store
+        with admitted:  # a token whose session is not placed goes back unspent
+            return await self._start(request.content, admitted)
+
+    async def _start(self, hello: bytes, admission: Admission | None) -> bytes:
+        """Place the session, then spend its token; a session whose token cannot be spent (a
+        copy spent meanwhile elsewhere, or no store) is closed again."""
         if len(self._sessions) >= self.max_sessions and not self._make_room():
             return _error(503, "busy", True, _BUSY)
         session_id = secrets.token_hex(16)
-        if checked is not None:
-            self._placing.add(checked.token_id)
-        try:
-            placed = await self._place(session_id, request.content)
-            if isinstance(placed, _Refusal):
-                return placed.answer  # busy, no enclave, or lost: the token is not spent
-            if checked is not None and (refused := await self._spend(checked, session_id, now)):
-                return refused
-        finally:
-            if checked is not None:
-                self._placing.discard(checked.token_id)
+        placed = await self._place(session_id, hello)
+        if isinstance(placed, _Refusal):
+            return placed.answer  # busy, no enclave, or lost: the token is not spent
+        if admission is not None and (refused := await admission.spend()) is not None:
+            await self._close(session_id)
+            return refused
         logs.event(PARTY, "session", outcome="opened", status=201)
         headers = (("session-id", session_id), ("content-type", "application/octet-stream"))
         return _answer(201, placed, headers)
@@ -347,21 +326,6 @@ class SessionRouter:
         gone = self._sessions.get(session_id or "")
         if session_id is not None and gone is not None and gone.enclave is enclave:
             self._forget(session_id)
-
-    async def _spend(self, checked: CheckedToken, session_id: str, now: float) -> bytes | None:
-        """Spend the token of a placed session; the answer if it cannot be spent (the session is
-        closed again)."""
-        assert self.verifier is not None
-        try:
-            await self.verifier.spend(checked)
-        except (TokenRejectedError, StoreUnavailableError) as exc:
-            await self._close(session_id)
-            if isinstance(exc, TokenRejectedError):
-                return self._token_refused(exc, now)
-            return self._store_unavailable()
-        if self.metrics is not None:
-            self.metrics.tokens_spent.labels(PARTY).inc()
-        return None
 
     def _make_room(self) -> bool:
         """Forget the session idle longest, if it has been idle `evictable_after` (its enclave

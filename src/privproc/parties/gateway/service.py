@@ -12,11 +12,14 @@ Endpoints:
 - `POST /gateway-echo`, only in conformance mode: the encapsulated response carries exactly the
   decapsulated request bytes (the convention interoperability tests use). It takes no token.
 
-With a token verifier, every inner request must carry `Authorization: PrivateToken token=...`
-(RFC 9577) with an unspent token for this gateway's challenge; otherwise the encapsulated answer is
-401 with a `WWW-Authenticate: PrivateToken` challenge, the same for every reason (missing,
-malformed, wrong challenge, unknown or expired key, bad signature, spent). A spent-token store that
-cannot answer gives 503: the request is refused, the token is not burnt.
+With a token gate (`redemption.TokenGate`, the gateway's one redemption path), every inner
+request must carry `Authorization: PrivateToken token=...` (RFC 9577) with an unspent token for
+this gateway's challenge: the session router spends one per new session once it is placed;
+without a router, `token_guard` spends it before the inner handler runs. Otherwise the
+encapsulated answer is the gate's: 401 with a `WWW-Authenticate: PrivateToken` challenge, the same
+for every reason (missing, malformed, wrong challenge, unknown or expired key, bad signature,
+spent, in flight); a spent-token store that cannot answer gives 503: the request is refused, the
+token is not burnt.
 
 Rules: every failure to decapsulate (truncated, wrong key id, unsupported suite, tampered bytes)
 gets the same bare 400, so the answer reveals nothing about which check failed; errors found after
@@ -40,7 +43,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from privproc import logs
-from privproc.errors import PrivprocError, TooLargeError, TransportError
+from privproc.errors import PrivprocError, TooLargeError, TransportError, UsageError
 from privproc.net.cookies import no_cookies
 from privproc.net.http import (
     BodyError,
@@ -67,9 +70,9 @@ from privproc.ohttp.messages import (
     ServerContext,
     decapsulate_request,
 )
+from privproc.parties.gateway.redemption import TokenGate
 from privproc.parties.gateway.router import SessionRouter
-from privproc.parties.gateway.spent import StoreUnavailableError
-from privproc.parties.gateway.verifier import TokenRejectedError, TokenVerifier
+from privproc.parties.gateway.verifier import TokenVerifier
 from privproc.storage import create_private_file
 from privproc.tokens.directory import KEY_SET_PATH, MAX_DOCUMENT, KeySet
 
@@ -145,27 +148,18 @@ def _error_response(status: int, headers: tuple[tuple[str, str], ...] = ()) -> b
     return bhttp.encode_response(response, bhttp.Framing.shortest())
 
 
-def token_guard(
-    verifier: TokenVerifier, handler: InnerHandler, clock: Callable[[], float] = time.time
-) -> InnerHandler:
-    """Wrap an inner handler so that it runs only for requests that redeem a valid token."""
+def token_guard(gate: TokenGate, handler: InnerHandler) -> InnerHandler:
+    """Wrap an inner handler so that it runs only for requests that redeem a valid token: the
+    gate's simple use (the token is spent before the handler runs; a refusal is the gate's)."""
 
     async def guarded(inner: bytes) -> bytes:
         try:
             request = bhttp.decode_request(inner)
         except PrivprocError:
             return _error_response(400)
-        now = clock()
-        try:
-            await verifier.redeem(request.header("authorization"), now)
-        except TokenRejectedError as exc:
-            logs.event(PARTY, "token", outcome=exc.reason, status=401)
-            challenge = (("www-authenticate", verifier.challenge_header(now)),)
-            return _error_response(401, challenge)
-        except StoreUnavailableError:
-            logs.event(PARTY, "token", outcome="store-unavailable", status=503)
-            return _error_response(503, (("retry-after", "5"),))
-        logs.event(PARTY, "token", outcome="redeemed")
+        refused = await gate.redeem(request.header("authorization"))
+        if refused is not None:
+            return refused
         return await handler(inner)
 
     return guarded
@@ -232,21 +226,23 @@ def create_gateway_app(
     conformance: bool = False,
     max_request: int = DEFAULT_MAX_MESSAGE,
     inner: InnerHandler = no_target_handler,
-    verifier: TokenVerifier | None = None,
+    gate: TokenGate | None = None,
     issuer_url: str | None = None,
     router: SessionRouter | None = None,
 ) -> Starlette:
     """Build the gateway's ASGI app over a key ring.
 
     With `router`, the inner endpoints are the session router's (which spends a token per new
-    session through its own verifier); otherwise, with `verifier`, every inner request needs a
-    token. With `issuer_url`, the verifier's keys are refreshed from the issuer's key set while
-    the app runs (serve it with lifespan on)."""
+    session through its gate, the gateway's one); otherwise, with `gate`, every inner request
+    needs a token (`token_guard`). With `issuer_url`, the gate's verifier keys are refreshed from
+    the issuer's key set while the app runs (serve it with lifespan on)."""
     if router is not None:
+        if gate is not None and gate is not router.gate:
+            raise UsageError("a gateway has one token gate: give the router's")
         inner = router.handle
-        verifier = router.verifier
-    elif verifier is not None:
-        inner = token_guard(verifier, inner)
+        gate = router.gate
+    elif gate is not None:
+        inner = token_guard(gate, inner)
 
     async def key_configs(request: Request) -> Response:
         return Response(
@@ -322,8 +318,8 @@ def create_gateway_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            if verifier is not None and issuer_url is not None:
-                await stack.enter_async_context(refreshing_keys(verifier, issuer_url))
+            if gate is not None and issuer_url is not None:
+                await stack.enter_async_context(refreshing_keys(gate.verifier, issuer_url))
             if router is not None:
                 stack.push_async_callback(router.aclose)
                 await stack.enter_async_context(in_background(router.run_health_checks()))
@@ -333,6 +329,8 @@ def create_gateway_app(
     metrics = metrics_of(app)
     if router is not None:
         router.metrics = metrics
+    if gate is not None:
+        gate.metrics = metrics
     return app
 
 

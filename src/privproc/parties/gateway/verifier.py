@@ -1,14 +1,20 @@
 """Token verification and redemption at the gateway (RFC 9577 §2.2.3, RFC 9578 §6.4).
 
+The gateway redeems tokens through one path only, `redemption.TokenGate`, which uses these steps
+in this order: `check`, `refuse_spent` (or nothing, when the spend follows at once), the caller's
+work, `spend`. This module gives verdicts; the gate keeps the tokens in flight and turns a verdict
+into an answer.
+
 Rules of this module:
 - `check` is pure: it parses an Authorization value and proves the token is a type 0x0002 token
   for one of this verifier's own challenges, signed by an issuer key that has not expired. Only
   then does `spend` (or `redeem`, both at once) ask the spent-token store, so garbage never fills
-  the store. A caller may do work between `check` and `spend` (the gateway reserves an enclave
-  session) so that a token is spent only for a request that will be served.
+  the store. A caller may do work between `check` and `spend` (the gateway places an enclave
+  session) so that a token is spent only for a request that will be served; `refuse_spent` only
+  reads the store, so a replay is refused before that work.
 - Every refusal is a `TokenRejectedError` whose `reason` is a short fixed identifier (for logs and
-  metrics); the HTTP layer answers every reason alike (401 with a fresh challenge), so a client
-  learns nothing from which check failed.
+  metrics); the gate answers every reason alike (401 with a fresh challenge), so a client learns
+  nothing from which check failed.
 - Keys come from the issuer's key set and can be replaced at any time (`update_keys`).
 """
 
@@ -133,5 +139,6 @@ class TokenVerifier:
             raise TokenRejectedError("spent")
 
     async def redeem(self, authorization: str | None, now: float) -> None:
-        """Check the token and spend it (`check`, then `spend`)."""
+        """Check the token and spend it (`check`, then `spend`): the bare verdict, with no
+        in-flight mark and no answer (the gateway redeems through `TokenGate.redeem`)."""
         await self.spend(self.check(authorization, now))
