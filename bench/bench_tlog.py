@@ -6,7 +6,8 @@ Measures, each in a fresh process so peak memory is its own:
 - appending N entries to SQLite and publishing them as tlog-tiles (tiles, bundles, checkpoint);
   peak memory at N/4 and at N, to show it does not grow with the log;
 - a client that accepts the checkpoint, then proves inclusion of random entries through tiles
-  (cold, then with its tile cache warm), and proves consistency from an old size.
+  (cold: the sans-IO core names the tiles and the device's shell reads them; then with the
+  core's tile cache warm, nothing to read), and proves consistency from an old size.
 Targets: append + publish of 1,000,000 entries under 60 s, memory flat; an inclusion proof with
 cached tiles under 10 ms.
 """
@@ -23,9 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from privproc.parties.device.logfetch import directory_fetcher
+from privproc.parties.device.logfetch import LogReader, directory_fetcher
 from privproc.parties.log.publisher import publish
-from privproc.tlog.client import LogClient, LogPolicy
+from privproc.tlog.client import LogPolicy
 from privproc.tlog.log import TransparencyLog
 
 ORIGIN = "bench.example/log"
@@ -54,7 +55,7 @@ def client_side(state: Path, out: Path, n: int, old_size: int) -> dict[str, floa
     log = TransparencyLog(state)
     policy = LogPolicy(ORIGIN, (log.verifier,), (), 0)
     log.close()
-    client = LogClient(policy, directory_fetcher(out))
+    client = LogReader(policy, directory_fetcher(out))
     rng = random.Random(1)
     start = time.perf_counter()
     client.update()

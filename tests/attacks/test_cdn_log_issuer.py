@@ -39,7 +39,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from privproc.ohttp.keys import KeyRing
-from privproc.parties.device.logfetch import http_fetcher
+from privproc.parties.device.logfetch import AcceptedCheckpoint, LogReader, http_fetcher
 from privproc.parties.device.private import ClientConfig, NotLoggedError, PrivateProcessingClient
 from privproc.parties.device.wallet import Wallet
 from privproc.parties.log.publisher import publish
@@ -47,9 +47,7 @@ from privproc.system import LOG_ORIGIN, System
 from privproc.tlog import merkle
 from privproc.tlog.checkpoint import Checkpoint
 from privproc.tlog.client import (
-    AcceptedCheckpoint,
     CheckpointRejectedError,
-    LogClient,
     QuorumNotMetError,
     RollbackError,
     SplitViewError,
@@ -355,7 +353,7 @@ def test_the_cdn_serves_a_rolled_back_checkpoint(system: System, tmp_path: Path)
         policy = config.attestation_policy().log
         assert policy is not None
         with httpx.Client() as http:
-            seen = LogClient(
+            seen = LogReader(
                 policy,
                 http_fetcher(config.log_url, http),
                 AcceptedCheckpoint(device / "log-checkpoint.json"),

@@ -1,6 +1,7 @@
 """Fuzzing the transparency log's parsers (tlog/note.py, checkpoint.py, entries.py, tiles.py,
 witness.py, client.py): signed notes, verifier and signer keys, checkpoints, log entries, entry
-bundles, witness add-checkpoint requests and checkpoint verification. Merkle proof verification
+bundles, witness add-checkpoint requests, checkpoint verification, and the tiles and bundles fed
+to the log client's core. Merkle proof verification
 with random proofs is fuzzed in tests/test_merkle.py."""
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from privproc.ohttp.keys import KeyRing, encode_key_configs
+from privproc.tlog import merkle
 from privproc.tlog.checkpoint import Checkpoint
-from privproc.tlog.client import LogPolicy, verify_checkpoint
+from privproc.tlog.client import LogClient, LogPolicy, verify_checkpoint
 from privproc.tlog.entries import (
     EnclaveRelease,
     IssuerTokenKey,
@@ -21,7 +23,7 @@ from privproc.tlog.entries import (
     encode_entry,
 )
 from privproc.tlog.note import SIG_COSIGNATURE_V1, Signer, Verifier, open_note, parse_note
-from privproc.tlog.tiles import decode_bundle, encode_bundle
+from privproc.tlog.tiles import decode_bundle, encode_bundle, entries_path, tile_path
 from privproc.tlog.witness import encode_add_checkpoint, parse_add_checkpoint
 from tests.fuzz.support import fuzz, mutated, mutated_text, parses
 from tests.fuzz.test_fuzz_tokens import TOKEN_KEYS
@@ -47,6 +49,17 @@ ENTRIES = [
 ]
 BUNDLE = encode_bundle([b"", b"first entry", ENTRIES[0]])
 ADD_CHECKPOINT = encode_add_checkpoint(3, [ROOT, hashlib.sha256(b"x").digest()], SIGNED)
+
+# A log of three entries as a CDN serves it: its checkpoint, leaf tile and entry bundle.
+SMALL = [b"a", b"bb", b"ccc"]
+SMALL_LEAVES = [merkle.leaf_hash(e) for e in SMALL]
+SMALL_TILE = b"".join(SMALL_LEAVES)
+SMALL_TEXT = Checkpoint(ORIGIN, 3, merkle.root_from_leaf_hashes(SMALL_LEAVES)).text()
+SMALL_CHECKPOINT = (
+    parse_note(SMALL_TEXT + "\n" + LOG.sign(SMALL_TEXT).line())
+    .with_signatures([WITNESS.sign(SMALL_TEXT, 1_700_000_000)])
+    .encode()
+)
 
 
 @fuzz()
@@ -118,3 +131,25 @@ def test_witness_add_checkpoint(data: bytes) -> None:
     request = parses(parse_add_checkpoint, data)
     if request is not None:
         assert encode_add_checkpoint(request.old_size, request.proof, request.note) == data
+
+
+@fuzz()
+@given(mutated(SMALL_TILE), mutated(encode_bundle(SMALL)), st.integers(0, 2))
+def test_log_client_resources(tile: bytes, bundle: bytes, index: int) -> None:
+    """Whatever tile and bundle the core is fed, it accepts the checkpoint only with the real
+    tile and hands out only the real entry."""
+    client = LogClient(POLICY)
+    resources = {
+        "checkpoint": SMALL_CHECKPOINT,
+        tile_path(0, 0, 3): tile,
+        entries_path(0, 3): bundle,
+    }
+    accepted = parses(client.update, resources)
+    assert (accepted is not None) == (tile == SMALL_TILE)
+    if accepted is not None:
+        entry = parses(lambda r: client.entry(index, r), resources)
+        assert entry in (None, SMALL[index])
+        assert (
+            client.entry(index, {**resources, entries_path(0, 3): encode_bundle(SMALL)})
+            == (SMALL[index])
+        )

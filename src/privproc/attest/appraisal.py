@@ -22,8 +22,10 @@ TCB and chip binding), the policy adds, in this order:
 verify`): policy.report-data is skipped when no value is expected, and `logged_release_checks`
 looks the measurement up in a log the caller reads (log.checkpoint, log.inclusion, log.release).
 
-Rules: appraisal never raises on bad evidence, only records failed checks; without a log policy
-the log checks are skipped with that reason (a client configuration always has one); every
+Rules: sans IO: it reads only what it is given (a stapled proof, or the log resources a shell
+fetched; `logged_release_checks` raises `ResourcesNeeded` for what is missing, the one error it
+lets out). Appraisal never raises on bad evidence, only records failed checks; without a log
+policy the log checks are skipped with that reason (a client configuration always has one); every
 comparison of the expected report data is constant-time. The default minimum TCB
 (`privproc.attest.bulletins.MINIMUM_TCB`) covers every product the verifier knows; a
 configuration may raise it (`raised_minimum_tcb`), only code that builds its own policy can lower
@@ -46,7 +48,13 @@ from privproc.attest.snp import AttestationReport, Product, TcbParts
 from privproc.attest.verify import Check, VerificationReport, verify_snp_evidence
 from privproc.errors import CryptoError, PrivprocError, UsageError
 from privproc.tlog import merkle
-from privproc.tlog.client import LogClient, LogPolicy, verify_checkpoint
+from privproc.tlog.client import (
+    LogClient,
+    LogPolicy,
+    ResourcesNeeded,
+    VerifiedCheckpoint,
+    verify_checkpoint,
+)
 from privproc.tlog.entries import EnclaveRelease, decode_entry
 
 __all__ = [
@@ -56,6 +64,7 @@ __all__ = [
     "appraise",
     "logged_release_checks",
     "ratls_verifier",
+    "unreadable_log_checks",
 ]
 
 
@@ -212,12 +221,7 @@ def _log_checks(
     except PrivprocError as exc:
         failed = Check.failing("log.checkpoint", str(exc))
         return [failed, *(Check.skipped(i, "the checkpoint failed") for i in ids[1:])]
-    checks = [
-        Check.passing(
-            "log.checkpoint",
-            f"size {verified.size}, cosigned by {', '.join(verified.cosigners) or 'nobody'}",
-        )
-    ]
+    checks = [_checkpoint_passed(verified)]
     try:
         merkle.verify_inclusion(
             merkle.leaf_hash(bundle.release_entry),
@@ -254,28 +258,44 @@ def _release_found(entry: EnclaveRelease, index: int | None = None) -> Check:
     )
 
 
-def logged_release_checks(measurement: bytes, client: LogClient) -> list[Check]:
+def logged_release_checks(
+    measurement: bytes, client: LogClient, resources: Mapping[str, bytes]
+) -> list[Check]:
     """log.checkpoint, log.inclusion and log.release for a measurement looked up in a log the
     caller reads (no stapled proof): the log's current checkpoint must verify under the
     client's policy, and an entry proven against it, read newest first, must be an enclave
-    release of `measurement`. Errors reading the log are failed checks, never raised."""
+    release of `measurement`.
+
+    Sans IO: it reads the log from `resources` (tlog-tiles path -> bytes) and raises the
+    client's `ResourcesNeeded` for what is missing (the checkpoint, then its tiles, then every
+    entry bundle and tile of the scan at once); a shell fetches them and calls again. Every
+    other error reading the log is a failed check, never raised; one the shell meets fetching is
+    `unreadable_log_checks`'s."""
     try:
-        verified = client.update()
+        verified = client.update(resources)
+    except ResourcesNeeded:
+        raise
     except PrivprocError as exc:
         return [
             Check.failing("log.checkpoint", str(exc)),
             Check.skipped("log.inclusion", "the checkpoint failed"),
             Check.skipped("log.release", "the checkpoint failed"),
         ]
-    checks = [
-        Check.passing(
-            "log.checkpoint",
-            f"size {verified.size}, cosigned by {', '.join(verified.cosigners) or 'nobody'}",
-        )
-    ]
-    for index in reversed(range(verified.size)):
+    checks = [_checkpoint_passed(verified)]
+    newest_first = range(verified.size - 1, -1, -1)
+    try:
+        client.need_entries(newest_first, resources)
+    except ResourcesNeeded:
+        raise
+    except PrivprocError as exc:
+        checks.append(Check.failing("log.inclusion", str(exc)))
+        checks.append(Check.skipped("log.release", "the log's entries are not proven"))
+        return checks
+    for index in newest_first:
         try:
-            raw = client.entry(index)
+            raw = client.entry(index, resources)
+        except ResourcesNeeded:
+            raise  # a tile the cache let go since: asked for again
         except PrivprocError as exc:
             checks.append(Check.failing("log.inclusion", f"entry {index}: {exc}"))
             checks.append(Check.skipped("log.release", "the log's entries are not proven"))
@@ -295,6 +315,30 @@ def logged_release_checks(measurement: bytes, client: LogClient) -> list[Check]:
         )
     )
     return checks
+
+
+def unreadable_log_checks(error: PrivprocError, accepted: VerifiedCheckpoint | None) -> list[Check]:
+    """The log checks when the shell could not read what `logged_release_checks` needed (a
+    fetch failed, or its bounds were reached): log.checkpoint fails if no checkpoint had been
+    accepted in that reading (`accepted`), else log.inclusion fails."""
+    if accepted is None:
+        return [
+            Check.failing("log.checkpoint", str(error)),
+            Check.skipped("log.inclusion", "the checkpoint failed"),
+            Check.skipped("log.release", "the checkpoint failed"),
+        ]
+    return [
+        _checkpoint_passed(accepted),
+        Check.failing("log.inclusion", f"the log's entries could not be read: {error}"),
+        Check.skipped("log.release", "the log's entries are not proven"),
+    ]
+
+
+def _checkpoint_passed(verified: VerifiedCheckpoint) -> Check:
+    return Check.passing(
+        "log.checkpoint",
+        f"size {verified.size}, cosigned by {', '.join(verified.cosigners) or 'nobody'}",
+    )
 
 
 def appraise(

@@ -32,6 +32,7 @@ __all__ = [
     "encode_bundle",
     "encode_index",
     "entries_path",
+    "tile_of",
     "tile_path",
     "tile_width",
 ]
@@ -117,6 +118,13 @@ def subtree_root(hashes: Sequence[bytes]) -> bytes:
     return level[0]
 
 
+def tile_of(tree_level: int, index: int) -> tuple[int, int]:
+    """(tile level, tile index) of the tile that holds the hashes `hash_at(tree_level, index)`
+    is built from."""
+    level, rest = divmod(tree_level, TILE_HEIGHT)
+    return level, (index << rest) // TILE_WIDTH
+
+
 # A tile getter returns the bytes of tile (level, index) at the given width.
 TileGetter = Callable[[int, int, int], bytes]
 
@@ -149,10 +157,10 @@ class TileHashReader:
         """The root of the complete subtree of 2**tree_level leaves starting at index << level."""
         if (index + 1) << tree_level > self.size:
             raise UsageError("that subtree is not complete in a tree of this size")
-        level, rest = divmod(tree_level, TILE_HEIGHT)
-        first = index << rest  # first hash at tile level `level`
+        level, tile_index = tile_of(tree_level, index)
+        rest = tree_level % TILE_HEIGHT
         count = 1 << rest
-        tile_index, offset = divmod(first, TILE_WIDTH)
+        offset = (index << rest) % TILE_WIDTH  # of the first hash, at tile level `level`
         data = self.tile(level, tile_index)
         hashes = [
             data[(offset + i) * HASH_SIZE : (offset + i + 1) * HASH_SIZE] for i in range(count)

@@ -72,7 +72,7 @@ from privproc.ohttp.keys import KeyConfig, decode_key_configs
 from privproc.parties.device.controls import ReportEntry, Settings, UsageReport, report_text
 from privproc.parties.device.incognito import AsyncIncognitoChat, ChatOptions, IncognitoChat
 from privproc.parties.device.issuer import IssuerClient
-from privproc.parties.device.logfetch import http_fetcher
+from privproc.parties.device.logfetch import AcceptedCheckpoint, LogReader, http_fetcher
 from privproc.parties.device.ohttp import OhttpClient, choose_config
 from privproc.parties.device.results import (
     ChatReply,
@@ -86,7 +86,7 @@ from privproc.parties.device.sse import data_events
 from privproc.parties.device.wallet import RefillPolicy, TokenSupply, Wallet
 from privproc.ratls.session import ClientSession, ClientState, client_session
 from privproc.tlog.checkpoint import Checkpoint
-from privproc.tlog.client import AcceptedCheckpoint, LogClient, LogPolicy
+from privproc.tlog.client import LogPolicy
 from privproc.tlog.entries import EnclaveRelease, IssuerTokenKey, OhttpKeyConfigSet, decode_entry
 from privproc.tlog.note import parse_note
 from privproc.tokens.auth import TOKEN_TYPE_BLIND_RSA, Token, TokenChallenge, parse_authorization
@@ -345,7 +345,7 @@ class PrivateProcessingClient:
         self._unspent: tuple[bytes, str] | None = None
         log_policy = self._policy.log
         assert log_policy is not None  # a client configuration always names its log
-        self._log = LogClient(
+        self._log = LogReader(
             log_policy,
             http_fetcher(config.log_url, self._http),
             AcceptedCheckpoint(state_dir / "log-checkpoint.json"),

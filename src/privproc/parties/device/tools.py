@@ -340,15 +340,13 @@ def log_verify(
     """
     import httpx
 
-    from privproc.parties.device.logfetch import directory_fetcher, http_fetcher
-    from privproc.tlog.client import (
+    from privproc.parties.device.logfetch import (
         AcceptedCheckpoint,
-        LogClient,
-        LogPolicy,
-        RollbackError,
-        SplitViewError,
-        describe,
+        LogReader,
+        directory_fetcher,
+        http_fetcher,
     )
+    from privproc.tlog.client import LogPolicy, RollbackError, SplitViewError, describe
     from privproc.tlog.entries import decode_entry, describe_entry
 
     if (url is None) == (directory is None):
@@ -356,7 +354,7 @@ def log_verify(
     policy = LogPolicy.from_keys(origin, log_keys, witness_keys, quorum)
     with httpx.Client(timeout=15, follow_redirects=False) as http:
         fetch = directory_fetcher(directory) if directory else http_fetcher(str(url), http)
-        client = LogClient(policy, fetch, AcceptedCheckpoint(state_dir / "log-checkpoint.json"))
+        client = LogReader(policy, fetch, AcceptedCheckpoint(state_dir / "log-checkpoint.json"))
         try:
             current = client.update()
         except (SplitViewError, RollbackError) as exc:
@@ -542,14 +540,19 @@ def _attest_log_checks(
     witness_keys: tuple[str, ...],
     quorum: int,
 ) -> list[Any]:
-    """The log checks of `attest verify`: the log read once, with no remembered checkpoint."""
+    """The log checks of `attest verify`: the log read once, with no remembered checkpoint (so
+    a checkpoint is accepted only by this reading), what it could not read a failed check."""
     import httpx
 
-    from privproc.attest.appraisal import logged_release_checks
-    from privproc.parties.device.logfetch import directory_fetcher, http_fetcher
-    from privproc.tlog.client import LogClient, LogPolicy
+    from privproc.attest.appraisal import logged_release_checks, unreadable_log_checks
+    from privproc.parties.device.logfetch import LogReader, directory_fetcher, http_fetcher
+    from privproc.tlog.client import LogPolicy
 
     policy = LogPolicy.from_keys(origin, log_keys, witness_keys, quorum)
     with httpx.Client(timeout=15, follow_redirects=False) as http:
         fetch = directory_fetcher(log_dir) if log_dir else http_fetcher(str(log_url), http)
-        return logged_release_checks(measurement, LogClient(policy, fetch))
+        reader = LogReader(policy, fetch)
+        try:
+            return reader.run(lambda have: logged_release_checks(measurement, reader.client, have))
+        except PrivprocError as exc:
+            return unreadable_log_checks(exc, reader.current)
