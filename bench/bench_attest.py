@@ -27,9 +27,10 @@ from privproc.attest.appraisal import AttestationPolicy, ratls_verifier
 from privproc.attest.measurement import Manifest, ManifestEntry
 from privproc.attest.snp import AttestationReport
 from privproc.attest.verify import verify_snp_evidence
+from privproc.net.ratls import pump_attested
 from privproc.parties.enclave.platform.provider import EvidenceProvider
 from privproc.parties.enclave.platform.virtual import VirtualSnp
-from privproc.ratls.session import ClientState, client_session, pump, server_session
+from privproc.ratls.session import ClientState, client_session, server_session
 from privproc.ratls.tls import ServerIdentity
 from timing import paired_rates, rate
 
@@ -65,8 +66,8 @@ def bench_handshakes(seconds: float) -> float:
     identity = ServerIdentity.generate()
 
     def handshake() -> None:
-        client = client_session(verifier)
-        pump(client, server_session(identity, provider))
+        client = client_session()
+        pump_attested(client, server_session(identity), provider, verifier)
         assert client.state is ClientState.VERIFIED
 
     handshake()

@@ -20,6 +20,7 @@ import os
 import time
 from typing import Literal
 
+from privproc.net.ratls import check_evidence, pump_attested, supply_evidence
 from privproc.ratls.session import ClientState, client_session, pump, server_session
 from privproc.ratls.tls import ServerIdentity, TlsEndpoint
 from timing import rate
@@ -46,14 +47,14 @@ def bare_handshake(identity: ServerIdentity) -> None:
 
 
 def attested_handshake(identity: ServerIdentity) -> None:
-    client, server = client_session(verifier), server_session(identity, provider)
-    pump(client, server)
+    client, server = client_session(), server_session(identity)
+    pump_attested(client, server, provider, verifier)
     assert client.state is ClientState.VERIFIED
 
 
 def attested_exchange(identity: ServerIdentity) -> None:
-    client, server = client_session(verifier), server_session(identity, provider)
-    pump(client, server)
+    client, server = client_session(), server_session(identity)
+    pump_attested(client, server, provider, verifier)
     client.write(REQUEST)
     pump(client, server)
     server.read()
@@ -69,21 +70,23 @@ def server_share(identity: ServerIdentity, seconds: float) -> float:
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         start = time.perf_counter()
-        client = client_session(verifier)
+        client = client_session()
         t = time.perf_counter()
-        server = server_session(identity, provider)
+        server = server_session(identity)
         in_server += time.perf_counter() - t
         while True:
             out = client.send_pending()
             if out:
                 t = time.perf_counter()
                 server.receive(out)
+                supply_evidence(server, provider)
                 in_server += time.perf_counter() - t
             t = time.perf_counter()
             back = server.send_pending()
             in_server += time.perf_counter() - t
             if back:
                 client.receive(back)
+                check_evidence(client, verifier)
             if not out and not back:
                 break
         total += time.perf_counter() - start

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,13 +24,16 @@ from privproc.attest.evidence import EvidenceBundle
 from privproc.attest.measurement import Manifest, ManifestEntry
 from privproc.attest.snp import GuestPolicy, Product, TcbParts
 from privproc.errors import PrivprocError, UsageError
+from privproc.net.ratls import pump_attested
 from privproc.parties.enclave.platform.hardware import ConfigfsTsm, encode_cert_table
 from privproc.parties.enclave.platform.provider import EvidenceProvider, ReleaseProof
 from privproc.parties.enclave.platform.virtual import VirtualSnp
 from privproc.ratls.session import (
     EXPORTER_LABEL,
     EXPORTER_LENGTH,
+    ClientSession,
     ClientState,
+    ServerSession,
     client_session,
     pump,
     report_data,
@@ -278,9 +281,9 @@ def test_attested_tls_with_a_genuine_virtual_enclave(
     platform: VirtualSnp, release: Release, identity: ServerIdentity
 ) -> None:
     provider = EvidenceProvider(platform, release.manifest, release.proof)
-    server = server_session(identity, provider)
-    client = client_session(ratls_verifier(_policy(platform, release)))
-    pump(client, server)
+    server = server_session(identity)
+    client = client_session()
+    pump_attested(client, server, provider, ratls_verifier(_policy(platform, release)))
     assert client.state is ClientState.VERIFIED
     assert client.attestation.ok  # type: ignore[attr-defined]
     client.write(b"summarise my chat")
@@ -288,10 +291,15 @@ def test_attested_tls_with_a_genuine_virtual_enclave(
     assert server.read() == b"summarise my chat"
 
 
-def _rejection(client: object, server: object) -> list[str]:
+def _rejection(
+    client: ClientSession,
+    server: ServerSession,
+    provider: Callable[[bytes], bytes],
+    policy: AttestationPolicy,
+) -> list[str]:
     """Run the handshake to its failure; the ids of the attestation checks that failed."""
     with pytest.raises(PrivprocError) as err:
-        pump(client, server)  # type: ignore[arg-type]
+        pump_attested(client, server, provider, ratls_verifier(policy))
     cause: BaseException | None = err.value
     while cause is not None and not isinstance(cause, AttestationRejectedError):
         cause = cause.__cause__
@@ -311,30 +319,32 @@ def test_replayed_foreign_or_mismatched_evidence_fails_before_any_data(
         recorded.append(honest(rd))
         return recorded[-1]
 
-    first = client_session(ratls_verifier(policy))
-    pump(first, server_session(identity, recording))
+    first = client_session()
+    pump_attested(first, server_session(identity), recording, ratls_verifier(policy))
     assert first.state is ClientState.VERIFIED
-    replaying = server_session(identity, lambda rd: recorded[0])
-    client = client_session(ratls_verifier(policy))
-    assert _rejection(client, replaying) == ["policy.report-data"]
+    client = client_session()
+    replaying = server_session(identity)
+    assert _rejection(client, replaying, lambda rd: recorded[0], policy) == ["policy.report-data"]
     assert client.state is ClientState.FAILED
     with pytest.raises(PrivprocError):
         client.write(b"secret")
     # 2. A genuine platform running another (unlogged) workload.
     other = EvidenceProvider(platform, _manifest(b"evil"), release.proof)
-    client = client_session(ratls_verifier(policy))
-    assert _rejection(client, server_session(identity, other)) == ["log.release"]
+    client = client_session()
+    assert _rejection(client, server_session(identity), other, policy) == ["log.release"]
     assert client.state is ClientState.FAILED
     # 3. A relay that terminates TLS itself and forwards the genuine enclave's evidence: the
     #    evidence is bound to the enclave's session, not to the relay's.
-    genuine_client = client_session(lambda evidence, rd: None)
-    genuine_server = server_session(identity, honest)
-    pump(genuine_client, genuine_server)
+    genuine_client = client_session()
+    genuine_server = server_session(identity)
+    pump_attested(genuine_client, genuine_server, honest, lambda evidence, rd: None)
     exporter = genuine_server.exporter(EXPORTER_LABEL, EXPORTER_LENGTH)
     genuine_evidence = honest(report_data(exporter))
-    impostor = server_session(ServerIdentity.generate(), lambda rd: genuine_evidence)
-    client = client_session(ratls_verifier(policy))
-    assert _rejection(client, impostor) == ["policy.report-data"]
+    impostor = server_session(ServerIdentity.generate())
+    client = client_session()
+    assert _rejection(client, impostor, lambda rd: genuine_evidence, policy) == [
+        "policy.report-data"
+    ]
     assert client.state is ClientState.FAILED
 
 

@@ -100,7 +100,7 @@ def test_a_spent_token_is_refused(system: System) -> None:
         key = choose_config(ohttp.fetch_key_configs(config.keys_url))
 
         def open_session() -> bhttp.Response:
-            hello = client_session(lambda evidence, rd: None).send_pending()
+            hello = client_session().send_pending()
             request = bhttp.Request.build(
                 "POST",
                 "https://gateway.invalid/v1/sessions",

@@ -17,6 +17,7 @@ import pytest
 from OpenSSL import SSL
 
 from privproc.errors import PrivprocError, TooLargeError, TruncatedError, UsageError
+from privproc.net.ratls import check_evidence, pump_attested, supply_evidence
 from privproc.ratls.session import (
     CLIENT_TRANSITIONS,
     MAX_EVIDENCE,
@@ -24,8 +25,11 @@ from privproc.ratls.session import (
     AttestationError,
     ClientSession,
     ClientState,
+    EvidenceNeeded,
+    EvidenceReceived,
     EvidenceTooLargeError,
     EvidenceTruncatedError,
+    Peer,
     ProtocolViolationError,
     ServerSession,
     ServerState,
@@ -104,14 +108,51 @@ def state(session: ClientSession | ServerSession) -> ClientState | ServerState:
     return session.state
 
 
+def drive(
+    client: Peer,
+    server: Peer,
+    provider: Callable[[bytes], Any] = fake_provider,
+    verifier: Callable[[bytes, bytes], object] = fake_verifier,
+) -> None:
+    """`pump`, answering the sessions among the two (the other may be a bare or rogue peer)
+    with `provider` and `verifier`, as a party's shell does, until nothing moves."""
+    for _ in range(10):
+        pump(client, server)
+        if isinstance(server, ServerSession) and supply_evidence(server, provider):
+            continue
+        if isinstance(client, ClientSession) and check_evidence(client, verifier):
+            continue
+        return
+    raise AssertionError("the sessions kept asking")
+
+
 def attested_pair(
     provider: Callable[[bytes], bytes] = fake_provider,
     identity: ServerIdentity = IDENTITY,
 ) -> tuple[ClientSession, ServerSession]:
-    client = client_session(fake_verifier)
-    server = server_session(identity, provider)
-    pump(client, server)
+    client = client_session()
+    server = server_session(identity)
+    pump_attested(client, server, provider, fake_verifier)
     return client, server
+
+
+def waiting_pair() -> tuple[ClientSession, ServerSession]:
+    """A pair whose server sent its evidence and whose client has it, not yet answered."""
+    client, server = client_session(), server_session(IDENTITY)
+    pump(client, server)
+    assert supply_evidence(server, fake_provider)
+    pump(client, server)
+    assert state(client) is ClientState.EVIDENCE_RECEIVED
+    return client, server
+
+
+def needing_server() -> tuple[TlsEndpoint, ServerSession]:
+    """A server that completed the handshake with a bare TLS client and waits for evidence."""
+    bare = TlsEndpoint.client()
+    server = server_session(IDENTITY)
+    pump(bare, server)
+    assert state(server) is ServerState.EVIDENCE_NEEDED
+    return bare, server
 
 
 def rogue_server(client: ClientSession) -> TlsEndpoint:
@@ -131,6 +172,14 @@ def assert_failed_for_good(session: ClientSession | ServerSession) -> None:
         session.close,
         lambda: session.exporter(LABEL, 32),
     ]
+    if isinstance(session, ClientSession):
+        calls += [lambda: session.accept(None), lambda: session.reject(FakeEvidenceError("x"))]
+    else:
+        calls += [
+            lambda: session.provide_evidence(b"late"),
+            lambda: session.withhold_evidence(FakeEvidenceError("x")),
+        ]
+    assert session.pending_event is None
     for call in calls:
         with pytest.raises(SessionFailedError):
             call()
@@ -280,7 +329,7 @@ def test_tls12_only_client_is_refused() -> None:
     context.set_max_proto_version(SSL.TLS1_2_VERSION)
     context.set_alpn_protos([ALPN])
     old = RawPeer(context, server=False)
-    server = server_session(IDENTITY, fake_provider)
+    server = server_session(IDENTITY)
     with pytest.raises(TlsProtocolError) as info:
         pump(old, server)
     assert info.value.alert == 70  # protocol_version
@@ -295,7 +344,7 @@ def test_tls12_only_server_is_refused() -> None:
     context.use_certificate(IDENTITY.certificate)
     context.use_privatekey(IDENTITY.private_key)
     old = RawPeer(context, server=True)
-    client = client_session(fake_verifier)
+    client = client_session()
     with pytest.raises(TlsAlertError) as info:
         pump(client, old)
     assert info.value.alert == 70
@@ -309,7 +358,7 @@ def test_a_client_without_our_alpn_is_refused(offer: list[bytes] | None) -> None
     if offer is not None:
         context.set_alpn_protos(offer)
     foreign = RawPeer(context, server=False)
-    server = server_session(IDENTITY, fake_provider)
+    server = server_session(IDENTITY)
     with pytest.raises(TlsProtocolError, match="ALPN"):
         pump(foreign, server)
     assert state(server) is ServerState.FAILED
@@ -320,7 +369,7 @@ def test_a_server_without_our_alpn_is_refused() -> None:
     context.use_certificate(IDENTITY.certificate)
     context.use_privatekey(IDENTITY.private_key)
     foreign = RawPeer(context, server=True)
-    client = client_session(fake_verifier)
+    client = client_session()
     with pytest.raises(TlsProtocolError, match="ALPN"):
         pump(client, foreign)
     assert state(client) is ClientState.FAILED
@@ -376,8 +425,8 @@ def test_any_flipped_handshake_byte_is_a_typed_error(flight: int) -> None:
     """Flights: ClientHello; the server's flight; client Finished; tickets and the evidence."""
     outcomes: set[str] = set()
     for position in range(0, 1800, 11):
-        client = client_session(fake_verifier)
-        server = server_session(IDENTITY, fake_provider)
+        client = client_session()
+        server = server_session(IDENTITY)
         sent = 0
         try:
             for _ in range(10):
@@ -393,6 +442,8 @@ def test_any_flipped_handshake_byte_is_a_typed_error(flight: int) -> None:
                         data = bytes(flipped)
                     sent += 1
                     sink.receive(data)
+                    supply_evidence(server, fake_provider)  # as the enclave's shell does
+                    check_evidence(client, fake_verifier)
                 if not moved:
                     break
         except TlsError as exc:
@@ -446,25 +497,45 @@ def test_report_data_differs_between_sessions() -> None:
 
 def test_evidence_frame_on_the_wire() -> None:
     recorder = Recorder()
-    bare = TlsEndpoint.client()
-    server = server_session(IDENTITY, recorder)
-    pump(bare, server)
+    bare, server = needing_server()
+    assert bare.read() == b""  # nothing before the evidence
+    drive(bare, server, recorder)
     evidence = recorder.answered[0]
     assert bare.read() == len(evidence).to_bytes(4, "big") + evidence
     assert encode_evidence_frame(evidence) == len(evidence).to_bytes(4, "big") + evidence
 
 
 def test_server_data_right_behind_the_evidence_is_delivered_after_verification() -> None:
-    client = client_session(fake_verifier)
-    server = server_session(IDENTITY, fake_provider)
-    server.receive(client.send_pending())
-    client.receive(server.send_pending())
-    server.receive(client.send_pending())  # the client's Finished: evidence queued
+    client = client_session()
+    server = server_session(IDENTITY)
+    assert server.receive(client.send_pending()) == []
+    assert client.receive(server.send_pending()) == []
+    assert state(client) is ClientState.AWAITING_EVIDENCE
+    needed = server.receive(client.send_pending())  # the client's Finished: evidence needed
+    assert state(server) is ServerState.EVIDENCE_NEEDED
+    assert needed == [EvidenceNeeded(server.report_data or b"")]
+    assert server.pending_event == needed[0]
+    with pytest.raises(SessionStateError):
+        server.write(b"before the evidence")
+    evidence = fake_provider(needed[0].report_data)
+    server.provide_evidence(evidence)
     assert state(server) is ServerState.EVIDENCE_SENT
+    assert server.pending_event is None
     server.write(b"hello, verified client")
-    client.receive(server.send_pending())  # evidence and data in one chunk
+    received = client.receive(server.send_pending())  # evidence and data in one chunk
     assert state(server) is ServerState.OPEN
+    assert state(client) is ClientState.EVIDENCE_RECEIVED
+    # The event names the client's own report_data, which it computed from its exporter.
+    assert received == [EvidenceReceived(evidence, client.report_data or b"")]
+    assert client.report_data == server.report_data
+    assert client.pending_event == received[0]
+    with pytest.raises(SessionStateError):
+        client.read()  # the data behind the evidence waits for the verdict
+    assert client.receive(b"") == []  # the event is not repeated
+    client.accept(fake_verifier(received[0].evidence, received[0].report_data))
     assert state(client) is ClientState.VERIFIED
+    assert client.pending_event is None
+    assert isinstance(client.attestation, FakeAttestation)
     assert client.read() == b"hello, verified client"
 
 
@@ -472,10 +543,10 @@ def test_replayed_evidence_fails_before_any_application_data() -> None:
     first = Recorder()
     attested_pair(first)
     stale = first.answered[0]
-    client = client_session(fake_verifier)
-    server = server_session(IDENTITY, lambda _data: stale)
+    client = client_session()
+    server = server_session(IDENTITY)
     with pytest.raises(FakeEvidenceError):
-        pump(client, server)
+        drive(client, server, lambda _data: stale)
     assert state(client) is ClientState.FAILED
     assert client.attestation is None
     with pytest.raises(SessionFailedError):
@@ -489,10 +560,10 @@ def test_verifier_failure_closes_the_session() -> None:
     def refusing(_evidence: bytes, _data: bytes) -> object:
         raise FakeEvidenceError("measurement not in the transparency log")
 
-    client = client_session(refusing)
-    server = server_session(IDENTITY, fake_provider)
+    client = client_session()
+    server = server_session(IDENTITY)
     with pytest.raises(FakeEvidenceError):
-        pump(client, server)
+        drive(client, server, verifier=refusing)
     assert state(client) is ClientState.FAILED
     goodbye = client.send_pending()
     assert goodbye  # close_notify
@@ -509,30 +580,37 @@ def test_unexpected_verifier_exception_becomes_attestation_error() -> None:
     def broken(_evidence: bytes, _data: bytes) -> object:
         raise ValueError("a bug in the verifier")
 
-    client = client_session(broken)
+    client = client_session()
     with pytest.raises(AttestationError) as info:
-        pump(client, server_session(IDENTITY, fake_provider))
+        pump_attested(client, server_session(IDENTITY), fake_provider, broken)
     assert isinstance(info.value.__cause__, ValueError)
     assert state(client) is ClientState.FAILED
+    with pytest.raises(SessionFailedError) as failed:
+        client.write(b"a private prompt")
+    assert failed.value.__cause__ is info.value
 
 
 def test_man_in_the_middle_relaying_genuine_evidence_fails() -> None:
     # The attacker even holds the genuine server's TLS key: the exporter still differs, because
     # it comes from each connection's own key exchange.
-    genuine = server_session(IDENTITY, fake_provider)
-    upstream = TlsEndpoint.client()
-    pump(upstream, genuine)
+    upstream, genuine = needing_server()
+    drive(upstream, genuine)
     relayed = upstream.read()
     assert fake_verifier(relayed[4:], report_data(upstream.exporter(LABEL, 32)))  # genuine
 
-    victim = client_session(fake_verifier)
+    victim = client_session()
     downstream = TlsEndpoint.server(IDENTITY)
     pump(victim, downstream)
     assert state(victim) is ClientState.AWAITING_EVIDENCE
     assert downstream.exporter(LABEL, 32) != upstream.exporter(LABEL, 32)
     downstream.write(relayed)
+    pump(victim, downstream)
+    received = victim.pending_event
+    assert received is not None
+    assert received.evidence == relayed[4:]
+    assert received.report_data == report_data(downstream.exporter(LABEL, 32))  # not upstream's
     with pytest.raises(FakeEvidenceError):
-        pump(victim, downstream)
+        drive(victim, downstream)
     assert state(victim) is ClientState.FAILED
     pump(victim, downstream)
     assert downstream.read() == b""
@@ -555,14 +633,14 @@ def test_man_in_the_middle_relaying_genuine_evidence_fails() -> None:
 def test_bad_evidence_frames_fail_with_typed_errors(
     frame: bytes, close: bool, error: type[PrivprocError]
 ) -> None:
-    client = client_session(fake_verifier)
+    client = client_session()
     rogue = rogue_server(client)
     if frame:
         rogue.write(frame)
     if close:
         rogue.close()
     with pytest.raises(error):
-        pump(client, rogue)
+        drive(client, rogue)
     assert state(client) is ClientState.FAILED
     assert_failed_for_good(client)
 
@@ -573,7 +651,7 @@ def test_frame_errors_are_also_the_generic_decode_errors() -> None:
 
 
 def test_incomplete_frame_waits_and_write_is_refused() -> None:
-    client = client_session(fake_verifier)
+    client = client_session()
     rogue = rogue_server(client)
     rogue.write((100).to_bytes(4, "big") + b"x" * 50)
     pump(client, rogue)
@@ -583,13 +661,15 @@ def test_incomplete_frame_waits_and_write_is_refused() -> None:
     with pytest.raises(SessionStateError):
         client.read()
     assert state(client) is ClientState.AWAITING_EVIDENCE  # refused, not failed
+    assert client.pending_event is None
 
 
 def test_client_limit_on_evidence_size() -> None:
-    client = client_session(fake_verifier, max_evidence=16)
-    server = server_session(IDENTITY, fake_provider)
+    client = client_session(max_evidence=16)
+    server = server_session(IDENTITY)
     with pytest.raises(EvidenceTooLargeError):
-        pump(client, server)
+        drive(client, server)
+    assert state(client) is ClientState.FAILED
 
 
 @pytest.mark.parametrize(
@@ -603,10 +683,10 @@ def test_client_limit_on_evidence_size() -> None:
 def test_provider_failures_fail_the_server(
     provider: Callable[[bytes], bytes], error: type[PrivprocError]
 ) -> None:
-    client = client_session(fake_verifier)
-    server = server_session(IDENTITY, provider)
+    client = client_session()
+    server = server_session(IDENTITY)
     with pytest.raises(error):
-        pump(client, server)
+        drive(client, server, provider)
     assert state(server) is ServerState.FAILED
     # The client sees a close without evidence.
     with pytest.raises(EvidenceTruncatedError):
@@ -616,7 +696,7 @@ def test_provider_failures_fail_the_server(
 
 def test_server_refuses_client_data_in_the_finished_flight() -> None:
     bare = TlsEndpoint.client()
-    server = server_session(IDENTITY, fake_provider)
+    server = server_session(IDENTITY)
     server.receive(bare.send_pending())
     bare.receive(server.send_pending())
     assert bare.handshake_done  # a TLS 1.3 client may write now; an attested one must not
@@ -629,34 +709,271 @@ def test_server_refuses_client_data_in_the_finished_flight() -> None:
     assert bare.peer_closed
 
 
-def test_server_refuses_client_data_before_its_evidence_left() -> None:
+@pytest.mark.parametrize("provided", [False, True], ids=["evidence needed", "evidence queued"])
+def test_server_refuses_client_data_before_its_evidence_left(provided: bool) -> None:
     bare = TlsEndpoint.client()
-    server = server_session(IDENTITY, fake_provider)
+    server = server_session(IDENTITY)
     server.receive(bare.send_pending())
     bare.receive(server.send_pending())
     server.receive(bare.send_pending())
-    assert state(server) is ServerState.EVIDENCE_SENT  # queued, not yet handed out
+    assert state(server) is ServerState.EVIDENCE_NEEDED
+    if provided:
+        server.provide_evidence(fake_provider(server.report_data or b""))
+        assert state(server) is ServerState.EVIDENCE_SENT  # queued, not yet handed out
     with pytest.raises(SessionStateError):
         server.read()
     bare.write(b"early prompt")
     with pytest.raises(ProtocolViolationError):
         server.receive(bare.send_pending())
     assert state(server) is ServerState.FAILED
+    assert_failed_for_good(server)
 
 
 def test_closing_before_verification_delivers_nothing() -> None:
-    client = client_session(fake_verifier)
-    server = server_session(IDENTITY, fake_provider)
+    client = client_session()
+    server = server_session(IDENTITY)
     server.receive(client.send_pending())
     client.receive(server.send_pending())
     client.close()
     assert state(client) is ClientState.CLOSED
-    pump(client, server)
+    drive(client, server)  # the server's evidence arrives after the close
+    assert state(server) is ServerState.OPEN
     assert state(client) is ClientState.CLOSED
+    assert client.pending_event is None
     assert client.attestation is None
     with pytest.raises(SessionStateError):
         client.read()
     client.close()  # idempotent
+
+
+# --- Answering the session's events -------------------------------------------------------------
+
+
+def test_each_event_is_returned_once_and_waits_until_answered() -> None:
+    _, server = needing_server()
+    needed = server.pending_event
+    assert needed == EvidenceNeeded(server.report_data or b"")
+    assert server.receive(b"") == []  # not repeated
+    assert server.pending_event == needed
+    assert server.send_pending() == b""  # nothing goes out while the server waits
+    client = client_session()
+    rogue = rogue_server(client)
+    rogue.write(encode_evidence_frame(b"evidence"))
+    received = client.receive(rogue.send_pending())
+    assert received == [EvidenceReceived(b"evidence", client.report_data or b"")]
+    assert client.receive(b"") == []
+    assert client.pending_event == received[0]
+    assert "evidence=" not in repr(received[0])  # evidence bundles are large: not in reprs
+
+
+def test_providing_evidence_twice_or_in_the_wrong_state_is_refused_and_changes_nothing() -> None:
+    server = server_session(IDENTITY)
+    early: list[Callable[[], None]] = [
+        lambda: server.provide_evidence(b"too early"),
+        lambda: server.withhold_evidence(FakeEvidenceError("too early")),
+    ]
+    for call in early:
+        with pytest.raises(SessionStateError) as info:
+            call()
+        assert not isinstance(info.value, SessionFailedError)
+        assert state(server) is ServerState.HANDSHAKING
+        assert server.send_pending() == b""
+    bare, server = needing_server()
+    evidence = fake_provider(server.report_data or b"")
+    server.provide_evidence(evidence)
+    assert state(server) is ServerState.EVIDENCE_SENT
+    for call in (
+        lambda: server.provide_evidence(b"a second frame"),
+        lambda: server.withhold_evidence(FakeEvidenceError("too late")),
+    ):
+        with pytest.raises(SessionStateError):
+            call()
+        assert state(server) is ServerState.EVIDENCE_SENT
+    pump(bare, server)
+    assert bare.read() == encode_evidence_frame(evidence)  # exactly one frame left
+    assert state(server) is ServerState.OPEN
+    with pytest.raises(SessionStateError):
+        server.provide_evidence(evidence)
+    assert state(server) is ServerState.OPEN
+    server.write(b"still usable")
+    pump(bare, server)
+    assert bare.read() == b"still usable"
+    server.close()
+    with pytest.raises(SessionStateError):
+        server.provide_evidence(evidence)
+    assert state(server) is ServerState.CLOSED
+
+
+def test_a_server_closed_while_evidence_is_needed_takes_none() -> None:
+    bare, server = needing_server()
+    server.close()
+    assert state(server) is ServerState.CLOSED
+    assert server.pending_event is None
+    with pytest.raises(SessionStateError):
+        server.provide_evidence(fake_provider(server.report_data or b""))
+    pump(bare, server)
+    assert bare.peer_closed
+    assert bare.read() == b""  # no evidence, no data
+
+
+def test_evidence_too_large_at_provide_evidence_fails_the_server() -> None:
+    _, fits = needing_server()
+    fits.provide_evidence(b"x" * MAX_EVIDENCE)  # the bound itself is allowed
+    assert state(fits) is ServerState.EVIDENCE_SENT
+    client = client_session()
+    server = server_session(IDENTITY, max_evidence=100)
+    pump(client, server)
+    with pytest.raises(EvidenceTooLargeError):
+        server.provide_evidence(b"x" * 101)
+    assert state(server) is ServerState.FAILED
+    with pytest.raises(EvidenceTruncatedError):  # the client sees a close without evidence
+        client.receive(server.send_pending())
+    assert_failed_for_good(server)
+    _, server = needing_server()
+    with pytest.raises(AttestationError):
+        server.provide_evidence("not bytes")  # type: ignore[arg-type]
+    assert state(server) is ServerState.FAILED
+
+
+def test_withholding_evidence_fails_the_server_with_the_callers_cause() -> None:
+    client = client_session()
+    server = server_session(IDENTITY)
+    pump(client, server)
+    cause = FakeEvidenceError("the platform gave no report")
+    server.withhold_evidence(cause)  # it does not raise: the caller does
+    assert state(server) is ServerState.FAILED
+    with pytest.raises(EvidenceTruncatedError):
+        client.receive(server.send_pending())
+    with pytest.raises(SessionFailedError) as info:
+        server.receive(b"")
+    assert info.value.__cause__ is cause
+    assert_failed_for_good(server)
+
+
+def test_accept_or_reject_in_the_wrong_state_is_refused_and_changes_nothing() -> None:
+    client = client_session()
+    hello = client.send_pending()
+    rogue = TlsEndpoint.server(OTHER_IDENTITY)
+    for step in ("handshaking", "awaiting", "verified"):
+        if step == "awaiting":
+            rogue.receive(hello)
+            pump(client, rogue)
+            assert state(client) is ClientState.AWAITING_EVIDENCE
+        elif step == "verified":
+            rogue.write(encode_evidence_frame(b"evidence") + b"data")
+            pump(client, rogue)
+            client.accept("first verdict")
+        before = state(client)
+        answers: list[Callable[[], None]] = [
+            lambda: client.accept("a verdict"),
+            lambda: client.reject(FakeEvidenceError("a verdict")),
+        ]
+        for call in answers:
+            with pytest.raises(SessionStateError) as info:
+                call()
+            assert not isinstance(info.value, SessionFailedError)
+            assert state(client) is before
+            assert client.send_pending() == b""  # no close_notify, no alert
+        assert client.attestation == ("first verdict" if step == "verified" else None)
+    assert client.read() == b"data"
+    client.write(b"still usable")
+    pump(client, rogue)
+    assert rogue.read() == b"still usable"
+
+
+def test_a_client_that_never_accepts_cannot_write_or_read() -> None:
+    client, server = waiting_pair()
+    server.write(b"hello, client")
+    pump(client, server)
+    assert state(client) is ClientState.EVIDENCE_RECEIVED
+    with pytest.raises(SessionStateError):
+        client.write(b"a private prompt")
+    with pytest.raises(SessionStateError):
+        client.read()
+    assert state(client) is ClientState.EVIDENCE_RECEIVED  # refused, not failed
+    assert client.send_pending() == b""
+    assert server.read() == b""  # the server received nothing
+    client.close()
+    assert state(client) is ClientState.CLOSED
+    assert client.pending_event is None
+    with pytest.raises(SessionStateError):
+        client.accept("too late")
+    with pytest.raises(SessionStateError):
+        client.read()  # never verified: nothing is delivered after the close either
+    assert client.attestation is None
+    pump(client, server)
+    assert server.peer_closed
+    assert server.read() == b""
+
+
+def test_reject_sends_close_notify_and_fails_for_good() -> None:
+    client, server = waiting_pair()
+    cause = FakeEvidenceError("measurement not in the transparency log")
+    client.reject(cause)  # it does not raise: the caller does
+    assert state(client) is ClientState.FAILED
+    assert client.pending_event is None
+    assert client.attestation is None
+    goodbye = client.send_pending()
+    assert goodbye  # close_notify
+    server.receive(goodbye)
+    assert server.peer_closed
+    assert server.read() == b""
+    with pytest.raises(SessionFailedError) as info:
+        client.accept("a change of mind")
+    assert info.value.__cause__ is cause
+    assert_failed_for_good(client)
+
+
+def test_the_helpers_act_only_when_asked() -> None:
+    recorder = Recorder()
+    verdicts: list[bytes] = []
+
+    def verifier(evidence: bytes, data: bytes) -> FakeAttestation:
+        verdicts.append(data)
+        return fake_verifier(evidence, data)
+
+    client, server = client_session(), server_session(IDENTITY)
+    assert not supply_evidence(server, recorder)  # still handshaking
+    assert not check_evidence(client, verifier)
+    pump(client, server)
+    assert not check_evidence(client, verifier)  # awaiting the evidence
+    assert supply_evidence(server, recorder)
+    assert not supply_evidence(server, recorder)  # once per session
+    pump(client, server)
+    assert check_evidence(client, verifier)
+    assert not check_evidence(client, verifier)
+    assert recorder.asked == verdicts == [server.report_data]
+    assert state(client) is ClientState.VERIFIED
+    assert isinstance(client.attestation, FakeAttestation)
+
+
+def test_a_provider_error_passes_through_and_fails_the_server() -> None:
+    def failing(_data: bytes) -> bytes:
+        raise FakeEvidenceError("configfs-tsm is not there")
+
+    client, server = client_session(), server_session(IDENTITY)
+    with pytest.raises(FakeEvidenceError) as info:
+        pump_attested(client, server, failing, fake_verifier)
+    assert state(server) is ServerState.FAILED
+    with pytest.raises(SessionFailedError) as failed:
+        server.write(b"x")
+    assert failed.value.__cause__ is info.value
+    with pytest.raises(EvidenceTruncatedError):
+        client.receive(server.send_pending())
+
+
+def test_the_session_module_holds_no_callable() -> None:
+    """Issue 17: the core is given answers, never something to call."""
+    import inspect
+
+    from privproc.ratls import session as module
+
+    for factory in (module.client_session, module.server_session):
+        for parameter in inspect.signature(factory).parameters.values():
+            assert parameter.name in ("identity", "max_evidence", "max_buffer")
+    client, server = attested_pair()
+    for session in (client, server):
+        assert not [v for v in vars(session).values() if callable(v)]
 
 
 def test_unread_data_is_bounded() -> None:
@@ -722,11 +1039,20 @@ def test_state_tables_forbid_skipping_the_evidence() -> None:
         transition(SERVER_TRANSITIONS, ServerState.HANDSHAKING, ServerState.OPEN)
     with pytest.raises(SessionStateError):
         transition(SERVER_TRANSITIONS, ServerState.OPEN, ServerState.EVIDENCE_SENT)
+    # Verification and evidence go through the caller: no move around the waiting states.
+    with pytest.raises(SessionStateError):
+        transition(CLIENT_TRANSITIONS, ClientState.AWAITING_EVIDENCE, ClientState.VERIFIED)
+    with pytest.raises(SessionStateError):
+        transition(SERVER_TRANSITIONS, ServerState.HANDSHAKING, ServerState.EVIDENCE_SENT)
+    with pytest.raises(SessionStateError):
+        transition(SERVER_TRANSITIONS, ServerState.EVIDENCE_NEEDED, ServerState.OPEN)
+    with pytest.raises(SessionStateError):
+        transition(CLIENT_TRANSITIONS, ClientState.VERIFIED, ClientState.EVIDENCE_RECEIVED)
 
 
 def test_calls_in_the_wrong_state_are_refused_without_failing() -> None:
-    client = client_session(fake_verifier)
-    server = server_session(IDENTITY, fake_provider)
+    client = client_session()
+    server = server_session(IDENTITY)
     with pytest.raises(SessionStateError):
         client.write(b"too early")
     with pytest.raises(SessionStateError):
@@ -739,16 +1065,16 @@ def test_calls_in_the_wrong_state_are_refused_without_failing() -> None:
         client.exporter(LABEL, 32)
     assert state(client) is ClientState.HANDSHAKING
     assert state(server) is ServerState.HANDSHAKING
-    pump(client, server)
+    drive(client, server)
     assert state(client) is ClientState.VERIFIED
     assert state(server) is ServerState.OPEN
 
 
 def test_session_construction_is_checked() -> None:
     with pytest.raises(UsageError):
-        client_session(fake_verifier, max_evidence=MAX_EVIDENCE + 1)
+        client_session(max_evidence=MAX_EVIDENCE + 1)
     with pytest.raises(UsageError):
-        server_session(IDENTITY, fake_provider, max_evidence=1 << 16, max_buffer=1 << 16)
+        server_session(IDENTITY, max_evidence=1 << 16, max_buffer=1 << 16)
     with pytest.raises(UsageError):
         report_data(b"short")
 

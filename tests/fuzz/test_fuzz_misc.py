@@ -23,7 +23,13 @@ from privproc.parties.device.sse import data_events
 from privproc.parties.device.wallet import Wallet
 from privproc.parties.enclave.handler import ApiResponse, ApiStream, handle
 from privproc.parties.enclave.inference.backends import Completion, Delta, Message
-from privproc.ratls.session import ClientSession, client_session, pump
+from privproc.ratls.session import (
+    ClientSession,
+    ClientState,
+    EvidenceReceived,
+    client_session,
+    pump,
+)
 from privproc.ratls.tls import ServerIdentity, TlsEndpoint
 from tests.fuzz.support import fuzz, mutated, parses
 
@@ -95,26 +101,31 @@ def test_api_random_requests(method: str, path: str, body: bytes) -> None:
 IDENTITY = ServerIdentity.generate()
 
 
-def _refusing_verifier(evidence: bytes, report_data: bytes) -> object:
-    return (evidence, report_data)  # accepts anything: the frame parsing is what is fuzzed
-
-
 @fuzz(0.25)
 @given(st.binary(max_size=64), st.integers(0, 64), st.booleans())
 def test_evidence_frames(payload: bytes, announced: int, close: bool) -> None:
-    client: ClientSession = client_session(_refusing_verifier, max_evidence=32)
+    client: ClientSession = client_session(max_evidence=32)
     rogue = TlsEndpoint.server(IDENTITY)
     pump(client, rogue)
     rogue.write(announced.to_bytes(4, "big") + payload)
     if close:
         rogue.close()
-    parses(client.receive, rogue.send_pending())
+    events = parses(client.receive, rogue.send_pending())
+    whole = announced <= 32 and len(payload) >= announced
+    # A whole frame within the bound, and only one, gives exactly its evidence, over the
+    # client's own report_data; what follows it waits until the caller accepts.
+    assert bool(events) == whole
+    if events:
+        assert events == [EvidenceReceived(payload[:announced], client.report_data or b"")]
+        assert client.state is ClientState.EVIDENCE_RECEIVED
+        client.accept(None)  # the verdict is not what is fuzzed
+        assert client.read() == payload[announced:]
 
 
 @fuzz(0.25)
 @given(st.binary(max_size=400))
 def test_random_records_before_the_handshake(data: bytes) -> None:
-    client = client_session(_refusing_verifier)
+    client = client_session()
     client.send_pending()
     parses(client.receive, data)
 

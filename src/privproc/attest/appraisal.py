@@ -392,7 +392,8 @@ def apply_policy(
 def ratls_verifier(
     policy: AttestationPolicy, *, now: Callable[[], datetime | None] = lambda: None
 ) -> Callable[[bytes, bytes], VerificationReport]:
-    """An `EvidenceVerifier` for an attested TLS session: appraise, and refuse unless ok."""
+    """A verifier for an attested TLS session's received evidence (`privproc.net.ratls`'s
+    `check_evidence` calls it): appraise, and refuse unless ok."""
 
     def verify(evidence: bytes, report_data: bytes) -> VerificationReport:
         report = appraise(evidence, report_data, policy, now=now())

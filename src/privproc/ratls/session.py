@@ -6,33 +6,49 @@ exporter, which code it runs before the client sends it anything.
     evidence frame, the server's first application bytes:
         uint32 length (big-endian) || evidence[length]                      (length <= 1 MiB)
 
-The server asks an `EvidenceProvider` for evidence over its report_data; the client computes
-the same report_data from its own exporter and hands both to an `EvidenceVerifier`. A
-man-in-the-middle who terminates TLS on both sides has two connections with two different
-exporters, so evidence relayed from the genuine server names the wrong report_data.
+The server needs evidence over its report_data; the client computes the same report_data from
+its own exporter and has the server's evidence verified over it. A man-in-the-middle who
+terminates TLS on both sides has two connections with two different exporters, so evidence
+relayed from the genuine server names the wrong report_data.
+
+This core never calls out for evidence or its verification (issue 17): like h11 or aioquic, it
+stops and says what it needs, and its caller does the work and feeds the answer back.
+
+    server:  for event in session.receive(data):        # EvidenceNeeded(report_data)
+                 session.provide_evidence(provider(event.report_data))
+    client:  for event in session.receive(data):        # EvidenceReceived(evidence, report_data)
+                 session.accept(verify(event.evidence, event.report_data))  # or .reject(exc)
+
+(`privproc.net.ratls` drives a session with a provider or a verifier that way.)
 
 Rules of this module:
-- Sans-IO, on top of `TlsEndpoint`: `receive`, `send_pending`, `write`, `read`, `close`.
+- Sans-IO, on top of `TlsEndpoint`: `receive` (which returns the events that arose),
+  `send_pending`, `write`, `read`, `close`, and the answers to the events: the server's
+  `provide_evidence` / `withhold_evidence`, the client's `accept` / `reject`. While a session
+  waits for its answer, `pending_event` holds the event. The session stores no callable.
 - States and their transitions are explicit tables (`CLIENT_TRANSITIONS`, `SERVER_TRANSITIONS`);
   every change of state goes through `transition`, which refuses any move the table lacks.
 
-      client:  HANDSHAKING -> AWAITING_EVIDENCE -> VERIFIED -> CLOSED
-      server:  HANDSHAKING -> EVIDENCE_SENT -> OPEN -> CLOSED
+      client:  HANDSHAKING -> AWAITING_EVIDENCE -> EVIDENCE_RECEIVED -> VERIFIED -> CLOSED
+      server:  HANDSHAKING -> EVIDENCE_NEEDED -> EVIDENCE_SENT -> OPEN -> CLOSED
       (either side: every state before CLOSED -> CLOSED or FAILED; CLOSED -> FAILED;
        FAILED is terminal)
 
-  The server is in EVIDENCE_SENT once its evidence is queued and OPEN once `send_pending` has
-  handed it to the transport.
+  The client is in EVIDENCE_RECEIVED once the evidence frame is complete and VERIFIED only when
+  its caller `accept`s it. The server is in EVIDENCE_NEEDED once the handshake is done, in
+  EVIDENCE_SENT once its caller's evidence is queued and OPEN once `send_pending` has handed it
+  to the transport.
 - The client writes and reads application data only when VERIFIED (after it closes, it may
   still read what a verified peer sends); the server writes from EVIDENCE_SENT on, and treats
   any client application data before it is OPEN as a protocol violation.
-- Any failure (TLS, framing, the verifier, the provider, the peer's conduct) sends close_notify
-  where TLS allows it and moves the session to FAILED; the failing call raises the cause, every
-  later call raises `SessionFailedError`, except `send_pending`, which still hands out the last
-  records (close_notify or alert) so that the peer learns. A call made in the wrong state (a
-  client writing before VERIFIED) raises `SessionStateError` and changes nothing.
-- Verifier and provider errors pass through when they are `PrivprocError`s; anything else they
-  raise or return becomes an `AttestationError`.
+- Any failure (TLS, framing, evidence the caller provides that is not bytes or too large, the
+  peer's conduct) sends close_notify where TLS allows it and moves the session to FAILED; the
+  failing call raises the cause, every later call raises `SessionFailedError`, except
+  `send_pending`, which still hands out the last records (close_notify or alert) so that the
+  peer learns. `reject` and `withhold_evidence` fail the session the same way with the caller's
+  cause (they do not raise it). A call made in the wrong state (a client writing before
+  VERIFIED, evidence provided twice, an `accept` with nothing received) raises
+  `SessionStateError` and changes nothing.
 """
 
 from __future__ import annotations
@@ -40,7 +56,8 @@ from __future__ import annotations
 import contextlib
 import enum
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 from privproc.errors import (
@@ -62,10 +79,10 @@ __all__ = [
     "AttestationError",
     "ClientSession",
     "ClientState",
-    "EvidenceProvider",
+    "EvidenceNeeded",
+    "EvidenceReceived",
     "EvidenceTooLargeError",
     "EvidenceTruncatedError",
-    "EvidenceVerifier",
     "ProtocolViolationError",
     "RatlsError",
     "ServerSession",
@@ -85,13 +102,6 @@ EXPORTER_LENGTH = 32
 REPORT_DATA_PREFIX = b"privproc ratls v1"
 MAX_EVIDENCE = 1 << 20
 _LENGTH_SIZE = 4
-
-EvidenceProvider = Callable[[bytes], bytes]
-"""`(report_data) -> evidence`: the enclave's attestation over 64 bytes of report data."""
-
-EvidenceVerifier = Callable[[bytes, bytes], object]
-"""`(evidence, report_data) -> attestation`: raises a `PrivprocError` unless the evidence is
-genuine, acceptable and over exactly this report_data; returns what it learnt."""
 
 
 # --- Errors --------------------------------------------------------------------------------------
@@ -114,7 +124,7 @@ class ProtocolViolationError(RatlsError):
 
 
 class EvidenceTooLargeError(RatlsError, TooLargeError):
-    """An evidence frame announces, or a provider returns, more than the allowed size."""
+    """An evidence frame announces, or the server is given, more than the allowed size."""
 
 
 class EvidenceTruncatedError(RatlsError, TruncatedError):
@@ -122,7 +132,27 @@ class EvidenceTruncatedError(RatlsError, TruncatedError):
 
 
 class AttestationError(RatlsError, CryptoError):
-    """The evidence provider or verifier failed outside the `PrivprocError` contract."""
+    """Evidence, or getting or verifying it, failed outside the `PrivprocError` contract."""
+
+
+# --- Events: what a session needs from its caller ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvidenceNeeded:
+    """Server: the handshake is done and the evidence must go first. Get evidence over
+    `report_data` and answer with `ServerSession.provide_evidence` (or `withhold_evidence`)."""
+
+    report_data: bytes
+
+
+@dataclass(frozen=True)
+class EvidenceReceived:
+    """Client: the server's evidence frame is complete. Verify `evidence` over `report_data`
+    (this connection's, computed here) and answer with `ClientSession.accept` or `reject`."""
+
+    evidence: bytes = field(repr=False)
+    report_data: bytes
 
 
 # --- Binding and framing -------------------------------------------------------------------------
@@ -147,6 +177,7 @@ def encode_evidence_frame(evidence: bytes, *, max_evidence: int = MAX_EVIDENCE) 
 class ClientState(enum.Enum):
     HANDSHAKING = "handshaking"
     AWAITING_EVIDENCE = "awaiting evidence"
+    EVIDENCE_RECEIVED = "evidence received"
     VERIFIED = "verified"
     CLOSED = "closed"
     FAILED = "failed"
@@ -154,6 +185,7 @@ class ClientState(enum.Enum):
 
 class ServerState(enum.Enum):
     HANDSHAKING = "handshaking"
+    EVIDENCE_NEEDED = "evidence needed"
     EVIDENCE_SENT = "evidence sent"
     OPEN = "open"
     CLOSED = "closed"
@@ -165,14 +197,16 @@ _S = ServerState
 
 CLIENT_TRANSITIONS: Mapping[ClientState, frozenset[ClientState]] = {
     _C.HANDSHAKING: frozenset({_C.AWAITING_EVIDENCE, _C.CLOSED, _C.FAILED}),
-    _C.AWAITING_EVIDENCE: frozenset({_C.VERIFIED, _C.CLOSED, _C.FAILED}),
+    _C.AWAITING_EVIDENCE: frozenset({_C.EVIDENCE_RECEIVED, _C.CLOSED, _C.FAILED}),
+    _C.EVIDENCE_RECEIVED: frozenset({_C.VERIFIED, _C.CLOSED, _C.FAILED}),
     _C.VERIFIED: frozenset({_C.CLOSED, _C.FAILED}),
     _C.CLOSED: frozenset({_C.FAILED}),
     _C.FAILED: frozenset(),
 }
 
 SERVER_TRANSITIONS: Mapping[ServerState, frozenset[ServerState]] = {
-    _S.HANDSHAKING: frozenset({_S.EVIDENCE_SENT, _S.CLOSED, _S.FAILED}),
+    _S.HANDSHAKING: frozenset({_S.EVIDENCE_NEEDED, _S.CLOSED, _S.FAILED}),
+    _S.EVIDENCE_NEEDED: frozenset({_S.EVIDENCE_SENT, _S.CLOSED, _S.FAILED}),
     _S.EVIDENCE_SENT: frozenset({_S.OPEN, _S.CLOSED, _S.FAILED}),
     _S.OPEN: frozenset({_S.CLOSED, _S.FAILED}),
     _S.CLOSED: frozenset({_S.FAILED}),
@@ -180,6 +214,7 @@ SERVER_TRANSITIONS: Mapping[ServerState, frozenset[ServerState]] = {
 }
 
 State = TypeVar("State", bound=enum.Enum)
+Event = TypeVar("Event", EvidenceNeeded, EvidenceReceived)
 
 
 def transition(table: Mapping[State, frozenset[State]], current: State, target: State) -> State:
@@ -200,11 +235,13 @@ def _check_bounds(max_evidence: int, max_buffer: int) -> None:
         raise UsageError("max_buffer must hold a whole evidence frame")
 
 
-class _Session(Generic[State]):
-    """What both sides share: the TLS endpoint, the state and failing closed."""
+class _Session(Generic[State, Event]):
+    """What both sides share: the TLS endpoint, the state, the event waiting for its answer and
+    failing closed."""
 
     _FAILED: State
     _CLOSED: State
+    _WAITING: State  # the state in which `pending_event` waits for the caller's answer
 
     def __init__(
         self,
@@ -218,6 +255,7 @@ class _Session(Generic[State]):
         self._state: State = initial
         self._max_evidence = max_evidence
         self._report_data: bytes | None = None
+        self._pending: Event | None = None
         self._cause: BaseException | None = None
 
     @property
@@ -230,6 +268,11 @@ class _Session(Generic[State]):
         return self._report_data
 
     @property
+    def pending_event(self) -> Event | None:
+        """The event `receive` returned that still waits for the caller's answer; else None."""
+        return self._pending if self._state is self._WAITING else None
+
+    @property
     def peer_closed(self) -> bool:
         return self._tls.peer_closed
 
@@ -237,12 +280,13 @@ class _Session(Generic[State]):
         """Network bytes out. Never raises, so that a failed session's last records leave."""
         return self._tls.send_pending()
 
-    def receive(self, data: bytes) -> None:
-        """Network bytes in."""
+    def receive(self, data: bytes) -> list[Event]:
+        """Network bytes in; the events they gave rise to (each also `pending_event` until the
+        caller answers it)."""
         self._check_alive()
         try:
             self._tls.receive(data)
-            self._advance()
+            return self._advance()
         except Exception as exc:
             self._fail(exc)
             raise
@@ -264,15 +308,29 @@ class _Session(Generic[State]):
         self._check_alive()
         return self._tls.exporter(label, length)
 
-    def _advance(self) -> None:
+    def _advance(self) -> list[Event]:
         raise NotImplementedError
 
     def _move(self, target: State) -> None:
         self._state = transition(self._table, self._state, target)
+        if target is not self._WAITING:
+            self._pending = None  # answered, or the session ended: nothing waits any more
 
     def _check_alive(self) -> None:
         if self._state is self._FAILED:
             raise SessionFailedError("the attested session has failed") from self._cause
+
+    def _check_waiting(self, answer: str) -> Event:
+        """The pending event, if the session waits for `answer`; `SessionStateError` if not."""
+        self._check_alive()
+        if self._state is not self._WAITING or self._pending is None:
+            raise SessionStateError(f"nothing waits for {answer} (state {self._state.name})")
+        return self._pending
+
+    def _wait_for_caller(self, event: Event) -> list[Event]:
+        self._pending = event
+        self._move(self._WAITING)
+        return [event]
 
     def _fail(self, exc: BaseException) -> None:
         if self._state is self._FAILED:
@@ -287,18 +345,15 @@ class _Session(Generic[State]):
         return self._report_data
 
 
-class ClientSession(_Session[ClientState]):
-    """The client side: verifies the server's evidence before any application data."""
+class ClientSession(_Session[ClientState, EvidenceReceived]):
+    """The client side: has the server's evidence verified before any application data."""
 
     _FAILED = ClientState.FAILED
     _CLOSED = ClientState.CLOSED
+    _WAITING = ClientState.EVIDENCE_RECEIVED
 
     def __init__(
-        self,
-        verifier: EvidenceVerifier,
-        *,
-        max_evidence: int = MAX_EVIDENCE,
-        max_buffer: int = DEFAULT_MAX_BUFFER,
+        self, *, max_evidence: int = MAX_EVIDENCE, max_buffer: int = DEFAULT_MAX_BUFFER
     ) -> None:
         _check_bounds(max_evidence, max_buffer)
         super().__init__(
@@ -307,11 +362,25 @@ class ClientSession(_Session[ClientState]):
             ClientState.HANDSHAKING,
             max_evidence,
         )
-        self._verifier = verifier
         self._frame = bytearray()
         self._verified = False
         self.attestation: object = None
-        """What the verifier returned, once VERIFIED."""
+        """What the caller's verification returned (given to `accept`), once VERIFIED."""
+
+    def accept(self, attestation: object) -> None:
+        """The received evidence is genuine, acceptable and over this session's report_data:
+        EVIDENCE_RECEIVED -> VERIFIED. `attestation` is kept as `self.attestation`."""
+        self._check_waiting("accept")
+        self.attestation = attestation
+        self._verified = True
+        self._move(ClientState.VERIFIED)
+
+    def reject(self, cause: Exception) -> None:
+        """The received evidence failed verification: close_notify goes out, the session is
+        FAILED, and later calls raise `SessionFailedError` from `cause`. It does not raise
+        `cause`: the caller does."""
+        self._check_waiting("reject")
+        self._fail(cause)
 
     def write(self, data: bytes) -> None:
         """Application bytes to the attested server; only when VERIFIED."""
@@ -336,18 +405,25 @@ class ClientSession(_Session[ClientState]):
         early, self._frame = bytes(self._frame), bytearray()
         return early + self._tls.read()
 
-    def _advance(self) -> None:
+    def _advance(self) -> list[EvidenceReceived]:
         tls = self._tls
         if self._state is ClientState.HANDSHAKING and tls.handshake_done:
             self._bind()
             self._move(ClientState.AWAITING_EVIDENCE)
         if self._state is ClientState.AWAITING_EVIDENCE:
             self._frame += tls.read()
-            self._try_verify()
+            evidence = self._take_evidence()
+            if evidence is not None:
+                assert self._report_data is not None
+                return self._wait_for_caller(EvidenceReceived(evidence, self._report_data))
         elif self._state is ClientState.CLOSED and not self._verified:
             tls.read()  # unverified bytes after close are dropped, never delivered
+        # In EVIDENCE_RECEIVED, what follows the evidence stays in TLS (bounded by max_buffer)
+        # until the caller accepts.
+        return []
 
-    def _try_verify(self) -> None:
+    def _take_evidence(self) -> bytes | None:
+        """The evidence, once its frame is complete (what follows stays for `read`)."""
         frame = self._frame
         if len(frame) >= _LENGTH_SIZE:
             length = int.from_bytes(frame[:_LENGTH_SIZE], "big")
@@ -359,34 +435,22 @@ class ClientSession(_Session[ClientState]):
             if len(frame) >= end:
                 evidence = bytes(frame[_LENGTH_SIZE:end])
                 del frame[:end]  # what follows is application data, delivered once verified
-                self._verify(evidence)
-                return
+                return evidence
         if self._tls.peer_closed:
             raise EvidenceTruncatedError("the server closed before its evidence was complete")
-
-    def _verify(self, evidence: bytes) -> None:
-        assert self._report_data is not None
-        try:
-            attestation = self._verifier(evidence, self._report_data)
-        except PrivprocError:
-            raise
-        except Exception as exc:
-            raise AttestationError("the evidence verifier failed unexpectedly") from exc
-        self.attestation = attestation
-        self._verified = True
-        self._move(ClientState.VERIFIED)
+        return None
 
 
-class ServerSession(_Session[ServerState]):
-    """The server side: sends evidence over its report_data before anything else."""
+class ServerSession(_Session[ServerState, EvidenceNeeded]):
+    """The server side: sends its caller's evidence over its report_data before anything else."""
 
     _FAILED = ServerState.FAILED
     _CLOSED = ServerState.CLOSED
+    _WAITING = ServerState.EVIDENCE_NEEDED
 
     def __init__(
         self,
         identity: ServerIdentity,
-        provider: EvidenceProvider,
         *,
         max_evidence: int = MAX_EVIDENCE,
         max_buffer: int = DEFAULT_MAX_BUFFER,
@@ -398,8 +462,29 @@ class ServerSession(_Session[ServerState]):
             ServerState.HANDSHAKING,
             max_evidence,
         )
-        self._provider = provider
         self._opened = False
+
+    def provide_evidence(self, evidence: bytes) -> None:
+        """The evidence over `pending_event.report_data`: framed and queued as the first
+        application bytes, EVIDENCE_NEEDED -> EVIDENCE_SENT. Evidence that is not bytes
+        (`AttestationError`) or larger than `max_evidence` (`EvidenceTooLargeError`) fails the
+        session."""
+        self._check_waiting("evidence")
+        try:
+            if not isinstance(evidence, bytes):
+                raise AttestationError("the evidence is not bytes")
+            self._tls.write(encode_evidence_frame(evidence, max_evidence=self._max_evidence))
+        except Exception as exc:
+            self._fail(exc)
+            raise
+        self._move(ServerState.EVIDENCE_SENT)
+
+    def withhold_evidence(self, cause: Exception) -> None:
+        """No evidence can be had (the provider failed): close_notify goes out without any,
+        the session is FAILED and later calls raise `SessionFailedError` from `cause`. It does
+        not raise `cause`: the caller does."""
+        self._check_waiting("evidence")
+        self._fail(cause)
 
     def send_pending(self) -> bytes:
         out = self._tls.send_pending()
@@ -429,52 +514,37 @@ class ServerSession(_Session[ServerState]):
             raise SessionStateError(f"no client data before the evidence is sent (state {state})")
         return self._tls.read()
 
-    def _advance(self) -> None:
+    def _advance(self) -> list[EvidenceNeeded]:
         tls = self._tls
         if self._state is ServerState.HANDSHAKING and tls.handshake_done:
             self._refuse_early_data()
-            self._send_evidence(self._bind())
-        elif self._state is ServerState.EVIDENCE_SENT:
+            return self._wait_for_caller(EvidenceNeeded(self._bind()))
+        if self._state in (ServerState.EVIDENCE_NEEDED, ServerState.EVIDENCE_SENT):
             self._refuse_early_data()
         elif self._state is ServerState.CLOSED and not self._opened:
             tls.read()  # nothing from the client counts before the evidence left
+        return []
 
     def _refuse_early_data(self) -> None:
         if self._tls.read():
             raise ProtocolViolationError("the client sent application data before the evidence")
 
-    def _send_evidence(self, data: bytes) -> None:
-        try:
-            evidence = self._provider(data)
-        except PrivprocError:
-            raise
-        except Exception as exc:
-            raise AttestationError("the evidence provider failed unexpectedly") from exc
-        if not isinstance(evidence, bytes):
-            raise AttestationError("the evidence provider returned something other than bytes")
-        self._tls.write(encode_evidence_frame(evidence, max_evidence=self._max_evidence))
-        self._move(ServerState.EVIDENCE_SENT)
-
 
 def client_session(
-    verifier: EvidenceVerifier,
-    *,
-    max_evidence: int = MAX_EVIDENCE,
-    max_buffer: int = DEFAULT_MAX_BUFFER,
+    *, max_evidence: int = MAX_EVIDENCE, max_buffer: int = DEFAULT_MAX_BUFFER
 ) -> ClientSession:
     """A client session; its ClientHello is waiting in `send_pending`."""
-    return ClientSession(verifier, max_evidence=max_evidence, max_buffer=max_buffer)
+    return ClientSession(max_evidence=max_evidence, max_buffer=max_buffer)
 
 
 def server_session(
     identity: ServerIdentity,
-    provider: EvidenceProvider,
     *,
     max_evidence: int = MAX_EVIDENCE,
     max_buffer: int = DEFAULT_MAX_BUFFER,
 ) -> ServerSession:
     """A server session for one connection; share `identity` across connections."""
-    return ServerSession(identity, provider, max_evidence=max_evidence, max_buffer=max_buffer)
+    return ServerSession(identity, max_evidence=max_evidence, max_buffer=max_buffer)
 
 
 # --- Testing aid ---------------------------------------------------------------------------------
@@ -483,14 +553,16 @@ def server_session(
 class Peer(Protocol):
     """Anything with sans-IO network ends: sessions and bare `TlsEndpoint`s."""
 
-    def receive(self, data: bytes) -> None: ...
+    def receive(self, data: bytes) -> object: ...
 
     def send_pending(self) -> bytes: ...
 
 
 def pump(a: Peer, b: Peer, *, max_rounds: int = 100) -> int:
     """Move bytes both ways between two in-memory peers until neither has anything to send;
-    return how many bytes moved. Errors from either side's `receive` propagate."""
+    return how many bytes moved. Errors from either side's `receive` propagate; the events it
+    returns are dropped (a session keeps the one it waits on in `pending_event`), so a pump
+    stops where a session waits for its caller (`privproc.net.ratls.pump_attested` answers)."""
     moved = 0
     for _ in range(max_rounds):
         out_a = a.send_pending()

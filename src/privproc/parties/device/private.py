@@ -67,6 +67,7 @@ from privproc.errors import (
     parse_retry_after,
 )
 from privproc.net.client import new_client
+from privproc.net.ratls import check_evidence
 from privproc.ohttp import bhttp, bhttp_stream
 from privproc.ohttp.keys import KeyConfig, decode_key_configs
 from privproc.parties.device.controls import ReportEntry, Settings, UsageReport, report_text
@@ -596,7 +597,7 @@ class PrivateProcessingClient:
                 self._last_bundle = EvidenceBundle.decode(evidence)
             return appraise(evidence, report_data)
 
-        tls = client_session(verifier)
+        tls = client_session()
         hello = tls.send_pending()
         token = self._token()
         answer = self._inner("POST", "/v1/sessions", hello, [("authorization", token)])
@@ -618,6 +619,7 @@ class PrivateProcessingClient:
             if tls.state is ClientState.VERIFIED:
                 break
             self._exchange(session)
+            check_evidence(tls, verifier)  # the evidence, once received: VERIFIED or it raises
         if tls.state is not ClientState.VERIFIED:
             raise PrivprocError("the enclave did not complete the attested handshake")
         report = tls.attestation

@@ -3,7 +3,9 @@
     records in -> ServerSession (TLS, evidence) -> plaintext -> h11 -> requests
     responses -> h11 -> ServerSession -> records out
 
-Sans-IO: `receive(records)` returns the complete requests that arrived, `respond(status, body)`
+Sans-IO: `receive(records)` returns the complete requests that arrived (none before the
+evidence: once the handshake is done, `tls.pending_event` asks for evidence over the session's
+report_data, which the caller gets from the platform and hands to `tls`), `respond(status, body)`
 queues an answer (or `start_stream`, `stream_data`..., `end_stream` one delivered as it is
 produced, in HTTP/1.1 chunked transfer coding, whose last chunk is the answer's authenticated end:
 it travels inside TLS, so nobody on the way can fake it or cut the answer unnoticed),
@@ -26,12 +28,7 @@ import h11
 
 from privproc.errors import DecodeError, PrivprocError, TooLargeError
 from privproc.limits import MAX_BODY
-from privproc.ratls.session import (
-    EvidenceProvider,
-    ServerSession,
-    ServerState,
-    server_session,
-)
+from privproc.ratls.session import ServerSession, ServerState, server_session
 from privproc.ratls.tls import ServerIdentity
 
 __all__ = ["EnclaveConnection", "HttpRequest"]
@@ -45,8 +42,8 @@ class HttpRequest:
 
 
 class EnclaveConnection:
-    def __init__(self, identity: ServerIdentity, provider: EvidenceProvider) -> None:
-        self.tls: ServerSession = server_session(identity, provider)
+    def __init__(self, identity: ServerIdentity) -> None:
+        self.tls: ServerSession = server_session(identity)
         self._http = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
         self._current: tuple[str, str] | None = None
         self._body = bytearray()

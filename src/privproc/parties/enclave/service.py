@@ -48,11 +48,11 @@ from privproc.errors import PrivprocError
 from privproc.limits import MAX_RECORDS
 from privproc.net.http import BodyError, StreamedBody, in_background, read_body
 from privproc.net.metrics import instrument, metrics_of
+from privproc.net.ratls import EvidenceProvider, supply_evidence
 from privproc.parties.enclave.connection import EnclaveConnection
 from privproc.parties.enclave.handler import ApiStream, handle
 from privproc.parties.enclave.inference.backends import Backend
 from privproc.parties.enclave.sessions import SessionsBusyError, SessionTable
-from privproc.ratls.session import EvidenceProvider
 from privproc.ratls.tls import ServerIdentity
 
 PARTY = "enclave"
@@ -103,7 +103,9 @@ def create_enclave_app(
         """Records in, records out, answering every request that completes (one worker-thread
         hop per exchange: TLS, evidence and inference are all CPU work). With `emit`, a streamed
         answer's records are handed out piece by piece as the model produces them."""
-        for request in connection.receive(records):
+        requests = connection.receive(records)
+        supply_evidence(connection.tls, provider)  # once the handshake is done: evidence first
+        for request in requests:
             answer = handle(backend, request.method, request.path, request.body)
             logs.event(PARTY, "request", status=answer.status)
             if not isinstance(answer, ApiStream):
@@ -202,7 +204,7 @@ def create_enclave_app(
                 return Response(status_code=409)
             try:
                 evicted = sessions.open(
-                    session_id, _Slot(EnclaveConnection(identity, provider)), time.monotonic()
+                    session_id, _Slot(EnclaveConnection(identity)), time.monotonic()
                 )
             except SessionsBusyError:
                 return Response(status_code=503, headers={"retry-after": "1"})

@@ -1,7 +1,9 @@
 """The enclave's side: evidence bundles for attested TLS, from the virtual SNP or real hardware.
 
     provider = EvidenceProvider(VirtualSnp.load(state), manifest, release)
-    session = server_session(identity, provider)      # calls provider(report_data) per session
+    session = server_session(identity)
+    session.receive(records)                          # the handshake completes: EVIDENCE_NEEDED
+    supply_evidence(session, provider)                # provider(report_data), once per session
 
 Each call asks the platform for a fresh report over the session's report data and staples the
 certificates, the workload manifest and the release's log proof, so a client can decide offline.
