@@ -32,7 +32,6 @@ Rules:
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -40,7 +39,7 @@ from types import TracebackType
 from privproc import logs
 from privproc.errors import UsageError
 from privproc.net.metrics import Metrics
-from privproc.ohttp import bhttp
+from privproc.parties.gateway.answers import error_answer
 from privproc.parties.gateway.spent import StoreUnavailableError
 from privproc.parties.gateway.verifier import CheckedToken, TokenRejectedError, TokenVerifier
 
@@ -48,14 +47,6 @@ __all__ = ["Admission", "TokenGate"]
 
 PARTY = "gateway"
 RETRY_AFTER_STORE = "5"
-
-
-def _answer(status: int, error: str, headers: tuple[tuple[str, str], ...]) -> bytes:
-    body = json.dumps({"error": error, "retry": True}).encode()
-    response = bhttp.Response.build(
-        status, headers=(("content-type", "application/json"), *headers), content=body
-    )
-    return bhttp.encode_response(response, bhttp.Framing.shortest())
 
 
 class Admission:
@@ -150,11 +141,12 @@ class TokenGate:
         """The answer to a refused token, logged and counted."""
         if isinstance(exc, StoreUnavailableError):
             reason, status = "store-unavailable", 503
-            answer = _answer(status, "unavailable", (("retry-after", RETRY_AFTER_STORE),))
+            retry_after = (("retry-after", RETRY_AFTER_STORE),)
+            answer = error_answer(status, "unavailable", True, retry_after)
         else:
             reason, status = exc.reason, 401
             challenge = (("www-authenticate", self.verifier.challenge_header(now)),)
-            answer = _answer(status, "token-required", challenge)
+            answer = error_answer(status, "token-required", True, challenge)
         logs.event(PARTY, "token", outcome=reason, status=status)
         if self.metrics is not None:
             self.metrics.error(f"token-{reason}")

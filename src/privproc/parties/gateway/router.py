@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import re
 import secrets
 import time
@@ -56,6 +55,7 @@ from privproc.net.cookies import no_cookies
 from privproc.net.http import StreamAborted, read_bounded
 from privproc.net.metrics import Metrics
 from privproc.ohttp import bhttp, bhttp_stream
+from privproc.parties.gateway.answers import answer, error_answer
 from privproc.parties.gateway.redemption import Admission, TokenGate
 
 __all__ = ["Enclave", "SessionRouter"]
@@ -63,16 +63,6 @@ __all__ = ["Enclave", "SessionRouter"]
 PARTY = "gateway"
 _SESSION_PATH = re.compile(r"/v1/sessions/([0-9a-f]{32})")
 _BUSY = (("retry-after", "1"),)
-
-
-def _answer(status: int, body: bytes = b"", headers: tuple[tuple[str, str], ...] = ()) -> bytes:
-    response = bhttp.Response.build(status, headers=headers, content=body)
-    return bhttp.encode_response(response, bhttp.Framing.shortest())
-
-
-def _error(status: int, error: str, retry: bool, extra: tuple[tuple[str, str], ...] = ()) -> bytes:
-    body = json.dumps({"error": error, "retry": retry}).encode()
-    return _answer(status, body, (("content-type", "application/json"), *extra))
 
 
 class _EnclaveBusy(PrivprocError):
@@ -175,18 +165,18 @@ class SessionRouter:
         try:
             request = bhttp.decode_request(inner)
         except PrivprocError:
-            return _answer(400)
-        return _answer(413) if len(request.content) > MAX_RECORDS else request
+            return answer(400)
+        return answer(413) if len(request.content) > MAX_RECORDS else request
 
     def _lookup(self, request: bhttp.Request) -> tuple[str, _Session] | bytes:
         """The request's session, or the answer when there is none."""
         match = _SESSION_PATH.fullmatch(request.path)
         if match is None:
-            return _answer(404)
+            return answer(404)
         session_id = match.group(1)
         session = self._sessions.get(session_id)
         if session is None:
-            return _error(404, "no-such-session", True)
+            return error_answer(404, "no-such-session", True)
         return session_id, session
 
     async def handle_stream(self, inner: bytes) -> AsyncIterator[bytes]:
@@ -205,7 +195,7 @@ class SessionRouter:
             async with self.http.stream("POST", url, content=request.content) as answer:
                 if answer.status_code == 404:
                     self._forget(session_id)
-                    yield _error(404, "no-such-session", True)
+                    yield error_answer(404, "no-such-session", True)
                     return
                 if answer.status_code != 200:
                     yield self._lost(session_id, session.enclave)
@@ -238,30 +228,30 @@ class SessionRouter:
         session_id, session = found
         if request.method == "DELETE":
             await self._close(session_id)
-            return _answer(204)
+            return answer(204)
         if request.method != "POST":
-            return _answer(405)
+            return answer(405)
         try:
             records, headers = await self._forward(
                 "POST", session.enclave, session_id, request.content
             )
         except _SessionGone:
             self._forget(session_id)
-            return _error(404, "no-such-session", True)
+            return error_answer(404, "no-such-session", True)
         except (httpx.HTTPError, PrivprocError):
             return self._lost(session_id, session.enclave)
         if records:  # an exchange the enclave answered; records it ignored keep nothing alive
             session.last_used = time.monotonic()
         if "session-ended" in headers:  # that answer was the session's last
             self._forget(session_id)
-        return _answer(200, records, (("content-type", "application/octet-stream"),))
+        return answer(200, records, (("content-type", "application/octet-stream"),))
 
     def _lost(self, session_id: str, enclave: Enclave) -> bytes:
         enclave.healthy = False
         self._forget(session_id)
         self._count("enclave-lost")
         logs.event(PARTY, "session", outcome="enclave-lost", status=502)
-        return _error(502, "enclave-lost", True)
+        return error_answer(502, "enclave-lost", True)
 
     async def _open(self, request: bhttp.Request) -> bytes:
         """A new session: token admitted, session placed, then (only then) the token spent."""
@@ -277,7 +267,7 @@ class SessionRouter:
         """Place the session, then spend its token; a session whose token cannot be spent (a
         copy spent meanwhile elsewhere, or no store) is closed again."""
         if len(self._sessions) >= self.max_sessions and not self._make_room():
-            return _error(503, "busy", True, _BUSY)
+            return error_answer(503, "busy", True, _BUSY)
         session_id = secrets.token_hex(16)
         placed = await self._place(session_id, hello)
         if isinstance(placed, _Refusal):
@@ -287,7 +277,7 @@ class SessionRouter:
             return refused
         logs.event(PARTY, "session", outcome="opened", status=201)
         headers = (("session-id", session_id), ("content-type", "application/octet-stream"))
-        return _answer(201, placed, headers)
+        return answer(201, placed, headers)
 
     async def _place(self, session_id: str, hello: bytes) -> bytes | _Refusal:
         """Open the session on an enclave, the least loaded first and the next while one is busy;
@@ -297,7 +287,7 @@ class SessionRouter:
             await self.check_health()  # one may have come back since the last periodic check
             enclaves = self._placements()
         if not enclaves:
-            return _Refusal(_error(503, "no-enclave", True, (("retry-after", "5"),)))
+            return _Refusal(error_answer(503, "no-enclave", True, (("retry-after", "5"),)))
         busy = False
         for enclave in enclaves:
             self._sessions[session_id] = _Session(enclave)  # counted while it is being placed
@@ -317,9 +307,9 @@ class SessionRouter:
             self._evicted(enclave, headers.get("evicted-session"))
             return records
         if busy:
-            return _Refusal(_error(503, "busy", True, _BUSY))
+            return _Refusal(error_answer(503, "busy", True, _BUSY))
         logs.event(PARTY, "session", outcome="enclave-lost", status=502)
-        return _Refusal(_error(502, "enclave-lost", True))
+        return _Refusal(error_answer(502, "enclave-lost", True))
 
     def _evicted(self, enclave: Enclave, session_id: str | None) -> None:
         """Forget the session the enclave evicted to make room (if it named one of its own)."""

@@ -70,6 +70,7 @@ from privproc.ohttp.messages import (
     ServerContext,
     decapsulate_request,
 )
+from privproc.parties.gateway.answers import answer
 from privproc.parties.gateway.redemption import TokenGate
 from privproc.parties.gateway.router import SessionRouter
 from privproc.parties.gateway.verifier import TokenVerifier
@@ -143,11 +144,6 @@ def gateway_key_ring(state_dir: Path | None) -> KeyRing:
         raise KeyFileError(f"the gateway's key file {path} is refused: {exc}") from None
 
 
-def _error_response(status: int, headers: tuple[tuple[str, str], ...] = ()) -> bytes:
-    response = bhttp.Response.build(status, headers=headers)
-    return bhttp.encode_response(response, bhttp.Framing.shortest())
-
-
 def token_guard(gate: TokenGate, handler: InnerHandler) -> InnerHandler:
     """Wrap an inner handler so that it runs only for requests that redeem a valid token: the
     gate's simple use (the token is spent before the handler runs; a refusal is the gate's)."""
@@ -156,7 +152,7 @@ def token_guard(gate: TokenGate, handler: InnerHandler) -> InnerHandler:
         try:
             request = bhttp.decode_request(inner)
         except PrivprocError:
-            return _error_response(400)
+            return answer(400)
         refused = await gate.redeem(request.header("authorization"))
         if refused is not None:
             return refused
@@ -208,7 +204,7 @@ async def echo_handler(inner: bytes) -> bytes:
     try:
         bhttp.decode_request(inner)
     except PrivprocError:
-        return _error_response(400)
+        return answer(400)
     return inner
 
 
@@ -216,8 +212,8 @@ async def no_target_handler(inner: bytes) -> bytes:
     try:
         bhttp.decode_request(inner)
     except PrivprocError:
-        return _error_response(400)
-    return _error_response(404)
+        return answer(400)
+    return answer(404)
 
 
 def create_gateway_app(
