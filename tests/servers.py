@@ -201,3 +201,19 @@ def app_in_thread(app: object, host: str = "127.0.0.1", port: int = 0) -> Iterat
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+def recording_tokens(client: Any, *also: list[str]) -> list[str]:
+    """Note every token the device's `client` (either shell) takes for a session: in the list
+    returned, and in each of `also` (tests search for them afterwards)."""
+    spent: list[str] = []
+    taking = client.path.payment.session_token
+
+    def recording() -> Any:
+        token = yield from taking()
+        for into in (spent, *also):
+            into.append(token)
+        return token
+
+    client.path.payment.session_token = recording
+    return spent

@@ -21,7 +21,7 @@ from privproc.parties.device.ohttp import OhttpClient, choose_config
 from privproc.parties.device.private import EnclaveLostError, PrivateProcessingClient
 from privproc.ratls.session import client_session
 from privproc.system import System
-from tests.servers import app_in_thread
+from tests.servers import app_in_thread, recording_tokens
 
 CANARY = "canary-e2e-71c9: my passport number is X1234567"
 
@@ -31,18 +31,15 @@ class RecordingClient(PrivateProcessingClient):
 
     spent: list[str]
 
-    def _token(self) -> str:
-        token = super()._token()
-        self.spent = [*getattr(self, "spent", []), token]
-        SPENT.append(token)
-        return token
-
 
 SPENT: list[str] = []  # every token this module's recording clients spent
 
 
 def _client(system: System, **kw: object) -> RecordingClient:
-    return RecordingClient.from_state(system.client_dir, **kw)  # type: ignore[arg-type, return-value]
+    client = RecordingClient.from_state(system.client_dir, **kw)  # type: ignore[arg-type]
+    assert isinstance(client, RecordingClient)
+    client.spent = recording_tokens(client, SPENT)
+    return client
 
 
 def _files(root: Path) -> Iterator[Path]:
@@ -146,7 +143,7 @@ def test_an_unlogged_enclave_is_refused_and_a_lost_one_retried(system: System) -
     system.stop_party("enclave")
     system.start_enclave()
     steps: list[str] = []
-    client._step = steps.append
+    client.path.step = steps.append
     assert client.chat("Say hello.").text
     client.close()
     fresh.close()
@@ -388,6 +385,7 @@ def test_the_official_openai_sdk_through_the_transport_and_the_proxy(
 
     import openai
 
+    from privproc.parties.device.aio import AsyncPrivateProcessingClient
     from privproc.parties.device.openai import AsyncPrivateTransport, PrivateTransport
     from tests.servers import privproc_process
 
@@ -422,7 +420,12 @@ def test_the_official_openai_sdk_through_the_transport_and_the_proxy(
             base_url="http://private.invalid/v1",
             api_key="unused",
             http_client=cast(
-                Any, httpx.AsyncClient(transport=AsyncPrivateTransport(_client(system)))
+                Any,
+                httpx.AsyncClient(
+                    transport=AsyncPrivateTransport(
+                        AsyncPrivateProcessingClient.from_state(system.client_dir)
+                    )
+                ),
             ),
         )
         answer = await async_ai.chat.completions.create(
@@ -449,13 +452,25 @@ def test_the_official_openai_sdk_through_the_transport_and_the_proxy(
         assert "paris" in "".join(pieces).lower()
 
 
-def test_the_async_sdk(system: System) -> None:
+def test_the_async_sdk(system: System, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The asyncio client is native: the whole private path (log, CDN keys, tokens fetched
+    because the wallet is empty, the attested session, a stream) starts no thread."""
     import asyncio
+    import threading
 
-    from privproc.parties.device.private import AsyncPrivateProcessingClient
+    from privproc.parties.device.aio import AsyncPrivateProcessingClient
+
+    started: list[str] = []
+    start = threading.Thread.start
+
+    def noting(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        start(thread)
 
     async def run() -> tuple[str, str, str]:
+        monkeypatch.setattr(threading.Thread, "start", noting)
         async with AsyncPrivateProcessingClient.from_state(system.client_dir) as client:
+            client.wallet.path.unlink(missing_ok=True)  # tokens are fetched on the way
             first, second = await asyncio.gather(
                 # a message the demonstration model rewrites within the checks (greedy decoding)
                 client.rewrite("thanks for the help", "professional"),
@@ -466,9 +481,11 @@ def test_the_async_sdk(system: System) -> None:
             assert len(streamed) > 2
             assert (second.finish_reason, second.model) == ("stop", "SmolLM2-135M-Instruct")
             assert second.usage.completion_tokens > 0
-            return first.text, second.text, "".join(streamed)
+        monkeypatch.setattr(threading.Thread, "start", start)
+        return first.text, second.text, "".join(streamed)
 
     rewritten, answer, streamed = asyncio.run(run())
+    assert started == []  # not one thread under the asyncio client
     assert rewritten
     assert "paris" in answer.lower()
     assert "paris" in streamed.lower()

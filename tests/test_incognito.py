@@ -178,7 +178,7 @@ def test_a_stopped_or_cut_answer_is_not_kept(system: System) -> None:
 
 
 def test_the_async_conversation(system: System) -> None:
-    from privproc.parties.device.private import AsyncPrivateProcessingClient
+    from privproc.parties.device.aio import AsyncPrivateProcessingClient
 
     async def run() -> None:
         async with AsyncPrivateProcessingClient.from_state(system.client_dir) as client:

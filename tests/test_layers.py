@@ -4,7 +4,8 @@
 - the contract (`privproc.api`) imports only the base;
 - the shells (`privproc.net`) import no party, no CLI, no system;
 - a party imports the base, the cores, the contract and the shells, never another party;
-- only the CLI imports `privproc.system`, and nothing imports the CLI.
+- only the CLI imports `privproc.system`, and nothing imports the CLI;
+- the sans-IO party modules (`SANS_IO`) import no I/O library and no I/O shell.
 
 Also: errors are raised from the one hierarchy, and every module opens with the rules it keeps.
 """
@@ -28,6 +29,14 @@ CORES = frozenset(("hpke", "ohttp", "tokens", "tlog", "attest", "ratls", "storag
 NETWORK = frozenset(("socket", "ssl", "asyncio", "httpx", "h11", "starlette", "uvicorn", "urllib",
                      "http", "requests", "redis", "click"))  # fmt: skip
 PARTIES = frozenset(("device", "relay", "gateway", "issuer", "enclave", "log", "witness", "cdn"))
+# Party modules written sans-IO (issue 17): the device's connection, the private path as steps
+# (with what the log vouches for and how a session is paid), and the steps' needs. They import
+# no I/O library and no shell that does I/O; only h11 (itself sans-IO), the needs
+# (`net.steps`) and the evidence events' helpers (`net.ratls`).
+SANS_IO = frozenset(("privproc.net.steps", "privproc.parties.device.connection",
+                     "privproc.parties.device.path", "privproc.parties.device.logged",
+                     "privproc.parties.device.payment"))  # fmt: skip
+SANS_IO_NET = frozenset(("privproc.net.steps", "privproc.net.ratls"))
 
 
 def _modules(packages: bool = True) -> Iterator[tuple[str, ast.Module, bool]]:
@@ -81,8 +90,16 @@ def _violations(name: str, tree: ast.Module, is_package: bool = False) -> set[st
     layer = _layer(name)
     found = set()
     for imported in imported_names(name, is_package, tree):
-        if not _allowed(layer, _layer(imported)) or (
-            layer in ("base", "core", "api") and imported.split(".")[0] in NETWORK
+        if (
+            not _allowed(layer, _layer(imported))
+            or (layer in ("base", "core", "api") and imported.split(".")[0] in NETWORK)
+            or (
+                name in SANS_IO
+                and (
+                    imported.split(".")[0] in NETWORK - {"h11"}
+                    or (_layer(imported) == "net" and not imported.startswith(tuple(SANS_IO_NET)))
+                )
+            )
         ):
             found.add(imported)
     return found
@@ -125,6 +142,11 @@ def test_layers_hold() -> None:
          {"privproc.system", "privproc.cli"}),
         ("privproc.system", "from privproc.cli import main\nfrom privproc.parties.log import x\n",
          {"privproc.cli", "privproc.cli.main"}),
+        ("privproc.parties.device.connection", "import h11\nimport asyncio\n"
+         "from privproc.net.drivers import Driver\nfrom privproc.net.steps import Step\n",
+         {"asyncio", "privproc.net.drivers", "privproc.net.drivers.Driver"}),
+        ("privproc.parties.device.path", "import httpx\nfrom privproc.net import client\n",
+         {"httpx", "privproc.net", "privproc.net.client"}),
     ],
 )  # fmt: skip
 def test_the_check_sees_a_forbidden_import(module: str, source: str, forbidden: set[str]) -> None:

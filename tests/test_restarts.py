@@ -331,7 +331,9 @@ def test_the_issuers_new_keys_are_logged_so_clients_keep_fetching_tokens(tmp_pat
             assert system.log_new_issuer_keys() >= 1
             assert client._token()  # the same client, now with the key logged
             system.log_new_issuer_keys()
-            logged_keys = [k.token_key for k in client._logged_keys()[1]]
+            logged_keys = [
+                k.token_key for k in client._driver.run(client.path.logged.read()).token_keys
+            ]
             assert len(logged_keys) == len(set(logged_keys))  # each key logged once
         finally:
             client.close()

@@ -21,7 +21,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from privproc.errors import PeerRejectedError, parse_retry_after
-from privproc.parties.device.private import RETRY_FIRST, PrivateProcessingClient
+from privproc.parties.device.path import RETRY_FIRST
+from privproc.parties.device.private import PrivateProcessingClient
 from privproc.system import System
 from tests.servers import app_in_thread
 

@@ -20,23 +20,17 @@ import pytest
 
 from privproc.errors import DecodeError
 from privproc.ohttp.keys import decode_key_configs
+from privproc.parties.device.answers import UseFacts, model_of, relay_label
 from privproc.parties.device.controls import MAX_REPORT_TEXT, ReportEntry, UsageReport
 from privproc.parties.device.ohttp import OhttpClient, choose_config
-from privproc.parties.device.private import (
-    ClientConfig,
-    PrivateProcessingClient,
-    _UseFacts,
-    model_of,
-    relay_label,
-    sniff_first_event,
-)
+from privproc.parties.device.private import ClientConfig, PrivateProcessingClient
 from privproc.parties.enclave.platform.provider import ReleaseProof
 from privproc.system import System
 from privproc.tlog.entries import EnclaveRelease, IssuerTokenKey, decode_entry
 from privproc.tlog.log import TransparencyLog
 from privproc.tokens import issuance
 from privproc.tokens.auth import Token, parse_authorization
-from tests.servers import privproc_cli
+from tests.servers import privproc_cli, recording_tokens
 
 
 def _entry(n: int, feature: str = "chat") -> ReportEntry:
@@ -202,14 +196,23 @@ def test_the_model_is_read_from_its_card_or_the_openai_field() -> None:
 
 
 def test_a_streams_first_event_names_its_model() -> None:
-    facts = _UseFacts()
+    facts = UseFacts()
+    facts.watch_stream("text/event-stream; charset=utf-8")
     event = b":" + b" " * 40 + b'\ndata: {"model": "tiny", "choices": []}\n\n'
-    sniff_first_event(event, facts)
+    for piece in (event[:10], event[10:]):  # split anywhere: found once the event is whole
+        facts.saw_piece(piece)
     assert (facts.model, facts.model_digest) == ("tiny", "")
-    for junk in (b"data: not json\n\n", b"", b"\xff\xfe\n\n", b"data: [DONE]\n\n"):
-        quiet = _UseFacts()
-        sniff_first_event(junk, quiet)
+    facts.saw_piece(b'data: {"model": "later", "choices": []}\n\n')
+    assert facts.model == "tiny"  # the first event only
+    for junk in (b"data: not json\n\n", b"\xff\xfe\n\n", b"data: [DONE]\n\n"):
+        quiet = UseFacts()
+        quiet.watch_stream("text/event-stream")
+        quiet.saw_piece(junk)
         assert quiet.model == ""
+    other = UseFacts()
+    other.watch_stream("application/json")  # not events: nothing looked for
+    other.saw_piece(b'data: {"model": "tiny"}\n\n')
+    assert other.model == ""
 
 
 def test_the_relay_is_named_without_credentials_or_query() -> None:
@@ -276,11 +279,6 @@ class _Spending(PrivateProcessingClient):
 
     spent: list[str]
 
-    def _token(self) -> str:
-        token = super()._token()
-        self.spent = [*getattr(self, "spent", []), token]
-        return token
-
 
 def test_each_use_names_what_served_it_and_nothing_it_carried(system: System) -> None:
     steps: list[str] = []
@@ -288,6 +286,7 @@ def test_each_use_names_what_served_it_and_nothing_it_carried(system: System) ->
     http = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=300)
     config = ClientConfig.load(system.client_dir / "client.json")
     client = _Spending(config, system.client_dir, on_step=steps.append, http=http)
+    client.spent = recording_tokens(client)
     report = UsageReport(system.client_dir)
     before, start = len(report.entries()), time.time()
     chat = [

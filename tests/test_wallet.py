@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -359,10 +360,10 @@ class _Later:
     """A scheduler that only notes what it was asked to run."""
 
     def __init__(self) -> None:
-        self.runs: list[tuple[float, Callable[[], None]]] = []
+        self.runs: list[tuple[float, Callable[[], Any]]] = []
         self.cancelled = 0
 
-    def __call__(self, delay: float, run: Callable[[], None]) -> Callable[[], None]:
+    def __call__(self, delay: float, run: Callable[[], Any]) -> Callable[[], None]:
         self.runs.append((delay, run))
 
         def cancel() -> None:
@@ -381,6 +382,8 @@ def test_a_low_wallet_is_refilled_once_later_and_never_in_the_requests_path(
     import logging
     import random
 
+    from privproc.net.drivers import run_local
+    from privproc.net.steps import Step, immediate
     from privproc.parties.device.wallet import RefillPolicy, TokenSupply
 
     challenge, tokens = _local_tokens(6)
@@ -389,18 +392,18 @@ def test_a_low_wallet_is_refilled_once_later_and_never_in_the_requests_path(
     fills: list[tuple[float, int, int]] = []
     fetches: list[int] = []
 
-    def fill(ch: bytes, now: float, threshold: int, target: int) -> int:
+    def fill(ch: bytes, now: float, threshold: int, target: int) -> Step[int]:
         assert ch == challenge
         fills.append((now, threshold, target))
         if len(fills) == 2:
             raise PeerRejectedError("the issuer answered 503 for secret ppa_xyz", 503)
         added = tokens[2:5] if len(fills) == 1 else tokens[5:]
         wallet.add(ch, [(t, 2**40) for t in added], at=now)
-        return len(added)
+        return immediate(len(added))
 
-    def fetch(ch: bytes, now: float, count: int) -> str:
+    def fetch(ch: bytes, now: float, count: int) -> Step[str]:
         fetches.append(count)
-        return "PrivateToken token=fetched-now"
+        return immediate("PrivateToken token=fetched-now")
 
     later = _Later()
     policy = RefillPolicy(low_water=3, target=8, delay=(10.0, 20.0))
@@ -413,13 +416,13 @@ def test_a_low_wallet_is_refilled_once_later_and_never_in_the_requests_path(
         clock=lambda: 777.0,
         rng=random.Random(1),
     )
-    assert supply.fill_ahead(challenge, 200) == 3  # 2 held, below the mark: filled ahead
+    assert run_local(supply.fill_ahead(challenge, 200)) == 3  # 2 held, below the mark: filled
     assert fills == [(200, 3, 8)]
-    assert supply.token(challenge, 300)  # 5 -> 4 left: no refill
-    assert supply.token(challenge, 300)  # 3 left: none
+    assert run_local(supply.token(challenge, 300))  # 5 -> 4 left: no refill
+    assert run_local(supply.token(challenge, 300))  # 3 left: none
     assert later.runs == []
-    assert supply.token(challenge, 300)  # 2 left: below the mark
-    assert supply.token(challenge, 300)  # 1 left: still the one refill
+    assert run_local(supply.token(challenge, 300))  # 2 left: below the mark
+    assert run_local(supply.token(challenge, 300))  # 1 left: still the one refill
     [(delay, run)] = later.runs
     assert 10.0 <= delay <= 20.0
     assert supply.refill_pending
@@ -430,7 +433,7 @@ def test_a_low_wallet_is_refilled_once_later_and_never_in_the_requests_path(
     logging.getLogger("privproc").addHandler(handler)
     logging.getLogger("privproc").setLevel(logging.INFO)
     try:
-        run()
+        run_local(run())
         assert fills[-1] == (777.0, 3, 8)  # it failed: swallowed, said by its type alone
     finally:
         logging.getLogger("privproc").removeHandler(handler)
@@ -439,27 +442,39 @@ def test_a_low_wallet_is_refilled_once_later_and_never_in_the_requests_path(
     assert '"outcome":"PeerRejectedError"' in line
     assert "ppa_" not in line
     assert wallet.count(challenge, 300) == 1
-    assert supply.token(challenge, 300)  # the last one, and a new refill scheduled
+    assert run_local(supply.token(challenge, 300))  # the last one, and a new refill scheduled
     assert len(later.runs) == 2
-    assert supply.token(challenge, 300) == "PrivateToken token=fetched-now"  # empty: fallback
+    fallback = run_local(supply.token(challenge, 300))  # empty: fetched in the request's path
+    assert fallback == "PrivateToken token=fetched-now"
     assert fetches == [8]
     supply.close()
     assert later.cancelled == 1
     assert not supply.refill_pending
-    later.runs[1][1]()  # a refill that ran anyway (it had begun) still fills the wallet
+    run_local(later.runs[1][1]())  # a refill that ran anyway (it had begun) still fills the wallet
     assert wallet.count(challenge, 300) == 1
-    assert supply.token(challenge, 300)
+    assert run_local(supply.token(challenge, 300))
     assert len(later.runs) == 2  # closed: nothing more is scheduled
 
 
 def test_the_background_refill_runs_in_a_daemon_thread(tmp_path: Path) -> None:
+    from privproc.net.drivers import Driver
+    from privproc.net.steps import Step
     from privproc.parties.device.wallet import in_background
 
+    def setting(event: threading.Event) -> Callable[[], Step[None]]:
+        def refill() -> Step[None]:
+            event.set()
+            return
+            yield
+
+        return refill
+
+    schedule = in_background(Driver(None))
     ran = threading.Event()
-    cancel = in_background(0.01, ran.set)
+    cancel = schedule(0.01, setting(ran))
     assert ran.wait(10)
     cancel()  # after the run: harmless
     never = threading.Event()
-    in_background(0.5, never.set)()
+    schedule(0.5, setting(never))()
     assert not never.wait(1)
     assert all(t.daemon for t in threading.enumerate() if t.name == "wallet-refill")

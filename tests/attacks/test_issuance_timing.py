@@ -39,13 +39,15 @@ from typing import Any
 import httpx
 import pytest
 
+from privproc.net.drivers import Driver
+from privproc.net.steps import Step
 from privproc.ohttp import bhttp
 from privproc.parties.device.issuer import IssuerClient
 from privproc.parties.device.ohttp import OhttpClient, choose_config
 from privproc.parties.device.wallet import RefillPolicy, TokenSupply, Wallet
 from privproc.parties.issuer.service import REQUEST_PATH, create_issuer_app
 from privproc.parties.issuer.store import IssuerStore
-from privproc.tokens.auth import TokenChallenge
+from privproc.tokens.auth import Token, TokenChallenge
 from tests.servers import Running, app_in_thread
 from tests.tokens_stack import gateway_process, issuer_process
 
@@ -171,6 +173,7 @@ def _simulate(
     operator.sessions.clear()
     operator.truth.clear()
     http = httpx.Client(timeout=30)
+    driver = Driver(http)
     ohttp = OhttpClient(http=http)
     config = choose_config(ohttp.fetch_key_configs(stack.gateway.url))
     with IssuerClient(stack.issuer_url, http=http) as public:
@@ -184,26 +187,32 @@ def _simulate(
         issuer = IssuerClient(stack.issuer_url, stack.store.add_account(name, 0), http=http)
         wallet = Wallet(tmp / name)
 
-        def fetch(challenge: bytes, now: float, count: int) -> str:
-            return wallet.fetch(issuer, challenge, key, key_set, count=count, now=now)
+        def issue() -> Step[Token]:
+            return issuer.token_step(challenge, key)
 
-        def fill(challenge: bytes, now: float, threshold: int, target: int) -> int:
-            return wallet.refill(
-                issuer, challenge, key, key_set, threshold=threshold, target=target, now=now
+        def fetch(challenge: bytes, now: float, count: int) -> Step[str]:
+            return wallet.fetch_step(issue, challenge, key, key_set, count=count, now=now)
+
+        def fill(challenge: bytes, now: float, threshold: int, target: int) -> Step[int]:
+            return wallet.refill_step(
+                issue, challenge, key, key_set, threshold=threshold, target=target, now=now
             )
+
+        def schedule(delay: float, refill: Callable[[], Step[None]]) -> Callable[[], None]:
+            return virtual.schedule(delay, lambda: driver.run(refill()))
 
         supply = TokenSupply(
             wallet,
             policy,
             fetch=fetch,
             fill=fill,
-            schedule=virtual.schedule,
+            schedule=schedule,
             clock=lambda: virtual.now,
             rng=random.Random(rng.random()),
         )
 
         def request() -> None:
-            token = supply.token(challenge, virtual.now)
+            token = driver.run(supply.token(challenge, virtual.now))
             inner = bhttp.Request.build(
                 "GET", "https://enclave.invalid/v1/models", headers=[("authorization", token)]
             )
@@ -212,7 +221,7 @@ def _simulate(
             assert ohttp.request(stack.gateway.url, config, inner).status == 404
 
         def turn_on() -> None:  # `privproc settings enable`: the wallet is filled
-            supply.fill_ahead(challenge, virtual.now)
+            driver.run(supply.fill_ahead(challenge, virtual.now))
 
         if fill_ahead:
             virtual.at(virtual.now + rng.uniform(0, SETUP), turn_on)

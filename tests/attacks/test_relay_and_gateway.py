@@ -33,7 +33,7 @@ from privproc.parties.device.private import ClientConfig, PrivateProcessingClien
 from privproc.parties.enclave.platform.virtual import VirtualSnp
 from privproc.system import System
 from tests.operator_link import Link, enclave_behind, flip, genuine_provider, records
-from tests.servers import app_in_thread
+from tests.servers import app_in_thread, recording_tokens
 
 DOOR_CODE = "73q5z1"  # letters among the digits: no timestamp, port or pid in a log can hold it
 CANARY = f"canary-attack-9e41: the door code is {DOOR_CODE}"
@@ -47,18 +47,13 @@ SPENT: list[str] = []  # every token the attacks' clients spent, to search for a
 LOGGED: list[str] = []  # every log line of the parties running in this process
 
 
-class _Recording(PrivateProcessingClient):
-    def _token(self) -> str:
-        token = super()._token()
-        SPENT.append(token)
-        return token
-
-
 def _client(system: System, **changes: Any) -> PrivateProcessingClient:
     """The real client, connecting from 127.0.0.2 (so its address can be searched for)."""
     config = dataclasses.replace(ClientConfig.load(system.client_dir / "client.json"), **changes)
     http = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=300)
-    return _Recording(config, system.client_dir, http=http)
+    client = PrivateProcessingClient(config, system.client_dir, http=http)
+    recording_tokens(client, SPENT)
+    return client
 
 
 class _Keep(logging.Handler):

@@ -23,6 +23,8 @@ import pytest
 
 from privproc.api import SessionPolicy
 from privproc.errors import PeerRejectedError
+from privproc.ohttp import bhttp
+from privproc.parties.device.ohttp import OhttpClient
 from privproc.parties.device.private import EnclaveLostError, PrivateProcessingClient
 from privproc.parties.device.wallet import RefillPolicy
 from privproc.system import System
@@ -67,8 +69,21 @@ def _use(client: PrivateProcessingClient) -> str:
     """One cheap request that carries application data; the session it went on."""
     status, _ = client.request("GET", "/v1/models")
     assert status == 200
-    assert client._session is not None
-    return client._session.id
+    session = client.path.connection.session_id
+    assert session is not None
+    return session
+
+
+def _inner(
+    client: PrivateProcessingClient, path: str, headers: list[tuple[str, str]]
+) -> bhttp.Response:
+    """An empty `POST` of `path` to the gateway through the relay, outside the client's
+    session (under the key configuration the client checked against the log)."""
+    config = client.path.logged.key_config_now
+    assert config is not None
+    request = bhttp.Request.build("POST", "https://gateway.invalid" + path, headers=headers)
+    with OhttpClient() as ohttp:
+        return ohttp.request(client.config.relay_url, config, request)
 
 
 def _tokens(client: PrivateProcessingClient) -> int:
@@ -95,20 +110,20 @@ def test_a_full_enclave_is_busy_before_a_token_is_spent(system: System) -> None:
         assert busy.value.retryable
         assert busy.value.retry_after == 1.0
         assert _spent(system) == spent  # the gateway spent nothing
-        assert newcomer._unspent is not None  # the client kept its token
-        kept = newcomer._unspent[1]
+        assert newcomer.path.payment.unspent is not None  # the client kept its token
+        kept = newcomer.path.payment.unspent[1]
         # The squatters stop; once idle long enough, one gives way, and the kept token works.
         time.sleep(POLICY.evictable_after + 0.5)
         steps: list[str] = []
-        newcomer._step = steps.append
+        newcomer.path.step = steps.append
         _use(newcomer)
         assert "the token the gateway did not spend last time" in steps
         assert _spent(system) == spent + 1
         assert _tokens(newcomer) == tokens - 1  # no other token was taken for it
-        assert newcomer._unspent is None
+        assert newcomer.path.payment.unspent is None
         # That token is spent now: a replay of it is refused, and costs the enclave nothing.
         opened = _opened(system)
-        replay = newcomer._inner("POST", "/v1/sessions", b"", [("authorization", kept)])
+        replay = _inner(newcomer, "/v1/sessions", [("authorization", kept)])
         assert replay.status == 401
         assert _opened(system) == opened
     finally:
@@ -124,8 +139,8 @@ def test_a_token_refused_as_busy_goes_back_to_the_wallet(system: System) -> None
         tokens = _tokens(newcomer)
         with pytest.raises(PeerRejectedError, match="busy"):
             _use(newcomer)
-        assert newcomer._unspent is not None
-        kept = newcomer._unspent[1]
+        assert newcomer.path.payment.unspent is not None
+        kept = newcomer.path.payment.unspent[1]
         newcomer.close()  # the app gives up; the token is not lost
         assert _tokens(newcomer) == tokens
         time.sleep(POLICY.evictable_after + 0.5)
@@ -134,7 +149,7 @@ def test_a_token_refused_as_busy_goes_back_to_the_wallet(system: System) -> None
         assert _spent(system) == spent + 1
         assert _tokens(later) == tokens - 1
         # The token it spent was the one given back: that one is spent now.
-        replay = later._inner("POST", "/v1/sessions", b"", [("authorization", kept)])
+        replay = _inner(later, "/v1/sessions", [("authorization", kept)])
         assert replay.status == 401
     finally:
         _free(*squatters, newcomer, later)
@@ -149,7 +164,7 @@ def test_records_without_application_data_keep_no_session_alive(system: System) 
         deadline = time.monotonic() + POLICY.idle_timeout + 4
         statuses = []
         while time.monotonic() < deadline and 404 not in statuses:
-            statuses.append(squatter._inner("POST", path, b"", []).status)
+            statuses.append(_inner(squatter, path, []).status)
             time.sleep(0.5)
         assert statuses[0] == 200
         assert statuses[-1] == 404  # forgotten, however often it was "kept alive"
@@ -165,12 +180,12 @@ def test_an_idle_session_gives_way_when_the_enclave_is_full(system: System) -> N
         # The squatters keep "touching" their sessions with empty posts; that is not activity.
         for _ in range(int(POLICY.evictable_after / 0.5) + 2):
             for squatter, session in zip(squatters, held, strict=True):
-                squatter._inner("POST", f"/v1/sessions/{session}", b"", [])
+                _inner(squatter, f"/v1/sessions/{session}", [])
             time.sleep(0.5)
         _use(newcomer)  # room was made: the session idle longest gave way
         # The enclave named the session it evicted; the gateway forgot it at once.
         assert _gauge(system, "privproc_sessions") == POLICY.max_sessions
-        gone = [s._inner("POST", f"/v1/sessions/{i}", b"", []).status for s, i in
+        gone = [_inner(s, f"/v1/sessions/{i}", []).status for s, i in
                 zip(squatters, held, strict=True)]  # fmt: skip
         assert sorted(gone) == [200, 404]
     finally:
@@ -187,7 +202,7 @@ def test_a_session_ends_after_its_requests_and_its_lifetime(system: System) -> N
         # inside TLS), and the enclave and the gateway forget it at once.
         status, _ = client.request("GET", "/v1/models")
         assert status == 200
-        assert client._session is None
+        assert client.path.connection.session_id is None
         assert _gauge(system, "privproc_sessions") == 0
         # The next request opens a new session (a new token) without a failed try first.
         spent = _spent(system)
@@ -198,7 +213,7 @@ def test_a_session_ends_after_its_requests_and_its_lifetime(system: System) -> N
         # lifetime: the first answer after it is its last, or, if the session sat idle as its
         # lifetime passed, the enclave has reaped it (the SDK would open a new one at once).
         began, served = time.monotonic(), 1
-        while client._session is not None:
+        while client.path.connection.session_id is not None:
             assert time.monotonic() - began < POLICY.lifetime + 6
             time.sleep(POLICY.lifetime / 3)
             try:

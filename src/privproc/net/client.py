@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import httpx
@@ -16,7 +17,7 @@ import httpx
 from privproc.errors import TooLargeError, TransportError
 from privproc.net.cookies import no_cookies
 
-__all__ = ["Answer", "bounded_exchange", "new_client"]
+__all__ = ["Answer", "bounded_exchange", "collect_answer", "new_async_client", "new_client"]
 
 
 @functools.cache
@@ -32,12 +33,35 @@ def new_client(timeout: float) -> httpx.Client:
     )
 
 
+def new_async_client(timeout: float) -> httpx.AsyncClient:
+    """`new_client`, for asyncio code."""
+    return httpx.AsyncClient(
+        timeout=timeout, follow_redirects=False, verify=_tls_context(), cookies=no_cookies()
+    )
+
+
 @dataclass(frozen=True)
 class Answer:
     status: int
     media_type: str
     body: bytes
     retry_after: str | None = None
+
+
+def collect_answer(
+    response: httpx.Response, chunks: Iterable[bytes], url: str, limit: int
+) -> Answer:
+    """The `Answer` of `response`, its body joined from `chunks`: at most `limit` bytes."""
+    body = bytearray()
+    for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            raise TooLargeError(f"the answer from {url} exceeds {limit} bytes")
+    content_type = response.headers.get("content-type", "")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return Answer(
+        response.status_code, media_type, bytes(body), response.headers.get("retry-after")
+    )
 
 
 def bounded_exchange(
@@ -51,15 +75,6 @@ def bounded_exchange(
     """One HTTP exchange whose answer body may not exceed `limit` bytes."""
     try:
         with http.stream(method, url, content=content, headers=headers) as response:
-            body = bytearray()
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > limit:
-                    raise TooLargeError(f"the answer from {url} exceeds {limit} bytes")
-            content_type = response.headers.get("content-type", "")
-            media_type = content_type.split(";", 1)[0].strip().lower()
-            return Answer(
-                response.status_code, media_type, bytes(body), response.headers.get("retry-after")
-            )
+            return collect_answer(response, response.iter_bytes(), url, limit)
     except httpx.HTTPError as exc:
         raise TransportError(f"could not reach {url}: {type(exc).__name__}") from None

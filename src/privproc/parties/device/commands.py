@@ -244,9 +244,9 @@ def proxy(
     refuses requests addressed to another name (DNS rebinding), requests from a browser page
     (an Origin not allowed with --allow-origin) and bodies that are not application/json."""
     import ipaddress
-    import threading
 
     from privproc.net.http import bind, serve
+    from privproc.parties.device.aio import AsyncPrivateProcessingClient
     from privproc.parties.device.guard import ProxyGuard, new_api_key
     from privproc.parties.device.openai import create_proxy_app
     from privproc.storage import create_private_file
@@ -262,8 +262,7 @@ def proxy(
             param_hint="--host",
         )
     api_key = new_api_key() if require_key or not loopback else None
-    client = _client(state_dir, verbose=False)
-    session = threading.Lock()
+    client = AsyncPrivateProcessingClient.from_state(state_dir)
     sock = bind(host, port)
     if api_key is not None:
         key_file = client.state_dir / "proxy.key"
@@ -278,15 +277,10 @@ def proxy(
             "that reaches it and holds the key can spend your tokens"
         )
         guard = ProxyGuard(None, frozenset(o.rstrip("/").lower() for o in origins), api_key)
-    app = create_proxy_app(client, guard, session)
-    try:
-        # A stop cuts the streams under way after a second: Ctrl-C is answered at once.
-        run_until_stopped(serve(app, sock, ready_line("proxy", "/v1"), graceful_shutdown=1))
-    finally:
-        # End the attested session, unless a call cut by the stop still holds it (its thread
-        # ends with the process; the gateway and the enclave let go of the session alone).
-        if session.acquire(timeout=0.5):
-            client.close()
+    app = create_proxy_app(client, guard)  # the app's shutdown closes the client
+    # A stop cuts the streams under way after a second: Ctrl-C is answered at once.
+    ready = ready_line("proxy", "/v1")
+    run_until_stopped(serve(app, sock, ready, lifespan=True, graceful_shutdown=1))
 
 
 @click.group()

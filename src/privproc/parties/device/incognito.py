@@ -44,11 +44,9 @@ from privproc.errors import UsageError
 from privproc.parties.device.results import ChatReply
 
 if TYPE_CHECKING:
-    from privproc.parties.device.private import (
-        AsyncPrivateProcessingClient,
-        ChatStream,
-        PrivateProcessingClient,
-    )
+    from privproc.parties.device.aio import AsyncPrivateProcessingClient
+    from privproc.parties.device.answers import ChatStream
+    from privproc.parties.device.private import PrivateProcessingClient
 
 __all__ = [
     "DEFAULT_MAX_CHARS",

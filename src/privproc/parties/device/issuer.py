@@ -4,6 +4,10 @@
         directory = issuer.directory()
         token = issuer.fetch_token(challenge.encode(), directory.preferred(time.time()).token_key)
 
+Each call is a step (`directory_step`, `key_set_step`, `token_step`: net/steps.py) that the
+blocking methods run on their own httpx client; the device's async client runs the same steps
+under its asyncio driver.
+
 Rules: the issuer sees a Bearer secret (who asks) and a blinded message (nothing about the token);
 the secret never appears in an error. Answers are bounded; any refusal is a typed error:
 `QuotaExhaustedError` (429, with `retry_after`) or `PeerRejectedError` with the status.
@@ -11,12 +15,15 @@ the secret never appears in an error. Answers are bounded; any refusal is a type
 
 from __future__ import annotations
 
+from typing import cast
 from urllib.parse import urljoin
 
 import httpx
 
 from privproc.errors import PeerRejectedError, TransportError
-from privproc.net.client import Answer, bounded_exchange, new_client
+from privproc.net.client import Answer, new_client
+from privproc.net.drivers import Driver
+from privproc.net.steps import Exchange, Step
 from privproc.tokens import issuance
 from privproc.tokens.auth import Token
 from privproc.tokens.directory import KEY_SET_PATH, MAX_DOCUMENT, IssuerDirectory, KeySet
@@ -53,16 +60,19 @@ class IssuerClient:
         published_at: str | None = None,
     ) -> None:
         """`published_at`: where the issuer's public documents (directory, key set) are mirrored
-        (the CDN): read there, they do not tell the issuer who is about to ask for tokens."""
+        (the CDN): read there, they do not tell the issuer who is about to ask for tokens.
+        `http`: the client the blocking methods use (one of their own, made when first needed,
+        if None); the steps need none."""
         self.issuer_url = issuer_url.rstrip("/")
         self.documents_url = (published_at or issuer_url).rstrip("/")
         self._secret = secret
-        self._http = http or new_client(timeout)
+        self._http = http
         self._owns_http = http is None
+        self._timeout = timeout
         self._request_url: str | None = None
 
     def close(self) -> None:
-        if self._owns_http:
+        if self._owns_http and self._http is not None:
             self._http.close()
 
     def __enter__(self) -> IssuerClient:
@@ -71,19 +81,25 @@ class IssuerClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _get(self, path: str, media_type: str) -> bytes:
+    @property
+    def _driver(self) -> Driver:
+        if self._http is None:
+            self._http = new_client(self._timeout)
+        return Driver(self._http)
+
+    def _get(self, path: str, media_type: str) -> Step[bytes]:
         url = self.documents_url + path
-        answer = bounded_exchange(self._http, "GET", url, MAX_DOCUMENT)
+        answer = yield Exchange("GET", url, MAX_DOCUMENT)
         if answer.status != 200:
             raise PeerRejectedError(f"{url} answered {answer.status}", answer.status)
         if answer.media_type != media_type:
             raise TransportError(f"{url} did not answer with {media_type}")
-        return answer.body
+        return cast(bytes, answer.body)
 
-    def directory(self) -> IssuerDirectory:
+    def directory_step(self) -> Step[IssuerDirectory]:
         """The RFC 9578 §4 issuer directory."""
         directory = IssuerDirectory.decode(
-            self._get(issuance.WELL_KNOWN_DIRECTORY, issuance.MEDIA_TYPE_DIRECTORY)
+            (yield from self._get(issuance.WELL_KNOWN_DIRECTORY, issuance.MEDIA_TYPE_DIRECTORY))
         )
         # RFC 9578 §4: the request URI may be relative to the directory's own URL.
         self._request_url = urljoin(
@@ -91,32 +107,35 @@ class IssuerClient:
         )
         return directory
 
-    def key_set(self) -> KeySet:
+    def key_set_step(self) -> Step[KeySet]:
         """The keys verifiers accept, with their expiry (privproc's key set)."""
-        return KeySet.decode(self._get(KEY_SET_PATH, "application/json"))
+        return KeySet.decode((yield from self._get(KEY_SET_PATH, "application/json")))
 
-    def fetch_token(self, challenge: bytes, token_key: bytes) -> Token:
+    def token_step(self, challenge: bytes, token_key: bytes) -> Step[Token]:
         """Run one issuance (RFC 9578 §6) for `challenge` with the issuer key `token_key`."""
         if self._secret is None:
             raise PeerRejectedError("this issuer client has no account secret", 401)
         if self._request_url is None:
-            self.directory()
+            yield from self.directory_step()
         assert self._request_url is not None
         request, state = issuance.begin(challenge, token_key)
-        answer = bounded_exchange(
-            self._http,
-            "POST",
-            self._request_url,
-            _MAX_ANSWER,
-            content=request.encode(),
-            headers={
-                "content-type": issuance.MEDIA_TYPE_REQUEST,
-                "accept": issuance.MEDIA_TYPE_RESPONSE,
-                "authorization": f"Bearer {self._secret}",
-            },
-        )
+        headers = {
+            "content-type": issuance.MEDIA_TYPE_REQUEST,
+            "accept": issuance.MEDIA_TYPE_RESPONSE,
+            "authorization": f"Bearer {self._secret}",
+        }
+        answer = yield Exchange("POST", self._request_url, _MAX_ANSWER, request.encode(), headers)
         self._raise_for(answer)
         return state.finish(answer.body)
+
+    def directory(self) -> IssuerDirectory:
+        return self._driver.run(self.directory_step())
+
+    def key_set(self) -> KeySet:
+        return self._driver.run(self.key_set_step())
+
+    def fetch_token(self, challenge: bytes, token_key: bytes) -> Token:
+        return self._driver.run(self.token_step(challenge, token_key))
 
     def _raise_for(self, answer: Answer) -> None:
         if answer.status == 429:

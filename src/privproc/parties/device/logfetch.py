@@ -7,6 +7,9 @@ checkpoint in a file.
     entry = reader.entry(index)    # the bundle and tiles together, proven
     checks = reader.run(lambda resources: core_operation(reader.client, resources))
 
+    reader = LogReader(policy, http_steps(url), accepted)   # the same, as steps (net/steps.py):
+    current = yield from reader.update_step()               # any driver, blocking or asyncio
+
 Rules:
 - Fetching and keeping only; every byte is verified by the core, never here. The shell fetches
   exactly the paths a `ResourcesNeeded` names, each with the bound its kind allows (over HTTP),
@@ -24,12 +27,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, Union
 
 import httpx
 
 from privproc.errors import DecodeError, PeerRejectedError, PrivprocError, TransportError
-from privproc.net.client import bounded_exchange
+from privproc.net.drivers import Driver, run_local
+from privproc.net.steps import Exchange, Step
 from privproc.storage import write_atomically
 from privproc.tlog.client import (
     CHECKPOINT_PATH,
@@ -52,10 +56,13 @@ __all__ = [
     "LogReader",
     "directory_fetcher",
     "http_fetcher",
+    "http_steps",
 ]
 
 T = TypeVar("T")
-Fetch = Callable[[str], bytes]  # a tlog-tiles path -> its bytes, or a PrivprocError
+# A tlog-tiles path -> its bytes (or a PrivprocError); or, as `http_steps` makes, a step that
+# gives them, for a reader run by a client's driver.
+Fetch = Callable[[str], Union[bytes, Step[bytes]]]  # noqa: UP007
 
 # One operation: the checkpoint, the tiles its proofs need, then entry bundles (a scan) is three
 # rounds; a fourth is slack. 64 MiB holds a scan of about 800 bundles of release-sized entries.
@@ -67,26 +74,38 @@ class LogReadLimitError(TransportError):
     """Reading the log for one operation took more rounds or more bytes than the shell allows."""
 
 
-def http_fetcher(base_url: str, http: httpx.Client) -> Fetch:
-    """Fetch log resources from `base_url` (the CDN), each with the bound its kind allows."""
+def _fetch_step(base: str, path: str) -> Step[bytes]:
+    if path == CHECKPOINT_PATH:
+        limit = MAX_NOTE_SIZE
+    elif path.startswith("tile/entries/"):
+        limit = MAX_BUNDLE
+    else:
+        limit = MAX_TILE
+    answer = yield Exchange("GET", f"{base}/{path}", limit)
+    if answer.status != 200:
+        raise PeerRejectedError(f"{base}/{path} answered {answer.status}", answer.status)
+    body: bytes = answer.body
+    return body
+
+
+def http_steps(base_url: str) -> Fetch:
+    """Fetch log resources from `base_url` (the CDN) as steps, each with the bound its kind
+    allows: the reader's `*_step` methods then run under the caller's driver."""
+    base = base_url.rstrip("/")
+    return lambda path: _fetch_step(base, path)
+
+
+def http_fetcher(base_url: str, http: httpx.Client) -> Callable[[str], bytes]:
+    """Fetch log resources from `base_url` (the CDN) on `http`, blocking."""
     base = base_url.rstrip("/")
 
     def fetch(path: str) -> bytes:
-        if path == CHECKPOINT_PATH:
-            limit = MAX_NOTE_SIZE
-        elif path.startswith("tile/entries/"):
-            limit = MAX_BUNDLE
-        else:
-            limit = MAX_TILE
-        answer = bounded_exchange(http, "GET", f"{base}/{path}", limit)
-        if answer.status != 200:
-            raise PeerRejectedError(f"{base}/{path} answered {answer.status}", answer.status)
-        return answer.body
+        return Driver(http).run(_fetch_step(base, path))
 
     return fetch
 
 
-def directory_fetcher(root: Path) -> Fetch:
+def directory_fetcher(root: Path) -> Callable[[str], bytes]:
     """Read log resources from a published directory on disk."""
 
     def fetch(path: str) -> bytes:
@@ -149,7 +168,12 @@ class LogReader:
 
     def run(self, operation: Callable[[Mapping[str, bytes]], T]) -> T:
         """`operation(resources)`, called again with what each `ResourcesNeeded` it raises
-        names, fetched, until it returns (or a bound is reached)."""
+        names, fetched, until it returns (or a bound is reached). Blocking: the fetch must give
+        bytes (a step fetch is run by `run_step` under a driver)."""
+        return run_local(self.run_step(operation))
+
+    def run_step(self, operation: Callable[[Mapping[str, bytes]], T]) -> Step[T]:
+        """`run`, as a step."""
         have: dict[str, bytes] = {}
         total = 0
         rounds = 0
@@ -168,7 +192,8 @@ class LogReader:
                     ) from None
                 rounds += 1
             for path in wanted:
-                data = self._fetch(path)
+                fetched = self._fetch(path)
+                data = fetched if isinstance(fetched, bytes) else (yield from fetched)
                 total += len(data)
                 if total > self.max_bytes:
                     raise LogReadLimitError(
@@ -179,8 +204,12 @@ class LogReader:
     def update(self) -> VerifiedCheckpoint:
         """Fetch, verify and accept the log's current checkpoint; a new one is kept on disk
         before it is returned."""
+        return run_local(self.update_step())
+
+    def update_step(self) -> Step[VerifiedCheckpoint]:
+        """`update`, as a step."""
         before = self.client.current
-        current = self.run(self.client.update)
+        current = yield from self.run_step(self.client.update)
         if self._accepted is not None and (before is None or current.note != before.note):
             self._accepted.save(current.note)
         return current
@@ -195,10 +224,14 @@ class LogReader:
 
     def entries(self, indices: Iterable[int]) -> list[bytes]:
         """These entries, each proven; every bundle and tile they need fetched in one round."""
+        return run_local(self.entries_step(indices))
+
+    def entries_step(self, indices: Iterable[int]) -> Step[list[bytes]]:
+        """`entries`, as a step."""
         wanted = list(indices)
 
         def read(resources: Mapping[str, bytes]) -> list[bytes]:
             self.client.need_entries(wanted, resources)
             return [self.client.entry(index, resources) for index in wanted]
 
-        return self.run(read)
+        return (yield from self.run_step(read))

@@ -1,36 +1,37 @@
-"""The OpenAI ecosystem over the private path: an httpx transport, and a local proxy app.
+"""The OpenAI ecosystem over the private path: httpx transports, and a local proxy app.
 
-    from openai import OpenAI
+    from openai import AsyncOpenAI, OpenAI
     client = PrivateProcessingClient.from_state(state / "client")
     ai = OpenAI(base_url="http://private.invalid/v1", api_key="unused",
                 http_client=httpx.Client(transport=PrivateTransport(client)))
-    ai.chat.completions.create(model="SmolLM2-135M-Instruct", messages=[...])
+    aclient = AsyncPrivateProcessingClient.from_state(state / "client")      # native asyncio
+    async_ai = AsyncOpenAI(base_url="http://private.invalid/v1", api_key="unused",
+                           http_client=httpx.AsyncClient(transport=AsyncPrivateTransport(aclient)))
 
-Every request that reaches the transport (or the proxy) goes to the enclave's OpenAI-compatible
+Every request that reaches a transport (or the proxy) goes to the enclave's OpenAI-compatible
 API through the relay, the gateway and attested TLS; nothing goes to the base URL's host. Chat
 completions count as the `chat` feature (off until the user enables it) and appear in the report.
+The asyncio transport and the proxy run the native asyncio client (aio.py): no thread.
 
 Streamed completions (`stream: true`) come back as the enclave produces them (chunked OHTTP on
 the wire): the server-sent events reach the SDK piece by piece. A stream cut on the way (by the
 relay, the gateway or the network) is an error where the SDK reads it (`httpx.RemoteProtocolError`
-from the transport, a connection closed mid-body from the proxy), never a short answer.
+from a transport, a connection closed mid-body from the proxy), never a short answer.
 
 Rules: only `/v1/...` paths are served; the answer is the enclave's status and JSON (or its
 event stream); one request at a time goes through one client's attested session (a stream holds
 it until it is read to the end or closed, or its reader leaves; a call waits at most `LOCK_WAIT`
-for it, then gets 503). The proxy's blocking work runs in daemon threads, so a stop never waits
-for the enclave.
+for it, then gets 503).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from starlette.applications import Starlette
@@ -41,91 +42,35 @@ from starlette.routing import Route
 from privproc.errors import PrivprocError
 from privproc.limits import MAX_BODY
 from privproc.net.http import BodyError, StreamAborted, StreamedBody, read_body
+from privproc.parties.device.aio import AsyncPrivateProcessingClient
+from privproc.parties.device.answers import AsyncStreamedAnswer, StreamedAnswer
 from privproc.parties.device.controls import AIDisabledError
 from privproc.parties.device.guard import ProxyGuard
-from privproc.parties.device.private import PrivateProcessingClient, StreamedAnswer
+from privproc.parties.device.private import PrivateProcessingClient
 from privproc.wire import load_json
 
 __all__ = ["AsyncPrivateTransport", "PrivateTransport", "create_proxy_app"]
 
-T = TypeVar("T")
-
-
 LOCK_WAIT = 120.0  # how long a call waits for the session another call's answer holds
+CLOSE_WAIT = 2.0  # how long the proxy's stop waits for the session to end it
 
 
-@dataclass
-class Forwarded:
-    """The enclave's answer to one API request: JSON, or an event stream read with `next_piece`.
-    `release` frees the session for the next request; it may be called from any thread, at any
-    time, as often as wanted: while another thread waits for a piece, that thread finishes the
-    release when its piece arrives (a generator cannot be closed while it runs), so a reader that
-    leaves half-way never leaves the session locked."""
+@dataclass(frozen=True)
+class _Call:
+    """One OpenAI API request, checked: the enclave's path, its JSON body, whether it streams."""
 
-    status: int
-    doc: Any = None
-    stream: StreamedAnswer | None = None
-    lock: threading.Lock | None = None
-    _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _pieces: Iterator[bytes] | None = field(default=None, repr=False)
-    _reading: bool = field(default=False, repr=False)
-    _released: bool = field(default=False, repr=False)
-    _finished: bool = field(default=False, repr=False)
-
-    def next_piece(self) -> bytes | None:
-        """The next piece of the streamed answer; None at its end or once it is released.
-        Blocks until the piece arrives: call it from a worker thread, one at a time."""
-        with self._guard:
-            if self._released or self.stream is None:
-                return None
-            if self._pieces is None:
-                self._pieces = iter(self.stream)
-            pieces, self._reading = self._pieces, True
-        try:
-            piece = next(pieces, None)
-        except BaseException:
-            with self._guard:
-                self._reading = False
-            self.release()
-            raise
-        with self._guard:
-            self._reading = False
-            released = self._released
-        if released:  # released while the piece was on its way: this thread finishes it
-            self._finish()
-            return None
-        return piece
-
-    def release(self) -> None:
-        with self._guard:
-            self._released = True
-            if self._reading:
-                return  # the reading thread finishes the release as soon as its piece arrives
-        self._finish()
-
-    def _finish(self) -> None:
-        with self._guard:
-            if self._finished:
-                return
-            self._finished = True
-            stream, lock, self.lock = self.stream, self.lock, None
-        try:
-            if stream is not None:
-                stream.close()
-        finally:
-            if lock is not None:
-                lock.release()
+    method: str
+    path: str
+    doc: Any
+    streamed: bool
 
 
-def _error(status: int, message: str, kind: str) -> Forwarded:
-    return Forwarded(status, {"error": {"message": message, "type": kind}})
+def _error(status: int, message: str, kind: str) -> tuple[int, Any]:
+    return status, {"error": {"message": message, "type": kind}}
 
 
-def forward(
-    client: PrivateProcessingClient, lock: threading.Lock, method: str, path: str, body: bytes
-) -> Forwarded:
-    """One OpenAI API request through the private path. A streamed answer keeps `lock` (one
-    attested session, one request at a time) until it is released."""
+def _checked(method: str, path: str, body: bytes) -> _Call | tuple[int, Any]:
+    """The request to forward, or the error answer it gets without leaving the device."""
     index = path.find("/v1/")
     if index < 0 or len(body) > MAX_BODY:
         return _error(404 if index < 0 else 413, "not an OpenAI API path", "invalid_request_error")
@@ -136,181 +81,213 @@ def forward(
         doc = load_json(body, "the request body", MAX_BODY) if body else None
     except PrivprocError:
         return _error(400, "the request body is not JSON", "invalid_request_error")
-    streamed = isinstance(doc, dict) and bool(doc.get("stream"))
-    feature = "chat"
-    if not lock.acquire(timeout=LOCK_WAIT):
-        return _error(503, "another request holds the private session; try again", "api_error")
-    kept = False
-    try:
-        if streamed:
-            stream = client.call_stream(method, api_path, doc, feature=feature)
-            if stream.status == 200:
-                kept = True  # until the stream is read or closed
-                return Forwarded(200, stream=stream, lock=lock)
-            error = b"".join(stream)[:MAX_BODY]  # an error is a small JSON document
-            return Forwarded(stream.status, load_json(error, "the error") if error else None)
-        status, answer = client.call(method, api_path, doc, feature=feature)
-        return Forwarded(status, answer)
-    except AIDisabledError as exc:
+    return _Call(method, api_path, doc, isinstance(doc, dict) and bool(doc.get("stream")))
+
+
+def _failed(exc: Exception) -> tuple[int, Any]:
+    """The answer for a call that failed on the private path."""
+    if isinstance(exc, AIDisabledError):
         return _error(403, str(exc), "permission_error")
-    except (PrivprocError, ValueError) as exc:
-        # 503 for a failure worth retrying shortly (a party restarting, a session lost), which
-        # OpenAI clients retry on their own; 502 for the rest.
-        retryable = isinstance(exc, PrivprocError) and exc.retryable
-        return _error(503 if retryable else 502, f"the private path failed: {exc}", "api_error")
-    finally:
-        if not kept:
-            lock.release()
+    # 503 for a failure worth retrying shortly (a party restarting, a session lost), which
+    # OpenAI clients retry on their own; 502 for the rest.
+    retryable = isinstance(exc, PrivprocError) and exc.retryable
+    return _error(503 if retryable else 502, f"the private path failed: {exc}", "api_error")
+
+
+_BUSY = _error(503, "another request holds the private session; try again", "api_error")
+
+
+def _json_error(content: bytes) -> Any:
+    return load_json(content[:MAX_BODY], "the error") if content else None
+
+
+# --- Blocking: PrivateTransport ----------------------------------------------------------------
 
 
 class _Body(httpx.SyncByteStream):
     """A streamed answer as httpx reads it: a cut becomes `httpx.RemoteProtocolError`, what
-    httpx raises for a server that closes mid-body; the typed error is its cause."""
+    httpx raises for a server that closes mid-body; the typed error is its cause. The session
+    lock is released when the body is read to its end or closed."""
 
-    def __init__(self, answer: Forwarded) -> None:
+    def __init__(self, answer: StreamedAnswer, lock: threading.Lock) -> None:
         self.answer = answer
+        self._lock: threading.Lock | None = lock
 
     def __iter__(self) -> Iterator[bytes]:
         try:
-            while (piece := self.answer.next_piece()) is not None:
-                yield piece
+            yield from self.answer
         except PrivprocError as exc:
             raise httpx.RemoteProtocolError(str(exc)) from exc
         finally:
-            self.answer.release()
+            self.close()
 
     def close(self) -> None:
-        self.answer.release()
-
-
-class _AsyncBody(httpx.AsyncByteStream):
-    def __init__(self, answer: Forwarded) -> None:
-        self.answer = answer
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            while (piece := await asyncio.to_thread(self.answer.next_piece)) is not None:
-                yield piece
-        except PrivprocError as exc:
-            raise httpx.RemoteProtocolError(str(exc)) from exc
-        finally:
-            await asyncio.to_thread(self.answer.release)
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self.answer.release)
-
-
-def _response(answer: Forwarded, request: httpx.Request, stream: bool) -> httpx.Response:
-    if answer.stream is None:
-        return httpx.Response(answer.status, json=answer.doc, request=request)
-    body: httpx.SyncByteStream | httpx.AsyncByteStream = (
-        _AsyncBody(answer) if stream else _Body(answer)
-    )
-    headers = {"content-type": answer.stream.content_type}
-    return httpx.Response(answer.status, headers=headers, stream=body, request=request)
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            try:
+                self.answer.close()
+            finally:
+                lock.release()
 
 
 class PrivateTransport(httpx.BaseTransport):
-    """An httpx transport that sends OpenAI API calls through the private path."""
+    """An httpx transport that sends OpenAI API calls through the private path (blocking)."""
 
     def __init__(self, client: PrivateProcessingClient) -> None:
         self.client = client
         self._lock = threading.Lock()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        answer = forward(self.client, self._lock, request.method, request.url.path, request.read())
-        return _response(answer, request, False)
+        call = _checked(request.method, request.url.path, request.read())
+        if not isinstance(call, _Call):
+            return httpx.Response(call[0], json=call[1], request=request)
+        if not self._lock.acquire(timeout=LOCK_WAIT):
+            return httpx.Response(_BUSY[0], json=_BUSY[1], request=request)
+        kept = False
+        try:
+            if call.streamed:
+                answer = self.client.call_stream(call.method, call.path, call.doc, feature="chat")
+                if answer.status == 200:
+                    kept = True  # until the stream is read or closed
+                    headers = {"content-type": answer.content_type}
+                    body = _Body(answer, self._lock)
+                    return httpx.Response(200, headers=headers, stream=body, request=request)
+                doc = _json_error(b"".join(answer))
+                return httpx.Response(answer.status, json=doc, request=request)
+            status, doc = self.client.call(call.method, call.path, call.doc, feature="chat")
+        except (PrivprocError, ValueError) as exc:
+            status, doc = _failed(exc)
+        finally:
+            if not kept:
+                self._lock.release()
+        return httpx.Response(status, json=doc, request=request)
 
     def close(self) -> None:
         self.client.close()
 
 
-class AsyncPrivateTransport(httpx.AsyncBaseTransport):
-    """The same, for `AsyncOpenAI`: the private path runs in worker threads."""
+# --- asyncio: AsyncPrivateTransport and the proxy ---------------------------------------------
 
-    def __init__(self, client: PrivateProcessingClient) -> None:
+
+@dataclass
+class _Forwarded:
+    """The enclave's answer to one call: JSON, or a stream (`answer`) whose session `release`
+    lets go of (at its end, or when its reader leaves)."""
+
+    status: int
+    doc: Any = None
+    answer: AsyncStreamedAnswer | None = None
+    release: Callable[[], Awaitable[None]] | None = None
+
+
+async def _aforward(
+    client: AsyncPrivateProcessingClient, method: str, path: str, body: bytes
+) -> _Forwarded:
+    """One OpenAI API request through the private path, natively on the loop."""
+    call = _checked(method, path, body)
+    if not isinstance(call, _Call):
+        return _Forwarded(*call)
+    try:  # a call waits for a session another call's answer holds, for so long
+        await asyncio.wait_for(client.session_lock.acquire(), LOCK_WAIT)
+    except TimeoutError:
+        return _Forwarded(*_BUSY)
+    client.session_lock.release()
+    try:
+        if not call.streamed:
+            status, doc = await client.call(call.method, call.path, call.doc, feature="chat")
+            return _Forwarded(status, doc)
+        stack = contextlib.AsyncExitStack()
+        answer = await stack.enter_async_context(
+            client.call_stream(call.method, call.path, call.doc, feature="chat")
+        )
+        if answer.status == 200:
+            return _Forwarded(200, answer=answer, release=stack.aclose)
+        async with stack:
+            return _Forwarded(answer.status, _json_error(b"".join([p async for p in answer])))
+    except (PrivprocError, ValueError) as exc:
+        return _Forwarded(*_failed(exc))
+
+
+async def _pieces(forwarded: _Forwarded) -> AsyncIterator[bytes]:
+    """The stream's pieces; its session is let go of at the end, or when the reader leaves."""
+    assert forwarded.answer is not None
+    assert forwarded.release is not None
+    try:
+        async for piece in forwarded.answer:
+            yield piece
+    finally:
+        await forwarded.release()
+
+
+class _AsyncBody(httpx.AsyncByteStream):
+    def __init__(self, forwarded: _Forwarded) -> None:
+        self._pieces = _pieces(forwarded)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for piece in self._pieces:
+                yield piece
+        except PrivprocError as exc:
+            raise httpx.RemoteProtocolError(str(exc)) from exc
+
+    async def aclose(self) -> None:
+        await self._pieces.aclose()  # type: ignore[attr-defined]
+
+
+class AsyncPrivateTransport(httpx.AsyncBaseTransport):
+    """The same, for `AsyncOpenAI`, on the native asyncio client (no thread)."""
+
+    def __init__(self, client: AsyncPrivateProcessingClient) -> None:
         self.client = client
-        self._lock = threading.Lock()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         body = await request.aread()
-        answer = await asyncio.to_thread(
-            forward, self.client, self._lock, request.method, request.url.path, body
-        )
-        return _response(answer, request, True)
+        forwarded = await _aforward(self.client, request.method, request.url.path, body)
+        if forwarded.answer is None:
+            return httpx.Response(forwarded.status, json=forwarded.doc, request=request)
+        headers = {"content-type": forwarded.answer.content_type}
+        stream = _AsyncBody(forwarded)
+        return httpx.Response(200, headers=headers, stream=stream, request=request)
 
     async def aclose(self) -> None:
-        self.client.close()
+        await self.client.aclose()
 
 
-async def _in_daemon_thread(fn: Callable[[], T]) -> T:
-    """`fn()` in a daemon thread of its own: unlike the default executor's threads, one still
-    blocked (on the enclave, or waiting for the session) never holds up the proxy's exit."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: T | None, error: BaseException | None) -> None:
-        if future.done():  # the awaiting task was cancelled
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
-
-    def run() -> None:
-        result: T | None = None
-        error: BaseException | None = None
-        try:
-            result = fn()
-        except BaseException as exc:  # handed to the awaiting task, whatever it is
-            error = exc
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody awaits it
-            loop.call_soon_threadsafe(settle, result, error)
-
-    threading.Thread(target=run, name="privproc-proxy-call", daemon=True).start()
-    return await future
-
-
-def _release_later(answer: Forwarded) -> None:
-    """Release in the background: closing a stream ends its session with a request of its own,
-    which a handler that is being cancelled (a client gone, the proxy stopping) cannot wait for."""
-    threading.Thread(target=answer.release, name="privproc-proxy-release", daemon=True).start()
-
-
-def create_proxy_app(
-    client: PrivateProcessingClient, guard: ProxyGuard, lock: threading.Lock | None = None
-) -> Starlette:
+def create_proxy_app(client: AsyncPrivateProcessingClient, guard: ProxyGuard) -> Starlette:
     """A local OpenAI-compatible endpoint (`privproc proxy`) that forwards privately what
-    `guard` lets through (parties/device/guard.py: no web page, no rebound name). `lock` (held
-    while a
-    request uses the client's attested session) lets the caller wait for the session to be free
-    before it closes the client."""
-    session = lock or threading.Lock()
+    `guard` lets through (parties/device/guard.py: no web page, no rebound name). The client is
+    closed when the app stops (its session ended, unless a call cut by the stop still holds it
+    after `CLOSE_WAIT` seconds: the gateway and the enclave then let go of it alone)."""
 
-    async def events(answer: Forwarded) -> AsyncIterator[bytes]:
+    async def events(forwarded: _Forwarded) -> AsyncIterator[bytes]:
         try:
-            while (piece := await _in_daemon_thread(answer.next_piece)) is not None:
+            async for piece in _pieces(forwarded):
                 yield piece
         except PrivprocError:
             raise StreamAborted from None  # cut the local answer too: never a short one
-        finally:
-            _release_later(answer)
 
     async def endpoint(request: Request) -> Response:
         refused = guard.refusal(request.method, request.headers)
         if refused is not None:
             status, reason, kind = refused
-            return JSONResponse(_error(status, reason, kind).doc, status_code=status)
+            return JSONResponse(_error(status, reason, kind)[1], status_code=status)
         try:
             body = await read_body(request, MAX_BODY)
         except BodyError as exc:
             return exc.response
-        answer = await _in_daemon_thread(
-            functools.partial(forward, client, session, request.method, request.url.path, body)
-        )
-        if answer.stream is not None:
+        forwarded = await _aforward(client, request.method, request.url.path, body)
+        if forwarded.answer is not None:
             headers = {"cache-control": "no-store"}
-            return StreamedBody(events(answer), answer.stream.content_type, headers)
-        return JSONResponse(answer.doc, status_code=answer.status)
+            return StreamedBody(events(forwarded), forwarded.answer.content_type, headers)
+        return JSONResponse(forwarded.doc, status_code=forwarded.status)
 
-    return Starlette(routes=[Route("/v1/{path:path}", endpoint, methods=["GET", "POST", "DELETE"])])
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            with contextlib.suppress(TimeoutError, PrivprocError):
+                await asyncio.wait_for(client.aclose(), CLOSE_WAIT)
+
+    routes = [Route("/v1/{path:path}", endpoint, methods=["GET", "POST", "DELETE"])]
+    return Starlette(routes=routes, lifespan=lifespan)

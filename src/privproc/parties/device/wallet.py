@@ -7,9 +7,14 @@ policy that keeps it filled without tying a fetch to a request (`TokenSupply`).
     with wallet.refilling():                          # one fetcher at a time
         authorization = wallet.take(challenge, now) or wallet.fetch(issuer, ..., count=16)
 
-    supply = TokenSupply(wallet, RefillPolicy(), fetch=fetch_batch, fill=fill_wallet)
-    supply.fill_ahead(challenge, now)                 # at enable time, long before a request
-    authorization = supply.token(challenge, now)      # a refill follows later, at random
+    supply = TokenSupply(wallet, RefillPolicy(), fetch=fetch_batch, fill=fill_wallet,
+                         schedule=in_background(driver))
+    driver.run(supply.fill_ahead(challenge, now))     # at enable time, long before a request
+    authorization = driver.run(supply.token(challenge, now))  # a refill follows, at random
+
+Fetching is written as steps (net/steps.py: `refill_step`, `fetch_step`, and `TokenSupply`'s), so
+the blocking and the asyncio client share it; waiting for the refill lock is a step too (polled,
+bounded by `REFILL_LOCK_WAIT`), so an asyncio client never blocks its loop on another's fetch.
 
 Rules of this module:
 - Tokens live in `STATE/tokens.json`, mode 0600, keyed by the challenge they answer (RFC 9577
@@ -55,7 +60,9 @@ from pathlib import Path
 from typing import Any
 
 from privproc import logs
-from privproc.errors import DecodeError, PeerRejectedError, UsageError
+from privproc.errors import DecodeError, PeerRejectedError, TransportError, UsageError
+from privproc.net.drivers import Driver, run_local
+from privproc.net.steps import Sleep, Step, immediate
 from privproc.parties.device.issuer import IssuerClient, QuotaExhaustedError
 from privproc.storage import write_atomically
 from privproc.tokens.auth import (
@@ -76,6 +83,10 @@ _LOCK_FILE = "tokens.lock"
 _REFILL_LOCK_FILE = "tokens.refill.lock"
 _MAX_PER_CHALLENGE = 1000
 PUT_BACK_TTL = 600  # seconds a token given back unspent is kept (its key's expiry is not known)
+# How long a client waits for another that shares the wallet and is fetching, and how often it
+# looks: a fetch of a batch takes well under a second a token.
+REFILL_LOCK_WAIT = 120.0
+REFILL_LOCK_POLL = 0.05
 _VERSION = 1
 
 
@@ -122,8 +133,33 @@ class Wallet:
     def refilling(self) -> Iterator[None]:
         """Held while tokens are fetched, so that one client sharing this wallet fetches while
         the others wait (and then find the tokens). Not reentrant: `refill` takes it itself."""
-        with self._lock(_REFILL_LOCK_FILE):
+        fd = run_local(self.refill_lock_step())
+        try:
             yield
+        finally:
+            os.close(fd)
+
+    def refill_lock_step(self) -> Step[int]:
+        """`refilling`'s lock as a step: the locked file's descriptor (close it to release),
+        after at most `REFILL_LOCK_WAIT` seconds of waiting for the client that holds it."""
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.state_dir / _REFILL_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + REFILL_LOCK_WAIT
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return fd
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TransportError(
+                            f"another client sharing the wallet has been fetching tokens for "
+                            f"{REFILL_LOCK_WAIT:.0f} s; try again later"
+                        ) from None
+                yield Sleep(REFILL_LOCK_POLL)
+        except BaseException:
+            os.close(fd)
+            raise
 
     def _read(self) -> dict[str, list[dict[str, Any]]]:
         try:
@@ -217,15 +253,43 @@ class Wallet:
         `token_key` must be in `key_set`, which says when it expires. If the quota runs out
         midway, the tokens obtained are kept; it raises `QuotaExhaustedError` only when the wallet
         is left empty."""
+        return run_local(
+            self.refill_step(
+                _blocking(issuer, challenge, token_key),
+                challenge,
+                token_key,
+                key_set,
+                threshold=threshold,
+                target=target,
+                now=now,
+            )
+        )
+
+    def refill_step(
+        self,
+        issue: Callable[[], Step[Token]],
+        challenge: bytes,
+        token_key: bytes,
+        key_set: KeySet,
+        *,
+        threshold: int,
+        target: int,
+        now: float,
+    ) -> Step[int]:
+        """`refill`, as a step; `issue()` runs one issuance for `challenge` under `token_key`."""
         if not 0 <= threshold <= target <= _MAX_PER_CHALLENGE:
             raise UsageError("0 <= threshold <= target <= 1000")
-        with self.refilling():
+        fd = yield from self.refill_lock_step()
+        try:
             have = self.count(challenge, now)
             if have >= threshold:
                 return 0
             expiry = self._expiry(token_key, key_set)
-            fetch_one = functools.partial(issuer.fetch_token, challenge, token_key)
-            return self._store_fetched(challenge, fetch_one, expiry, target - have, have, now)
+            return (
+                yield from self._store_fetched(challenge, issue, expiry, target - have, have, now)
+            )
+        finally:
+            os.close(fd)
 
     def fetch(
         self,
@@ -241,13 +305,28 @@ class Wallet:
         the file), the rest are stored (as fetched at `now`, the present if None). Call it
         holding `refilling()`. If the quota runs out before the first, `QuotaExhaustedError`;
         after it, the tokens obtained are kept."""
+        issue = _blocking(issuer, challenge, token_key)
+        return run_local(
+            self.fetch_step(issue, challenge, token_key, key_set, count=count, now=now)
+        )
+
+    def fetch_step(
+        self,
+        issue: Callable[[], Step[Token]],
+        challenge: bytes,
+        token_key: bytes,
+        key_set: KeySet,
+        *,
+        count: int,
+        now: float | None = None,
+    ) -> Step[str]:
+        """`fetch`, as a step (its caller holds the refill lock)."""
         if not 1 <= count <= _MAX_PER_CHALLENGE:
             raise UsageError("1 <= count <= 1000")
         expiry = self._expiry(token_key, key_set)  # a key the set lists, before any fetch
-        fetch_one = functools.partial(issuer.fetch_token, challenge, token_key)
-        first = fetch_one()
+        first = yield from issue()
         at = time.time() if now is None else now
-        self._store_fetched(challenge, fetch_one, expiry, count - 1, 1, at)
+        yield from self._store_fetched(challenge, issue, expiry, count - 1, 1, at)
         return format_authorization(first.encode())
 
     @staticmethod
@@ -263,18 +342,18 @@ class Wallet:
     def _store_fetched(
         self,
         challenge: bytes,
-        fetch_one: Callable[[], Token],
+        issue: Callable[[], Step[Token]],
         expiry: int,
         count: int,
         have: int,
         at: float,
-    ) -> int:
+    ) -> Step[int]:
         """Fetch up to `count` tokens into the wallet, one at a time, each stored as it arrives
         (stamped as one batch fetched at `at`): a quota or key refusal midway keeps what came
         (and is raised only if nothing is held at all)."""
         for fetched in range(count):
             try:
-                token = fetch_one()
+                token = yield from issue()
             except QuotaExhaustedError:
                 if fetched == 0 and have == 0:
                     raise
@@ -287,6 +366,13 @@ class Wallet:
                 return fetched
             self.add(challenge, [(token, expiry)], at=at)
         return count
+
+
+def _blocking(
+    issuer: IssuerClient, challenge: bytes, token_key: bytes
+) -> Callable[[], Step[Token]]:
+    """One issuance at a time on `issuer`'s own blocking client, as a step that needs nothing."""
+    return lambda: immediate(issuer.fetch_token(challenge, token_key))
 
 
 @dataclass(frozen=True)
@@ -309,23 +395,31 @@ class RefillPolicy:
             raise UsageError("a refill policy's delay is (shortest, longest), 0 <= shortest")
 
 
-# (challenge, now, count) -> a token to use now; `count - 1` more stored. Called holding the
-# wallet's refill lock, only when the wallet is empty.
-FetchBatch = Callable[[bytes, float, int], str]
-# (challenge, now, threshold, target) -> how many were fetched (`Wallet.refill` under the key
-# the client checked): tops the wallet up to `target` if it holds fewer than `threshold`.
-Fill = Callable[[bytes, float, int, int], int]
-# (delay, run) -> a function that cancels the run if it has not started.
-Schedule = Callable[[float, Callable[[], None]], Callable[[], None]]
+# (challenge, now, count) -> a step giving a token to use now; `count - 1` more stored. Run
+# holding the wallet's refill lock, only when the wallet is empty.
+FetchBatch = Callable[[bytes, float, int], Step[str]]
+# (challenge, now, threshold, target) -> a step giving how many were fetched (`Wallet.refill`
+# under the key the client checked): tops the wallet up to `target` if it holds fewer than
+# `threshold`.
+Fill = Callable[[bytes, float, int, int], Step[int]]
+# (delay, refill) -> a function that cancels the refill if it has not started. The refill is a
+# step; the schedule runs it with the client's driver (a daemon thread's timer for the blocking
+# client, a task on the loop for the asyncio one).
+Schedule = Callable[[float, Callable[[], Step[None]]], Callable[[], None]]
 
 
-def in_background(delay: float, run: Callable[[], None]) -> Callable[[], None]:
-    """Run `run` in a daemon thread after `delay` seconds (it dies with the process)."""
-    timer = threading.Timer(delay, run)
-    timer.daemon = True
-    timer.name = "wallet-refill"
-    timer.start()
-    return timer.cancel
+def in_background(driver: Driver) -> Schedule:
+    """A schedule that runs each refill with `driver` in a daemon thread after its delay (it dies
+    with the process)."""
+
+    def schedule(delay: float, refill: Callable[[], Step[None]]) -> Callable[[], None]:
+        timer = threading.Timer(delay, lambda: driver.run(refill()))
+        timer.daemon = True
+        timer.name = "wallet-refill"
+        timer.start()
+        return timer.cancel
+
+    return schedule
 
 
 class TokenSupply:
@@ -342,7 +436,7 @@ class TokenSupply:
         *,
         fetch: FetchBatch,
         fill: Fill,
-        schedule: Schedule = in_background,
+        schedule: Schedule,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
@@ -361,23 +455,26 @@ class TokenSupply:
     def refill_pending(self) -> bool:
         return self._pending is not None
 
-    def token(self, challenge: bytes, now: float) -> str:
+    def token(self, challenge: bytes, now: float) -> Step[str]:
         """A token for `challenge`: the wallet's oldest, or, when it is empty, the first of a
         batch fetched now (the fallback). Schedules a refill when it leaves the wallet low."""
         token = self.wallet.take(challenge, now)
         if token is None:
             # One client of a shared wallet fetches; the others wait for it, then take theirs.
-            with self.wallet.refilling():
-                token = self.wallet.take(challenge, now) or self._fetch(
-                    challenge, now, self.policy.target
-                )
+            fd = yield from self.wallet.refill_lock_step()
+            try:
+                token = self.wallet.take(challenge, now)
+                if token is None:
+                    token = yield from self._fetch(challenge, now, self.policy.target)
+            finally:
+                os.close(fd)
         self._schedule_refill(challenge, now)
         return token
 
-    def fill_ahead(self, challenge: bytes, now: float) -> int:
+    def fill_ahead(self, challenge: bytes, now: float) -> Step[int]:
         """Fill the wallet to `target` now if it holds fewer than `low_water` (at least one),
-        long before a request needs a token (a feature turned on, a system started); returns
-        how many were fetched. Errors are the caller's."""
+        long before a request needs a token (a feature turned on, a system started); gives how
+        many were fetched. Errors are the caller's."""
         return self._fill(challenge, now, max(1, self.policy.low_water), self.policy.target)
 
     def close(self) -> None:
@@ -407,11 +504,13 @@ class TokenSupply:
             elif self._closed:
                 cancel()
 
-    def _refill(self, challenge: bytes) -> None:
+    def _refill(self, challenge: bytes) -> Step[None]:
         """The background refill: it must never raise (nothing would catch it) nor say more
         than the type of what failed."""
         try:
-            self._fill(challenge, self._clock(), self.policy.low_water, self.policy.target)
+            yield from self._fill(
+                challenge, self._clock(), self.policy.low_water, self.policy.target
+            )
         except Exception as exc:  # a quota spent, an issuer down, a client closed: any
             logs.event("client", "wallet-refill", outcome=type(exc).__name__)
         finally:
