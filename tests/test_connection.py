@@ -116,11 +116,13 @@ class Gateway:
             return _response(404 if session_id not in self.sessions else self.record_status, b"")
         return _response(200, self.sessions[session_id].records(request.content))
 
-    def streamed(self, inner: bytes) -> bytes:
-        """The same answer as a streamed one (Binary HTTP, indeterminate length)."""
+    def streamed(self, inner: bytes, keep: int | None = None) -> bytes:
+        """The same answer as a streamed one (Binary HTTP, indeterminate length); `keep`: only
+        that many bytes of the enclave's records, in a stream that still ends properly."""
         answer = bhttp.decode_response(self.handle(inner))
         head = bhttp_stream.encode_head(answer.status, [])
-        return head + bhttp_stream.encode_content(answer.content) + bhttp_stream.encode_end()
+        records = answer.content if keep is None else answer.content[:keep]
+        return head + bhttp_stream.encode_content(records) + bhttp_stream.encode_end()
 
 
 def _response(status: int, content: bytes, headers: list[tuple[str, str]] | None = None) -> bytes:
@@ -284,6 +286,17 @@ def test_a_stream_that_ends_before_the_answer_is_cut() -> None:
     with pytest.raises(StreamTruncatedError):
         connection.end_of_stream()
     assert state(connection) is ConnectionState.IDLE  # a session left half-answered is not reused
+    # A stream that ends properly (chunked OHTTP's and Binary HTTP's ends) but carries only part
+    # of the enclave's records: the HTTP answer inside TLS never ended, so it is cut all the same.
+    connection.send_request("GET", "/v1/models", b"")
+    serve(connection, gateway)
+    connection.send_request("POST", "/v1/chat/completions", b"{}", streamed=True)
+    send = connection.next_event()
+    assert isinstance(send, Send)
+    connection.receive_data(gateway.streamed(send.inner, keep=40))
+    with pytest.raises(StreamTruncatedError):
+        connection.end_of_stream()
+    assert state(connection) is ConnectionState.IDLE
     # The same cut as a broken transport: the caller raises what it met; nothing is reused.
     connection.send_request("GET", "/v1/models", b"")
     serve(connection, gateway)
