@@ -68,6 +68,7 @@ fuzz:
 
 bench: install
 	$(BIN)/python bench/bench_ohttp.py
+	$(BIN)/python bench/bench_http.py
 	$(BIN)/python bench/bench_tokens.py
 	$(BIN)/python bench/bench_tlog.py
 	$(BIN)/python bench/bench_ratls.py

@@ -8,6 +8,7 @@ also caps what one client address may hold. (Scaled down: 300 slow connections a
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -137,6 +138,46 @@ def test_a_connection_slow_with_its_headers_is_closed_at_the_deadline(tmp_path: 
             answered = time.monotonic()
             assert idle.recv(4096) == b""  # then nothing until the server closes it
             assert 1.5 <= time.monotonic() - answered <= 4.0
+
+
+def test_headers_beyond_the_bound_are_refused_however_they_arrive(tmp_path: Path) -> None:
+    """A request's target and fields are at most 16 KiB together (`MAX_HEADER_BYTES`): one
+    just under is served; one over gets 400 and its connection closes, whether the excess is
+    one field, many small ones, or the target itself, and whether it comes at once or in
+    pieces (the parser counts, it does not wait for a line to end)."""
+    from privproc.limits import MAX_HEADER_BYTES
+
+    def ask(head: bytes, pieces: int = 1, then: bool = True) -> tuple[bytes, bool]:
+        """(the answer's head, whether the server then closed the connection; `then`: look)."""
+        with socket.create_connection(("127.0.0.1", _port(cdn.url))) as conn:
+            conn.settimeout(5)
+            step = -(-len(head) // pieces)
+            with contextlib.suppress(OSError):  # closed while sending: read what it said
+                for start in range(0, len(head), step):
+                    conn.sendall(head[start : start + step])
+            answer = b""
+            while b"\r\n\r\n" not in answer and (chunk := conn.recv(65536)):
+                answer += chunk
+            try:
+                closed = then and conn.recv(65536) == b""
+            except TimeoutError:
+                closed = False
+            return answer, closed
+
+    args = ["serve", "cdn", "--port", "0", "--dir", str(tmp_path)]
+    with privproc_process(args, "ready cdn ", tmp_path) as cdn:
+        room = MAX_HEADER_BYTES - 200
+        fits = b"GET /nothing HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * room + b"\r\n\r\n"
+        answer, _ = ask(fits, then=False)
+        assert answer.startswith(b"HTTP/1.1 404")  # under the bound: an ordinary answer
+        big_field = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * MAX_HEADER_BYTES + b"\r\n\r\n"
+        many = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * (MAX_HEADER_BYTES // 8 + 10)
+        long_target = b"GET /" + b"a" * MAX_HEADER_BYTES + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+        for head in (big_field, many + b"\r\n", long_target):
+            for pieces in (1, 64):
+                said, closed = ask(head, pieces)
+                assert said.startswith(b"HTTP/1.1 400"), (len(head), pieces, said[:40])
+                assert closed
 
 
 def test_one_address_cannot_hold_the_relay(tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ Rules of this module:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import os
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import uvloop
 from rich.console import Console
 from rich.markup import escape
 
@@ -70,7 +70,7 @@ def fail_cleanly(fn: F) -> F:
 def run_until_stopped(main_coro: Coroutine[Any, Any, None]) -> None:
     """Run a service until Ctrl-C or SIGTERM, and stop cleanly either way (exit status 0)."""
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main_coro)
+        uvloop.run(main_coro)  # libuv's loop: issue 18 (bench/bench_http.py)
     click.echo("stopped")
 
 

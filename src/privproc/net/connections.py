@@ -10,10 +10,14 @@ a flood of slow or idle connections must not deny service to the others.
   first, the greediest address first, and a new client still gets in.
 - With `max_per_client` (the relay, which sees client addresses), one address holds at most that
   many: beyond it, its own longest-idle connection is closed (or the new one).
-- Bodies have their own deadline where they are read (`services.http.read_body`).
+- A request's target and header fields together are at most `max_header_bytes`: beyond, the
+  connection gets 400 and is closed, however the bytes arrive.
+- Bodies have their own deadline where they are read (`net/http.py`'s `read_body`).
 
-Rules: a subclass of uvicorn's h11 protocol, configured by `ConnectionLimits` (whose numbers
-live in `privproc.limits`); it reads nothing of a request and logs no address.
+Rules: a subclass of uvicorn's httptools protocol (llhttp's parser: issue 18 measured it at a
+fifth of the h11 protocol's cost a request, bench/bench_http.py), configured by
+`ConnectionLimits` (whose numbers live in `privproc.limits`); it reads nothing of a request but
+the sizes of its target and fields, and logs no address.
 """
 
 from __future__ import annotations
@@ -23,20 +27,42 @@ import collections
 import time
 from typing import Any
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from privproc.limits import ConnectionLimits
 
 __all__ = ["ConnectionLimits", "guarded_protocol"]
 
 
-class _GuardedH11Protocol(H11Protocol):
+class HeadersTooLargeError(Exception):
+    """Raised from a parser callback: the parser stops, uvicorn answers 400 and closes."""
+
+
+class _GuardedProtocol(HttpToolsProtocol):
     limits: ConnectionLimits = ConnectionLimits()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.idle_since = time.monotonic()
         self._deadline: asyncio.TimerHandle | None = None
+        self._header_bytes = 0
+
+    def on_message_begin(self) -> None:
+        self._header_bytes = 0
+        super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)  # ": " and CRLF, as on the wire
+        super().on_header(name, value)
+
+    def _count(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > self.limits.max_header_bytes:
+            raise HeadersTooLargeError  # the parser's error: 400, and the connection closes
 
     @property
     def busy(self) -> bool:
@@ -101,6 +127,7 @@ def _address(connection: Any) -> str | None:
     return client[0] if client else None
 
 
-def guarded_protocol(limits: ConnectionLimits) -> type[H11Protocol]:
-    """uvicorn's h11 protocol under `limits` (a class per server: uvicorn instantiates it)."""
-    return type("GuardedH11Protocol", (_GuardedH11Protocol,), {"limits": limits})
+def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol under `limits` (a class per server: uvicorn makes one per
+    connection)."""
+    return type("GuardedProtocol", (_GuardedProtocol,), {"limits": limits})

@@ -232,7 +232,6 @@ def make_server(
         # Idle between requests: never before the header deadline (services.connections).
         timeout_keep_alive=math.ceil(limits.header_timeout),
         timeout_graceful_shutdown=graceful_shutdown,  # a stream that never ends can't hold a stop
-        h11_max_incomplete_event_size=16 * 1024,
     )
     return _Server(config)
 
