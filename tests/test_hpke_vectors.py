@@ -81,3 +81,19 @@ def test_rfc9180_vector(v: dict[str, Any]) -> None:
         ctx_bytes = _h(x, "exporter_context")
         assert sender.export(ctx_bytes, x["L"]) == _h(x, "exported_value")
         assert recipient.export(ctx_bytes, x["L"]) == _h(x, "exported_value")
+
+
+@pytest.mark.parametrize("length", [1, 12, 16, 32, 33, 48, 64, 65, 100, 255])
+@pytest.mark.parametrize("kdf", [hpke.KDF_HKDF_SHA256, hpke.KDF_HKDF_SHA384, hpke.KDF_HKDF_SHA512])
+def test_hkdf_expand_agrees_with_cryptography_in_one_block_and_in_many(
+    kdf: hpke.Kdf, length: int
+) -> None:
+    """The one-block fast path and the loop give RFC 5869's output, as `cryptography`'s
+    HKDFExpand (an independent implementation) computes it."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
+
+    algorithm = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}
+    prk, info = bytes(range(kdf.nh)), b"privproc info"
+    oracle = HKDFExpand(algorithm[kdf.hash_name], length, info).derive(prk)
+    assert kdf.expand(prk, info, length) == oracle

@@ -16,6 +16,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -108,6 +109,8 @@ class Kdf:
     def expand(self, prk: bytes, info: bytes, length: int) -> bytes:
         if length > 255 * self.nh:
             raise UsageError(f"HKDF-Expand length {length} exceeds 255*Nh for {self.name}")
+        if length <= self.nh:  # one block: every key, nonce and secret HPKE and OHTTP derive
+            return hmac.digest(prk, info + b"\x01", self.hash_name)[:length]
         out = b""
         block = b""
         counter = 1
@@ -131,6 +134,17 @@ KDF_HKDF_SHA256 = Kdf(0x0001, "HKDF-SHA256", "sha256", 32)
 KDF_HKDF_SHA384 = Kdf(0x0002, "HKDF-SHA384", "sha384", 48)
 KDF_HKDF_SHA512 = Kdf(0x0003, "HKDF-SHA512", "sha512", 64)
 _KDFS = {k.id: k for k in (KDF_HKDF_SHA256, KDF_HKDF_SHA384, KDF_HKDF_SHA512)}
+
+
+@functools.lru_cache(maxsize=256)
+def _schedule_context(kdf: Kdf, suite_id: bytes, mode: int, psk_id: bytes, info: bytes) -> bytes:
+    """RFC 9180 §5.1's key_schedule_context: mode || psk_id_hash || info_hash. It depends only on
+    public values that repeat (a gateway's info is the same for every request under one key
+    configuration), so it is computed once per (suite, mode, psk_id, info): two HMACs fewer a
+    request. Bounded: the least recently used go first."""
+    psk_id_hash = kdf.labeled_extract(suite_id, b"", b"psk_id_hash", psk_id)
+    info_hash = kdf.labeled_extract(suite_id, b"", b"info_hash", info)
+    return bytes((mode,)) + psk_id_hash + info_hash
 
 
 # --- AEAD --------------------------------------------------------------------------------------
@@ -752,9 +766,7 @@ class CipherSuite:
         if got_psk and len(psk) < MIN_PSK_LENGTH:
             raise UsageError(f"the psk must be at least {MIN_PSK_LENGTH} bytes")
         kdf, sid = self.kdf, self.suite_id
-        psk_id_hash = kdf.labeled_extract(sid, b"", b"psk_id_hash", psk_id)
-        info_hash = kdf.labeled_extract(sid, b"", b"info_hash", info)
-        context = bytes((mode,)) + psk_id_hash + info_hash
+        context = _schedule_context(kdf, sid, mode, psk_id, info)
         secret = kdf.labeled_extract(sid, shared_secret, b"secret", psk)
         key = kdf.labeled_expand(sid, secret, b"key", context, self.aead.nk)
         base_nonce = kdf.labeled_expand(sid, secret, b"base_nonce", context, self.aead.nn)
