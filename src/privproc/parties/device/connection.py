@@ -199,7 +199,7 @@ class PrivateConnection:
         self._http: h11.Connection | None = None
         self._session_id = ""
         # The HTTP request (method, path, headers, body) waiting for the session to be attested.
-        self._pending_request: tuple[str, str, list[tuple[str, str]], bytes] = ("", "", [], b"")
+        self._pending_request: tuple[h11.Request, bytes] | None = None
         self._streamed = False
         self._rounds = 0
         self._token: str | None = None  # while POST /v1/sessions is in flight
@@ -222,15 +222,14 @@ class PrivateConnection:
         """Queue one API request for the enclave (opening a session first if there is none)."""
         if self.state not in (ConnectionState.IDLE, ConnectionState.READY):
             raise UsageError(f"a request is already under way ({self.state.value})")
-        http = h11.Connection(h11.CLIENT)  # only to check and encode; the session's own below
         headers = [("host", "enclave"), ("content-length", str(len(body)))]
         if content_type:
             headers.insert(1, ("content-type", content_type))
-        try:
-            http.send(h11.Request(method=method, target=path, headers=headers))
+        try:  # h11 checks the method, target and fields as it builds the request
+            request = h11.Request(method=method, target=path, headers=headers)
         except h11.LocalProtocolError as exc:  # a path no HTTP request can carry
             raise UsageError(f"the request cannot be sent: {exc}") from None
-        self._pending_request = (method, path, headers, body)
+        self._pending_request = (request, body)
         self._streamed = streamed
         if self.state is ConnectionState.READY:
             self._write_request()
@@ -418,8 +417,10 @@ class PrivateConnection:
     def _write_request(self) -> None:
         assert self._tls is not None
         assert self._http is not None
-        method, path, headers, body = self._pending_request
-        data = self._http.send(h11.Request(method=method, target=path, headers=headers)) or b""
+        assert self._pending_request is not None
+        request, body = self._pending_request
+        self._pending_request = None
+        data = self._http.send(request) or b""
         data += self._http.send(h11.Data(data=body)) or b""
         data += self._http.send(h11.EndOfMessage()) or b""
         self._tls.write(data)
